@@ -1,0 +1,86 @@
+# imgpipe: one Makefile for the shared library, every tool, the dispatcher and the CGI.
+#   make            build everything into bin/
+#   make test       install what is missing, build, run the whole bats suite on the local stack
+#   make asan       the same suite with AddressSanitizer and UBSan
+#   make fuzz       run each fuzz target for a bounded time (FUZZ_SECONDS)
+#   make demo       the main job end to end on the bundled sample
+#   make install    PREFIX=/usr/local DESTDIR=
+
+VERSION  = 0.1.0
+PREFIX  ?= /usr/local
+CC      ?= cc
+PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib \
+           -DIMGPIPE_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+LDFLAGS += -Wl,--as-needed
+LDLIBS  += lib/libimgpipe.a $(shell pkg-config --libs $(PKGS)) -lcsv -lm
+
+ifdef SANITIZE
+CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+LIBSRC   = $(wildcard lib/*.c)
+LIBOBJ   = $(LIBSRC:.c=.o)
+HEADERS  = $(wildcard lib/*.h)
+
+# program: its source files (each program lives in its own folder, see DESIGN.md)
+PROGS    = csvsplit fetchimg shrink s3put s3get dbrecord notify imgpipe-dispatch imgpipe.cgi
+SRC_csvsplit         = tools/csvsplit/csvsplit.c
+SRC_fetchimg         = tools/fetchimg/fetchimg.c
+SRC_shrink           = tools/shrink/shrink.c
+SRC_s3put            = tools/s3put/s3put.c
+SRC_s3get            = tools/s3put/s3get.c
+SRC_dbrecord         = tools/dbrecord/dbrecord.c
+SRC_notify           = tools/notify/notify.c
+SRC_imgpipe-dispatch = dispatch/dispatch.c
+SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
+
+BINS     = $(addprefix bin/,$(PROGS))
+MANPAGES = $(wildcard man/*.1 tools/*/*.1 dispatch/*.1 cgi/*.1)
+
+all: $(BINS)
+
+lib/libimgpipe.a: $(LIBOBJ)
+	$(AR) rcs $@ $^
+
+lib/%.o: lib/%.c $(HEADERS)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+.SECONDEXPANSION:
+$(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SRC_$*) $(LDLIBS)
+
+test: setup all
+	tests/run
+
+asan:
+	$(MAKE) clean
+	$(MAKE) SANITIZE=1 test
+	$(MAKE) clean
+
+fuzz:
+	tests/fuzz/run
+
+setup:
+	bin/imgpipe setup
+
+demo: setup all
+	bin/imgpipe demo
+
+check-scripts:
+	shellcheck -x bin/imgpipe scripts/* tests/run .ci/run $(wildcard bench/*[!.]*) tests/bats/*.bash
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	           $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin $(DESTDIR)$(PREFIX)/share/imgpipe
+	install -m 755 $(filter-out bin/imgpipe.cgi,$(BINS)) $(DESTDIR)$(PREFIX)/bin
+	install -m 755 bin/imgpipe.cgi $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin
+	install -m 755 scripts/process-batch $(DESTDIR)$(PREFIX)/lib/imgpipe
+	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1
+
+clean:
+	rm -f $(BINS) lib/*.o lib/*.a tests/fuzz/*-fuzz
+
+.PHONY: all test asan fuzz setup demo check-scripts install clean

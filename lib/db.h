@@ -1,0 +1,39 @@
+/* MongoDB access shared by dbrecord and the CGI: collections "batches" and "products"
+ * with the field names of DESIGN.md.  One client per process.  Functions return 0 on
+ * success, -1 on error with the reason in err; lookups return 1 when nothing is found. */
+#ifndef IMGPIPE_DB_H
+#define IMGPIPE_DB_H
+
+#include <mongoc/mongoc.h>
+#include "imgpipe.h"
+
+struct db {
+	mongoc_client_t *client;
+	mongoc_database_t *database;       /* named by MONGODB_URI, default "imgpipe" */
+	mongoc_collection_t *batches;
+	mongoc_collection_t *products;
+};
+
+/* Connects (lazily, as libmongoc does), checks the server answers, creates the indexes
+ * on first use.  Exits EX_USAGE when MONGODB_URI is unset or malformed. */
+int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
+void db_close(struct db *d);
+
+/* The four statuses of DESIGN.md; NULL-terminated. */
+extern const char *const db_statuses[];
+int db_status_valid(const char *status);
+
+/* Creates batch id with status, s3Key and (when not NULL) webhook_url; fails if it exists. */
+int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
+		    const char *webhook_url, bson_error_t *err);
+/* Sets status and message (message may be NULL), creating the batch when missing. */
+int db_batch_set_status(struct db *d, const char *id, const char *status, const char *message,
+			bson_error_t *err);
+int db_batch_delete(struct db *d, const char *id, bson_error_t *err);
+
+/* Fills out (initialised by the caller) with the JSON of GET /status/ID. */
+int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err);
+/* Writes the output CSV of GET /status/ID?format=csv. */
+int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err);
+
+#endif

@@ -1,0 +1,80 @@
+/* imgpipe's shared library: configuration, NDJSON on libbson, command-line basics.
+ * Errors and logs go to stderr through <err.h> (warnx/errx print "tool: message");
+ * exit codes are those of <sysexits.h>, as DESIGN.md fixes them:
+ *   EX_OK 0, EX_USAGE 64, EX_DATAERR 65, EX_UNAVAILABLE 69, EX_TEMPFAIL 75. */
+#ifndef IMGPIPE_H
+#define IMGPIPE_H
+
+#include <err.h>
+#include <stdio.h>
+#include <sysexits.h>
+#include <bson/bson.h>
+
+/* ---- configuration (config.c) ----
+ * Every tool reads the same environment names; unset optional ones get DESIGN.md's defaults. */
+struct config {
+	const char *mongodb_uri;      /* MONGODB_URI */
+	const char *redis_url;        /* REDIS_URL */
+	const char *s3_endpoint;      /* S3_ENDPOINT */
+	const char *s3_bucket;        /* S3_BUCKET, default "imgpipe" */
+	const char *s3_public_url;    /* S3_PUBLIC_URL, default S3_ENDPOINT/S3_BUCKET */
+	const char *aws_access_key;   /* AWS_ACCESS_KEY_ID */
+	const char *aws_secret_key;   /* AWS_SECRET_ACCESS_KEY */
+	const char *aws_region;       /* AWS_REGION, default "us-east-1" */
+	const char *webhook_url;      /* WEBHOOK_URL */
+	const char *webhook_secret;   /* WEBHOOK_SECRET */
+	const char *home;             /* IMGPIPE_HOME, default "var" */
+	const char *url;              /* IMGPIPE_URL */
+	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+};
+
+/* Fills c from the environment.  The strings belong to c (free with config_free). */
+void config_load(struct config *c);
+void config_free(struct config *c);
+/* Returns value, or exits EX_USAGE naming the variable when it is unset or empty. */
+const char *config_require(const char *name, const char *value);
+
+/* ---- NDJSON (ndjson.c) ----
+ * One JSON object a line.  Lines are read into a bounded buffer: a line longer than
+ * NDJSON_MAX_LINE is an error for that line, never a crash or a silent cut. */
+#define NDJSON_MAX_LINE (1 << 20)
+
+struct ndjson_reader {
+	FILE *in;
+	char *buf;
+	size_t cap;
+	unsigned long lineno;    /* line number of the record last returned */
+};
+
+void ndjson_reader_init(struct ndjson_reader *r, FILE *in);
+void ndjson_reader_free(struct ndjson_reader *r);
+/* Reads the next non-blank line.  Returns 1 and sets *doc (caller destroys it), 0 at end
+ * of input, -1 when the line is not a JSON object (why is in err->message; *doc is NULL). */
+int ndjson_read(struct ndjson_reader *r, bson_t **doc, bson_error_t *err);
+/* Writes doc as one line of relaxed extended JSON.  Returns 0, or -1 on a write error. */
+int ndjson_write(FILE *out, const bson_t *doc);
+/* Writes {"error": message} (plus "input_line") for an input line that could not be read. */
+int ndjson_write_bad_line(FILE *out, unsigned long lineno, const char *message);
+
+/* ---- records (ndjson.c) ---- */
+/* The string value of key in doc, or NULL when absent or not a string. */
+const char *rec_str(const bson_t *doc, const char *key);
+/* The integer value of key (int32, int64 or an integral double), or fallback. */
+int64_t rec_int(const bson_t *doc, const char *key, int64_t fallback);
+/* True when the record carries "error": stages pass such records through untouched. */
+int rec_has_error(const bson_t *doc);
+/* A copy of doc with "error" set to the formatted reason (caller destroys it).
+ * To add fields, copy with bson_copy_to_excluding_noinit() and append. */
+bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- command line (cli.c) ---- */
+/* Handles --help and --version when argv[1] is one of them: prints usage (to stdout)
+ * or "NAME VERSION" and exits 0.  Otherwise returns. */
+void cli_common(int argc, char **argv, const char *usage);
+/* Prints usage to stderr and exits EX_USAGE. */
+_Noreturn void cli_usage_error(const char *usage, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Parses a positive integer option value within [min, max], or exits EX_USAGE. */
+long cli_long(const char *opt, const char *value, long min, long max);
+
+#endif

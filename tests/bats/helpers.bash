@@ -1,0 +1,50 @@
+# Shared by every bats file: paths, the stack, and the local HTTP server.
+# shellcheck shell=bash
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+export PATH="$ROOT/bin:$PATH"
+TESTDATA="$ROOT/tests/data"
+load /usr/lib/bats/bats-support/load.bash
+load /usr/lib/bats/bats-assert/load.bash
+
+# Brings up the named services of the local stack (all when none are named) unless they
+# already run, and remembers whether this file started them, so it stops only those.
+# Call from setup_file; stack_stop from teardown_file.
+stack_start() {
+	if imgpipe stack status "$@" >/dev/null 2>&1; then
+		export STACK_STARTED_HERE=
+	else
+		imgpipe stack up "$@" >&3 2>&1
+		export STACK_STARTED_HERE="${*:-all}"
+	fi
+	eval "$(imgpipe stack env)"
+}
+
+stack_stop() {
+	case "${STACK_STARTED_HERE:-}" in
+	"") ;;
+	all) imgpipe stack down >&3 2>&1 ;;
+	*) read -ra services <<<"$STACK_STARTED_HERE"; imgpipe stack down "${services[@]}" >&3 2>&1 ;;
+	esac
+}
+
+# Starts tests/lib/httpd.py serving DIR (default tests/data) on a free port.
+# Sets HTTPD_URL, HTTPD_PID and HOOK_LOG (webhook requests, one JSON line each).
+httpd_start() {
+	local root=${1:-$TESTDATA} portfile="$BATS_FILE_TMPDIR/httpd.port"
+	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson"
+	: >"$HOOK_LOG"
+	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" >"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
+	export HTTPD_PID=$!
+	for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done
+	export HTTPD_URL="http://127.0.0.1:$(cat "$portfile")"
+}
+
+httpd_stop() {
+	[ -z "${HTTPD_PID:-}" ] || kill "$HTTPD_PID" 2>/dev/null || true
+}
+
+# Sets the answers of the test server's /hook (comma-separated HTTP codes; the last repeats).
+hook_answers() {
+	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"
+}

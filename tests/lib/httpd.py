@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""A small HTTP server for tests and benchmarks, on 127.0.0.1 only.
+
+Serves files under --root, receives webhooks, and misbehaves on request:
+  GET  /FILE                     a file under --root
+  GET  /status/CODE              answers CODE with a short body
+  GET  /redirect?to=URL          302 to URL
+  GET  /loop                     302 to itself, forever
+  GET  /slow                     one byte a second, for up to a minute
+  GET  /lie?file=FILE            claims twice the file's length, sends the file, closes
+  GET  /big?mb=N                 N MiB of bytes (a JPEG signature, then zeros)
+  GET  /flaky/FILE?fail=N&key=K  503 for the first N requests of key K, then the file
+  POST /hook                     records the request as one JSON line in --hook-log and
+                                 answers with the next of --hook-codes (the last repeats)
+  POST /hook-codes?set=500,200   replaces the webhook answer sequence
+The port is printed on stdout once the server listens (--port 0 picks a free one).
+"""
+import argparse
+import json
+import os
+import threading
+import time
+import urllib.parse
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+STATE = {"hook_codes": [200], "hook_calls": 0, "flaky": {}}
+LOCK = threading.Lock()
+
+
+class Handler(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            super().log_message(fmt, *args)
+
+    def send_plain(self, code, body=b"", headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        parts = url.path.strip("/").split("/")
+        if parts[0] == "status" and len(parts) == 2:
+            return self.send_plain(int(parts[1]), b"status %s\n" % parts[1].encode())
+        if url.path == "/redirect":
+            return self.send_plain(302, headers=[("Location", q["to"])])
+        if url.path == "/loop":
+            return self.send_plain(302, headers=[("Location", "/loop")])
+        if url.path == "/slow":
+            return self.slow()
+        if url.path == "/lie":
+            return self.lie(q["file"])
+        if url.path == "/big":
+            return self.big(int(q.get("mb", "60")))
+        if parts[0] == "flaky":
+            key = q.get("key", url.path)
+            with LOCK:
+                seen = STATE["flaky"].get(key, 0)
+                STATE["flaky"][key] = seen + 1
+            if seen < int(q.get("fail", "1")):
+                return self.send_plain(503, b"try again\n")
+            self.path = "/" + "/".join(parts[1:])
+        return super().do_GET()
+
+    def slow(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", "60")
+        self.end_headers()
+        try:
+            for _ in range(60):
+                self.wfile.write(b"\xff")
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:
+            pass
+
+    def lie(self, name):
+        with open(os.path.join(self.server.root, name), "rb") as f:
+            data = f.read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(2 * len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def big(self, mb):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(mb << 20))
+        self.end_headers()
+        chunk = b"\0" * (1 << 20)
+        try:
+            self.wfile.write(b"\xff\xd8\xff\xe0" + chunk[4:])
+            for _ in range(mb - 1):
+                self.wfile.write(chunk)
+        except OSError:
+            pass
+
+    def do_POST(self):
+        url = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if url.path == "/hook-codes":
+            q = dict(urllib.parse.parse_qsl(url.query))
+            with LOCK:
+                STATE["hook_codes"] = [int(c) for c in q["set"].split(",")]
+                STATE["hook_calls"] = 0
+            return self.send_plain(204)
+        if url.path != "/hook":
+            return self.send_plain(404)
+        with LOCK:
+            codes = STATE["hook_codes"]
+            code = codes[min(STATE["hook_calls"], len(codes) - 1)]
+            STATE["hook_calls"] += 1
+            record = {"time": time.time(), "path": self.path, "answer": code,
+                      "headers": {k.lower(): v for k, v in self.headers.items()},
+                      "body": body.decode("utf-8", "replace")}
+            with open(self.server.hook_log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.send_plain(code, b"{}", headers=[("Content-Type", "application/json")])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--root", default=".")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--hook-log", default=os.devnull)
+    p.add_argument("--hook-codes", default="200")
+    p.add_argument("--verbose", action="store_true")
+    a = p.parse_args()
+    STATE["hook_codes"] = [int(c) for c in a.hook_codes.split(",")]
+    root = os.path.abspath(a.root)
+
+    class RootHandler(Handler):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, directory=root, **kw)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), RootHandler)
+    srv.daemon_threads = True
+    srv.root, srv.hook_log, srv.verbose = root, a.hook_log, a.verbose
+    print(srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

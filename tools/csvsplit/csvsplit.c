@@ -1,0 +1,12 @@
+/* csvsplit: not built yet; see its issue. */
+#include "imgpipe.h"
+
+static const char usage[] =
+	"usage: csvsplit [--help] [--version]\n"
+	"csvsplit is not implemented yet.\n";
+
+int main(int argc, char **argv)
+{
+	cli_common(argc, argv, usage);
+	errx(EX_UNAVAILABLE, "not implemented yet");
+}

@@ -1,0 +1,12 @@
+/* s3get: not built yet; see its issue. */
+#include "imgpipe.h"
+
+static const char usage[] =
+	"usage: s3get [--help] [--version]\n"
+	"s3get is not implemented yet.\n";
+
+int main(int argc, char **argv)
+{
+	cli_common(argc, argv, usage);
+	errx(EX_UNAVAILABLE, "not implemented yet");
+}

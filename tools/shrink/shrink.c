@@ -1,0 +1,12 @@
+/* shrink: not built yet; see its issue. */
+#include "imgpipe.h"
+
+static const char usage[] =
+	"usage: shrink [--help] [--version]\n"
+	"shrink is not implemented yet.\n";
+
+int main(int argc, char **argv)
+{
+	cli_common(argc, argv, usage);
+	errx(EX_UNAVAILABLE, "not implemented yet");
+}
