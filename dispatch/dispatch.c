@@ -3,7 +3,7 @@
  *
  * Reliability comes from a Redis Streams consumer group: a job read with XREADGROUP stays
  * pending until XACK, which is sent only when process-batch says the batch has ended.
- * While a job runs its entry is re-claimed every few seconds (resetting its idle time);
+ * While a job runs its entry is re-claimed three times per --claim-idle (resetting its idle time);
  * a dispatcher that dies stops doing that, and after --claim-idle seconds any other
  * dispatcher takes the job over with XAUTOCLAIM.  process-batch is idempotent, so a job
  * run twice finishes the batch once. */
@@ -25,7 +25,6 @@
 #define STREAM "imgpipe:jobs"
 #define GROUP "dispatchers"
 #define MAX_JOBS 64
-#define HEARTBEAT_SECONDS 5
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
@@ -249,16 +248,25 @@ static int reap(redisContext *c)
 	return rc;
 }
 
-/* One pass of the loop: take a job if a slot is free (blocking up to a second), keep
- * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
-static int step(redisContext *c, time_t *last_beat)
+static long now_ms(void)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One pass of the loop: take a job if a slot is free (blocking a little while), keep
+ * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
+static int step(redisContext *c, long *last_beat)
+{
+	long beat_ms = opt.claim_idle_ms / 3;
+	long wait_ms = beat_ms < 1000 ? beat_ms : 1000;
 	char id[64], batch[128];
 	struct job *slot = free_slot();
 	int got;
 
 	if (slot) {
-		got = take_job(c, 1000, id, sizeof id, batch, sizeof batch);
+		got = take_job(c, wait_ms, id, sizeof id, batch, sizeof batch);
 		if (got < 0)
 			return -1;
 		if (got && batch[0])
@@ -268,8 +276,8 @@ static int step(redisContext *c, time_t *last_beat)
 	} else {
 		usleep(200 * 1000);
 	}
-	if (time(NULL) - *last_beat >= HEARTBEAT_SECONDS) {
-		*last_beat = time(NULL);
+	if (now_ms() - *last_beat >= beat_ms) {
+		*last_beat = now_ms();
 		if (heartbeat(c) != 0)
 			return -1;
 	}
@@ -359,7 +367,7 @@ int main(int argc, char **argv)
 
 	while (!stopping) {
 		redisContext *c = connect_redis();
-		time_t last_beat = time(NULL);
+		long last_beat = now_ms();
 
 		if (c) {
 			backoff_ms = 200;
