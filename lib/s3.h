@@ -13,8 +13,12 @@
 struct s3 {
 	const struct config *cfg;
 	CURL *curl;
+	int retries;        /* extra attempts on 5xx and network errors; s3_open sets S3_RETRIES */
+	int virtual_host;   /* S3_VIRTUAL_HOST=1 */
 	char error[512];
 };
+
+#define S3_RETRIES 4
 
 /* Exits EX_USAGE naming the variable when S3_ENDPOINT or credentials are missing. */
 void s3_open(struct s3 *s, const struct config *cfg);
