@@ -351,22 +351,24 @@ static int explain(struct s3 *s, const struct request *rq, CURLcode cc, long sta
 	const char *hint;
 
 	if (cc == CURLE_WRITE_ERROR && k->write_errno)
-		return fail(s, EX_DATAERR, rq, ": cannot write the object: %s",
+		return fail(s, EX_IOERR, rq, ": cannot write the object: %s",
 			    strerror(k->write_errno));
 	if (cc == CURLE_READ_ERROR || cc == CURLE_ABORTED_BY_CALLBACK)
 		return fail(s, EX_DATAERR, rq, ": cannot read the data to upload");
 	if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST)
-		return fail(s, EX_UNAVAILABLE, rq, ": store unreachable after %d attempts: %s",
-			    attempts, detail);
+		return fail(s, EX_UNAVAILABLE, rq, ": store unreachable after %d attempt%s: %s",
+			    attempts, attempts == 1 ? "" : "s", detail);
 	if (cc != CURLE_OK)
-		return fail(s, EX_TEMPFAIL, rq, " failed after %d attempts: %s", attempts, detail);
+		return fail(s, EX_TEMPFAIL, rq, " failed after %d attempt%s: %s", attempts,
+			    attempts == 1 ? "" : "s", detail);
 
 	parse_fault(k->doc, k->doclen, &f);
 	if (status == 404 && (!*f.code || strcmp(f.code, "NoSuchKey") == 0))
 		return fail(s, EX_DATAERR, rq, ": no such key");
 	if (transient(cc, status))
-		return fail(s, EX_TEMPFAIL, rq, " failed after %d attempts: HTTP %ld %s%s%s",
-			    attempts, status, f.code, *f.message ? ": " : "", f.message);
+		return fail(s, EX_TEMPFAIL, rq, " failed after %d attempt%s: HTTP %ld%s%s%s%s",
+			    attempts, attempts == 1 ? "" : "s", status, *f.code ? " " : "", f.code, *f.message ? ": " : "",
+			    f.message);
 	if (!*f.code)
 		return fail(s, EX_UNAVAILABLE, rq, " refused: HTTP %ld", status);
 	hint = fault_hint(f.code);

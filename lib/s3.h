@@ -2,8 +2,9 @@
  * Path-style by default (S3_ENDPOINT/BUCKET/KEY); S3_VIRTUAL_HOST=1 selects
  * BUCKET.host style for AWS.  One handle keeps its connection alive between requests.
  * Functions return 0, or an exit code of DESIGN.md with one clear line in s3->error:
- * EX_DATAERR (no such key / bad local file), EX_UNAVAILABLE (refused credentials,
- * store unreachable after retries), EX_TEMPFAIL (5xx or network error after retries). */
+ * EX_DATAERR (no such key / bad local file or key), EX_UNAVAILABLE (refused: credentials,
+ * bucket; store unreachable after retries), EX_TEMPFAIL (5xx or network error after
+ * retries), EX_IOERR (s3_get could not write to out). */
 #ifndef IMGPIPE_S3_H
 #define IMGPIPE_S3_H
 

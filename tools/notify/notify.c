@@ -166,7 +166,8 @@ static int deliver(CURL *c, const struct opts *o, struct delivery *d)
 		snprintf(d->error, sizeof d->error, "bad webhook URL: %s", why);
 		return EX_DATAERR;
 	}
-	snprintf(d->error, sizeof d->error, "not delivered after %d attempts: %s", d->attempts, why);
+	snprintf(d->error, sizeof d->error, "not delivered after %d attempt%s: %s", d->attempts,
+		 d->attempts == 1 ? "" : "s", why);
 	return EX_TEMPFAIL;
 }
 

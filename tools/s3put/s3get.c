@@ -8,7 +8,7 @@ static const char usage[] =
 	"Writes the object KEY of $S3_BUCKET to stdout, streaming.\n"
 	"  --retries N  retries on 5xx answers and network errors (default 4, at most 10)\n"
 	"Exit: 0 done, 64 usage, 65 no such key, 69 store refused or unreachable,\n"
-	"75 store failing after the retries.\n";
+	"74 stdout unwritable, 75 store failing after the retries.\n";
 
 int main(int argc, char **argv)
 {

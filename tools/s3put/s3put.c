@@ -16,7 +16,7 @@ static const char usage[] =
 	"  --retries N  retries on 5xx answers and network errors (default 4, at most 10)\n"
 	"  --private    no x-amz-acl: public-read header (for buckets with ACLs disabled)\n"
 	"Exit: 0 done, 64 usage, 65 unreadable FILE, 69 store refused or unreachable,\n"
-	"75 store failing after the retries.\n";
+	"74 stdout unwritable, 75 store failing after the retries.\n";
 
 /* An image (or CSV) format: its name as shrink reports it, a file extension, a MIME type. */
 struct format {
