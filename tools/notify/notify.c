@@ -25,8 +25,8 @@ static const char usage[] =
 	"  --attempts N   attempts an event, 1 to 100 (default 5)\n"
 	"  --backoff MS   wait before the second attempt, doubled after each (default 500)\n"
 	"  --timeout S    time limit of one attempt, in seconds (default 10)\n"
-	"Exit: 0 all delivered or skipped, 64 usage, 65 a record was not an event,\n"
-	"75 an event was not delivered after its attempts.\n";
+	"Exit: 0 all delivered or skipped, 64 usage, 65 a record was not an event or its\n"
+	"URL cannot work, 74 stdout unwritable, 75 an event was not delivered after its attempts.\n";
 
 struct opts {
 	const char *url;          /* --url */
