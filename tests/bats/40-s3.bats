@@ -142,6 +142,17 @@ teardown_file() {
 	assert_output "served after one 503"
 }
 
+@test "a GET that breaks off resumes where it stopped, writing no byte twice" {
+	head -c 100000 /dev/urandom >"$BATS_TEST_TMPDIR/obj"
+	python3 "$TESTDATA/s3/breakoff.py" "$BATS_TEST_TMPDIR/obj" >"$BATS_TEST_TMPDIR/port" 2>"$BATS_TEST_TMPDIR/ranges" &
+	server=$!
+	for _ in $(seq 100); do [ -s "$BATS_TEST_TMPDIR/port" ] && break; sleep 0.05; done
+	S3_ENDPOINT="http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")" s3get any/key >"$BATS_TEST_TMPDIR/got"
+	kill "$server"
+	cmp "$BATS_TEST_TMPDIR/obj" "$BATS_TEST_TMPDIR/got"
+	assert_equal "$(paste -sd' ' "$BATS_TEST_TMPDIR/ranges")" "- bytes=50000-"
+}
+
 @test "5xx answers past the retries exit 75 with the status" {
 	S3_ENDPOINT=$HTTPD_URL S3_BUCKET=status run s3get --retries 2 503
 	assert_failure 75
@@ -158,8 +169,8 @@ teardown_file() {
 	for tool in s3put s3get; do
 		run "$tool" --help
 		assert_success
-		for opt in $(grep -o -- '--[a-z]\+' <<<"$output" | sort -u); do
+		while read -r opt; do
 			sed 's/\\//g' "$ROOT/tools/s3put/$tool.1" | grep -q -- "$opt"
-		done
+		done < <(grep -o -- '--[a-z]\+' <<<"$output" | sort -u)
 	done
 }

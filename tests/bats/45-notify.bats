@@ -33,8 +33,8 @@ hmac() {
 
 @test "500 twice then 200: three deliveries of the same signed body, one result" {
 	hook_answers 500,500,200
-	export WEBHOOK_SECRET=s3cret-for-tests
-	run notify --backoff 20 < <(event ", \"webhook_url\": \"$HOOK\"")
+	secret=s3cret-for-tests
+	WEBHOOK_SECRET=$secret run notify --backoff 20 < <(event ", \"webhook_url\": \"$HOOK\"")
 	assert_success
 	assert_equal "$(wc -l <"$HOOK_LOG")" 3
 	delivery=$(jq -r '.headers["x-imgpipe-delivery"]' "$HOOK_LOG" | sort -u)
@@ -43,7 +43,7 @@ hmac() {
 	assert_equal "$(jq -c .answer "$HOOK_LOG" | paste -sd,)" 500,500,200
 	while read -r hook; do
 		body=$(jq -j .body <<<"$hook")
-		assert_equal "$(jq -r '.headers["x-imgpipe-signature"]' <<<"$hook")" "$(hmac "$body" "$WEBHOOK_SECRET")"
+		assert_equal "$(jq -r '.headers["x-imgpipe-signature"]' <<<"$hook")" "$(hmac "$body" "$secret")"
 		assert_equal "$(jq -r '.headers["content-type"]' <<<"$hook")" application/json
 		assert_equal "$(jq -r '.headers["x-imgpipe-event"]' <<<"$hook")" batch.completed
 		# The body is the event record without webhook_url.
@@ -53,8 +53,7 @@ hmac() {
 }
 
 @test "a signature made with another secret does not match" {
-	export WEBHOOK_SECRET=right-secret
-	run notify --url "$HOOK" < <(event)
+	WEBHOOK_SECRET=right-secret run notify --url "$HOOK" < <(event)
 	assert_success
 	body=$(jq -j .body "$HOOK_LOG")
 	sig=$(jq -r '.headers["x-imgpipe-signature"]' "$HOOK_LOG")
@@ -111,6 +110,7 @@ print(s.getsockname()[1], flush=True); time.sleep(120)' >"$BATS_TEST_TMPDIR/port
 @test "an event without any URL is skipped, not failed" {
 	run --separate-stderr notify < <(event)
 	assert_success
+	# shellcheck disable=SC2154 # bats' run --separate-stderr sets $stderr
 	assert_equal "$stderr" "notify: batch.completed b1: skipped: no webhook URL (--url, the record's webhook_url or WEBHOOK_URL)"
 	assert_equal "$(jq -c '[.attempts, .status_code, .delivered, .url]' <<<"$output")" '[0,0,false,null]'
 	assert_equal "$(jq -r .error <<<"$output")" \
@@ -138,7 +138,7 @@ print(s.getsockname()[1], flush=True); time.sleep(120)' >"$BATS_TEST_TMPDIR/port
 	assert_failure 64
 	run notify --help
 	assert_success
-	for opt in $(grep -o -- '--[a-z]\+' <<<"$output" | sort -u); do
+	while read -r opt; do
 		sed 's/\\//g' "$ROOT/tools/notify/notify.1" | grep -q -- "$opt"
-	done
+	done < <(grep -o -- '--[a-z]\+' <<<"$output" | sort -u)
 }
