@@ -422,6 +422,7 @@ static int s3_request(struct s3 *s, const struct request *rq)
 		}
 		backoff_sleep(S3_BACKOFF_MS, S3_BACKOFF_CAP_MS, attempt);
 	}
+	curl_easy_reset(s->curl);   /* drops its pointers into k and headers; keeps the connection */
 done:
 	curl_slist_free_all(headers);
 	bson_free(url);

@@ -155,6 +155,7 @@ static int deliver(CURL *c, const struct opts *o, struct delivery *d)
 			break;
 		backoff_sleep(o->backoff_ms, BACKOFF_CAP_MS, d->attempts);
 	}
+	curl_easy_reset(c);     /* drops its pointers to h, the body and errbuf; keeps the connection */
 	curl_slist_free_all(h);
 	if (cc == CURLE_OK && d->status / 100 == 2)
 		return EX_OK;
