@@ -6,6 +6,7 @@
  * redirects reach loopback, private or link-local hosts; bodies are capped while they
  * stream; the type is sniffed from the first bytes, never taken from the server. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -244,8 +245,7 @@ static char *file_stem(const bson_t *rec)
 	size_t len = 0;
 
 	for (; batch && *batch && len < 64; batch++)
-		stem[len++] = strchr("-_", *batch) || (*batch >= '0' && *batch <= '9') ||
-			      ((*batch | 0x20) >= 'a' && (*batch | 0x20) <= 'z') ? *batch : '_';
+		stem[len++] = isalnum((unsigned char)*batch) || *batch == '-' ? *batch : '_';
 	if (serial >= 0)
 		len += (size_t)snprintf(stem + len, sizeof stem - len, "%s%lld", len ? "-" : "",
 					(long long)serial);
@@ -275,9 +275,11 @@ static int create_file(struct job *j)
 		j->path = bson_strdup_printf("%s%s%s-XXXXXX.%s", dir, slash, stem ? stem : "image", ext);
 		j->fd = mkostemps(j->path, (int)strlen(ext) + 1, O_CLOEXEC);
 		if (j->fd >= 0 && fchmod(j->fd, 0644) != 0) {
+			int e = errno;
 			close(j->fd);
 			unlink(j->path);
 			j->fd = -1;
+			errno = e;
 		}
 	}
 	bson_free(stem);
@@ -636,7 +638,8 @@ static int stdin_ready(void)
 	return poll(&p, 1, 0) > 0 && p.revents;
 }
 
-static void run(void)
+/* Streams stdin to stdout; returns the exit status. */
+static int run(void)
 {
 	struct run r = { 0 };
 	struct stat st;
@@ -661,6 +664,8 @@ static void run(void)
 		reap(&r);
 		wait_ms = restart_due(&r);
 		want_input = !r.eof && r.busy < opt.parallel;
+		/* stdin is polled with the transfers only to wake us; stdin_ready() decides,
+		 * as curl does not report a hang-up (end of input) on extra descriptors. */
 		if (want_input && stdin_ready()) {
 			read_record(&r);
 			continue;
@@ -671,8 +676,7 @@ static void run(void)
 	curl_multi_cleanup(r.multi);
 	bson_free(r.slots);
 	ndjson_reader_free(&r.in);
-	if (r.bad_input)
-		exit(EX_DATAERR);
+	return r.bad_input ? EX_DATAERR : EX_OK;
 }
 
 /* ---- command line ---- */
@@ -717,6 +721,7 @@ static void parse_options(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct config cfg;
+	int status;
 
 	cli_common(argc, argv, usage);
 	parse_options(argc, argv);
@@ -725,7 +730,7 @@ int main(int argc, char **argv)
 	config_free(&cfg);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		errx(EX_SOFTWARE, "curl_global_init failed");
-	run();
+	status = run();
 	curl_global_cleanup();
-	return EX_OK;
+	return status;
 }
