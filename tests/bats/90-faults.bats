@@ -57,9 +57,10 @@ PY
 	assert_output "$rows $rows $((2 * rows))"
 	run field "$id" '[.status, .progress.rows_done, .progress.images_done, .progress.images_failed] | join(" ")'
 	assert_output "completed $rows $((2 * rows)) 0"
-	for _ in $(seq 50); do grep -q "$id" "$HOOK_LOG" && break; sleep 0.1; done
+	delivered() { jq -c --arg id "$id" 'select(.answer == 200 and (.body | fromjson).batch_id == $id)' "$HOOK_LOG" | wc -l; }
+	for _ in $(seq 50); do [ "$(delivered)" -gt 0 ] && break; sleep 0.1; done
 	sleep 1
-	run grep -c "\"batch_id\\\\\": \\\\\"$id" "$HOOK_LOG"
+	run delivered
 	assert_output 1
 }
 
