@@ -281,11 +281,11 @@ static void row_field(struct csvin *c, size_t col, const char *s, size_t len)
 /* Parses the serial number, or says why it is not one.  Returns 0 when it is. */
 static int parse_serial(struct csvin *c, int64_t *serial)
 {
-	const char *s = c->text + c->serial_at;
+	const char *s = c->state[COL_SERIAL] == FIELD_KEPT ? c->text + c->serial_at : "";
 	char q[QUOTE_MAX + 4];
 	int64_t n = 0;
 
-	if (c->state[COL_SERIAL] != FIELD_KEPT || !*s) {
+	if (!*s) {
 		if (c->state[COL_SERIAL] != FIELD_BAD)
 			why_add(c, "serial number is empty");
 		return -1;
@@ -515,20 +515,27 @@ static int csv_space(unsigned char ch)
 }
 
 /* libcsv holds a whole field and has no limit of its own.  Its parser struct is public
- * (csv.h), so once the field under way is over the limit we drop what it holds, keeping
- * the last bytes (a closing quote, a space) that its state machine may take back, and
- * remember that the field was too long. */
+ * (csv.h), so we bound what it holds here, between two calls, as the field would be
+ * judged when it ends.  The field holds entry_pos bytes, of which the last `spaces` (and
+ * a closing quote before them) may yet be trimmed away:
+ * - more than max + 1 trailing spaces: the surplus goes, since either they are trimmed
+ *   or what follows them makes the field too long anyway;
+ * - more than max bytes besides those: the field is too long; what it holds goes but for
+ *   the bytes libcsv may still take back, and on_field is told. */
 static void cap_field(struct csvin *c)
 {
 	struct csv_parser *p = &c->csv;
-	size_t keep;
+	size_t max = c->lim.max_field_bytes, keep;
 
-	if (p->entry_pos <= c->lim.max_field_bytes)
+	if (p->spaces > max + 1) {
+		p->entry_pos -= p->spaces - (max + 1);
+		p->spaces = max + 1;
+	}
+	if (p->entry_pos <= max + p->spaces + 1)
 		return;
-	keep = p->spaces ? 2 : 1;
+	keep = p->spaces + 1;
 	memmove(p->entry_buf, p->entry_buf + p->entry_pos - keep, keep);
 	p->entry_pos = keep;
-	p->spaces = keep - 1;
 	c->overflow = 1;
 }
 

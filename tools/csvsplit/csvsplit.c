@@ -78,7 +78,7 @@ int main(int argc, char **argv)
 {
 	struct csvin_limits lim = { CSVIN_MAX_FIELD_BYTES, CSVIN_MAX_URLS, CSVIN_MAX_ROWS };
 	struct output o = { stdout, NULL };
-	const char *name = "-";
+	const char *name = "standard input";
 	static char buf[1 << 16];
 	struct csvin *c;
 	FILE *in = stdin;
