@@ -13,7 +13,7 @@
 
 #include "csvin.h"
 
-#define FEED_PIECE 4096   /* most bytes libcsv buffers past the field limit */
+#define FEED_PIECE 4096   /* most bytes fed to libcsv between two cap_field calls */
 #define WHY_MAX 1024      /* longest reason for an invalid row */
 #define QUOTE_MAX 100     /* longest value quoted in a reason */
 
