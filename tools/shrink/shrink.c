@@ -249,10 +249,21 @@ static int open_image(const char *path, const struct options *o, VipsImage **img
 
 /* ---- the pipeline: each step makes *t from in, or fails with libvips' error set ---- */
 
-/* Applies EXIF orientation; libvips drops the tag as it turns the pixels. */
+/* Applies EXIF orientation; libvips drops the tag as it turns the pixels.  All but a
+ * mirror read rows out of order, so those decode the image into memory first (the pixel
+ * check above bounds it). */
 static int orient(VipsImage *in, VipsImage **t)
 {
-	return vips_autorot(in, t, NULL);
+	VipsImage *mem;
+	int rc;
+
+	if (vips_image_get_orientation(in) == 2)
+		return vips_autorot(in, t, NULL);
+	if (!(mem = vips_image_copy_memory(in)))
+		return -1;
+	rc = vips_autorot(mem, t, NULL);
+	g_object_unref(mem);
+	return rc;
 }
 
 /* To 8-bit sRGB, or 8-bit grey for grey images: through the embedded ICC profile when
@@ -411,8 +422,9 @@ static int check_not_input(const char *in, const char *out, char *why, size_t n)
 /* ---- one image ---- */
 
 /* Shrinks the image at in into out, or when out is NULL into a new file in --out-dir.
- * Returns 0 with r filled in (r->path to bson_free), EX_DATAERR for a bad image or
- * EX_CANTCREAT for an output that cannot be written, with the reason in why. */
+ * Returns 0 with r filled in (r->path to bson_free), EX_DATAERR for a bad image,
+ * EX_USAGE for an OUT that is IN, or EX_CANTCREAT for an output that cannot be
+ * written, with the reason in why. */
 static int shrink(const char *in, const char *out, const struct options *o,
 		  struct result *r, char *why, size_t n)
 {
@@ -429,8 +441,8 @@ static int shrink(const char *in, const char *out, const struct options *o,
 		if (dot && !strchr(dot, '/') && format_named(dot + 1))
 			to = format_named(dot + 1);
 	}
-	if (out ? check_not_input(in, out, why, n) < 0 : 0) {
-		rc = EX_CANTCREAT;
+	if (out && check_not_input(in, out, why, n) < 0) {
+		rc = EX_USAGE;
 		goto done;
 	}
 	r->path = out ? bson_strdup(out) : create_output(o->out_dir, in, to->suffix, why, n);
@@ -594,6 +606,7 @@ int main(int argc, char **argv)
 	if (stat(o.out_dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		cli_usage_error(usage, "--out-dir %s is not a directory", o.out_dir);
 
+	g_set_prgname(program_invocation_short_name);  /* names libvips' warnings */
 	if (VIPS_INIT(argv[0]))
 		errx(EX_UNAVAILABLE, "cannot start libvips: %s", vips_error_buffer());
 	vips_cache_set_max(0);          /* every image is new: caching only holds memory */
