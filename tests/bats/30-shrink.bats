@@ -20,6 +20,7 @@ setup_file() {
 	convert photo.jpg -colorspace CMYK cmyk.jpg
 	vips icc_transform photo.jpg cmyk-profile.jpg cmyk --input-profile srgb
 	vips icc_transform quad.jpg p3.jpg p3 --input-profile srgb
+	vips icc_transform quad.jpg srgb.jpg srgb --input-profile srgb
 	convert photo.jpg -colorspace Gray grey.jpg
 	convert photo.jpg -interlace Plane progressive.jpg
 	# opaque on top, transparent below
@@ -124,13 +125,17 @@ rgb() {
 	done
 }
 
-@test "an embedded ICC profile is applied and stripped" {
-	run shrink "$D/p3.jpg" "$OUT/p3.jpg"
-	assert_success
-	run vipsheader -a "$OUT/p3.jpg"
-	refute_output --partial icc-profile-data
-	assert_equal "$(rgb "$OUT/p3.jpg" 10 10)" "256 0 0"
-	assert_equal "$(rgb "$OUT/p3.jpg" 390 10)" "0 256 0"
+@test "an embedded ICC profile (Display P3, sRGB) is applied and stripped" {
+	for f in p3 srgb; do
+		run vipsheader -a "$D/$f.jpg"
+		assert_output --partial icc-profile-data
+		run shrink "$D/$f.jpg" "$OUT/$f.jpg"
+		assert_success
+		run vipsheader -a "$OUT/$f.jpg"
+		refute_output --partial icc-profile-data
+		assert_equal "$(rgb "$OUT/$f.jpg" 10 10)" "256 0 0"
+		assert_equal "$(rgb "$OUT/$f.jpg" 390 10)" "0 256 0"
+	done
 }
 
 @test "grey JPEG stays grey" {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,15 +267,49 @@ static int orient(VipsImage *in, VipsImage **t)
 	return rc;
 }
 
+/* True when the image's ICC profile maps colours as sRGB does, as most cameras' and
+ * editors' profiles do: a transform through it would change nothing but the time taken.
+ * Judged by sending the 27 colours of {0, 128, 255}^3 through it. */
+static int profile_is_srgb(VipsImage *in)
+{
+	VipsPel rgb[27 * 3], *out = NULL;
+	VipsImage *probe, *t = NULL;
+	const void *icc;
+	size_t len, n;
+	int same = 0;
+
+	for (int i = 0; i < 27 * 3; i++)
+		rgb[i] = (VipsPel)((i / 3 / (i % 3 == 0 ? 1 : i % 3 == 1 ? 3 : 9)) % 3 * 255 / 2);
+	if (vips_image_get_blob(in, VIPS_META_ICC_NAME, &icc, &len) ||
+	    !(probe = vips_image_new_from_memory_copy(rgb, sizeof rgb, 27, 1, 3, VIPS_FORMAT_UCHAR)))
+		return 0;
+	vips_image_set_blob_copy(probe, VIPS_META_ICC_NAME, icc, len);
+	if (vips_icc_transform(probe, &t, "srgb", "embedded", TRUE,
+			       "intent", VIPS_INTENT_PERCEPTUAL, NULL) == 0 &&
+	    (out = vips_image_write_to_memory(t, &n)) && n == sizeof rgb) {
+		same = 1;
+		for (size_t i = 0; i < n; i++)
+			same &= abs(out[i] - rgb[i]) <= 2;
+	}
+	vips_error_clear();
+	g_free(out);
+	if (t)
+		g_object_unref(t);
+	g_object_unref(probe);
+	return same;
+}
+
 /* To 8-bit sRGB, or 8-bit grey for grey images: through the embedded ICC profile when
- * there is one (stripping it would change the colours), else libvips' own conversion
- * (CMYK through its built-in profile, 16 bits down to 8).  A broken profile is ignored. */
+ * there is one and it is not sRGB's (stripping it would change the colours), else
+ * libvips' own conversion (CMYK through its built-in profile, 16 bits down to 8).
+ * A broken profile is ignored. */
 static int to_srgb(VipsImage *in, VipsImage **t)
 {
 	VipsInterpretation space = vips_image_guess_interpretation(in);
 	int grey = space == VIPS_INTERPRETATION_B_W || space == VIPS_INTERPRETATION_GREY16;
 
-	if (!grey && vips_image_get_typeof(in, VIPS_META_ICC_NAME)) {
+	if (!grey && vips_image_get_typeof(in, VIPS_META_ICC_NAME) &&
+	    (space != VIPS_INTERPRETATION_sRGB || !profile_is_srgb(in))) {
 		if (vips_icc_transform(in, t, "srgb", "embedded", TRUE,
 				       "intent", VIPS_INTENT_PERCEPTUAL, NULL) == 0)
 			return 0;
@@ -539,6 +574,18 @@ static int run_pair(const char *in, const char *out, const struct options *o)
 	return rc;
 }
 
+/* Keeps freed memory in one heap for the next image.  Huffman optimisation makes libjpeg
+ * hold a whole image's DCT coefficients (30 MB for the luma of a 15-megapixel photo);
+ * glibc would mmap such blocks and hand them back, so every image paid again to fault in
+ * and zero them: a tenth of shrink's CPU time on big photos (see bench/shrink --perf). */
+static void keep_memory(void)
+{
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);    /* glibc's largest */
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+	mallopt(M_TOP_PAD, 64 << 20);
+}
+
 /* ---- command line ---- */
 
 static double parse_scale(const char *s)
@@ -606,6 +653,7 @@ int main(int argc, char **argv)
 	if (stat(o.out_dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		cli_usage_error(usage, "--out-dir %s is not a directory", o.out_dir);
 
+	keep_memory();
 	g_set_prgname(program_invocation_short_name);  /* names libvips' warnings */
 	if (VIPS_INIT(argv[0]))
 		errx(EX_UNAVAILABLE, "cannot start libvips: %s", vips_error_buffer());
