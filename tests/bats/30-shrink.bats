@@ -30,6 +30,7 @@ setup_file() {
 	convert -delay 20 -size 120x90 xc:red xc:lime xc:blue -loop 0 anim.gif
 	convert -size 1000x1000 xc:red xc:blue two-frames.gif
 	vips copy photo.jpg photo.avif
+	vips copy photo.jpg photo.heic
 	head -c "$(($(stat -c %s photo.jpg) / 2))" photo.jpg >half.jpg
 	printf 'just some text, not a picture\n' >text.jpg
 	: >empty.jpg
@@ -180,10 +181,15 @@ rgb() {
 	assert [ "$(stat -c %s "$OUT/photo.webp")" -lt "$(stat -c %s "$D/photo.webp")" ]
 }
 
-@test "AVIF stays AVIF" {
+@test "AVIF stays AVIF, HEIF stays HEIF" {
 	run shrink "$D/photo.avif" "$OUT/photo.avif"
 	assert_success
 	assert_equal "$(field "$OUT/photo.avif" heif-compression)" av1
+	run shrink "$D/photo.heic" "$OUT/photo"
+	assert_success
+	assert_equal "$(field "$OUT/photo" heif-compression)" hevc
+	echo "{\"file\": \"$D/photo.avif\"}" | shrink --out-dir "$OUT" >out.ndjson
+	assert_equal "$(jq -r '.format + " " + .output_file' out.ndjson)" "avif $OUT/photo-1.avif"
 }
 
 @test "animated GIF keeps its frames; to WebP it stays animated; to JPEG it keeps the first" {
@@ -271,6 +277,20 @@ rgb() {
 	echo '{"file": "in.jpg"}' | shrink --out-dir .
 	assert_equal "$(sha256sum <in.jpg)" "$sum"
 	assert [ -s in-1.jpg ]
+}
+
+@test "IN OUT: a failure leaves OUT as it was; OUT must be a regular file in a directory that exists" {
+	cp "$D/photo.jpg" old.jpg
+	run shrink "$D/half.jpg" old.jpg
+	assert_failure 65
+	cmp "$D/photo.jpg" old.jpg
+	assert_equal "$(echo old.jpg*)" old.jpg
+	run shrink "$D/photo.jpg" /dev/null
+	assert_failure 73
+	assert_output "shrink: $D/photo.jpg: /dev/null is not a regular file"
+	run shrink "$D/photo.jpg" nodir/x.jpg
+	assert_failure 73
+	assert_output "shrink: $D/photo.jpg: cannot create nodir/x.jpg: No such file or directory"
 }
 
 # ---- record mode ----

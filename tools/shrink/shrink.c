@@ -5,6 +5,7 @@
  * decoded (too many pixels, empty files and non-images are refused), and a decode error
  * fails the image instead of leaving a half-grey one behind. */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
@@ -108,8 +109,8 @@ static const struct format formats[] = {
 	{"png", "PNG", "png", "pngload", 0, save_png},
 	{"webp", "WebP", "webp", "webpload", 1, save_webp},
 	{"gif", "GIF", "gif", "gifload", 1, save_gif},
-	{"avif", "AVIF", "avif", "heifload", 0, save_avif},
 	{"heif", "HEIF", "heic", "heifload", 0, save_heif},
+	{"avif", "AVIF", "avif", "heifload", 0, save_avif},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
@@ -156,7 +157,10 @@ static int fail_vips(char *why, size_t n, const char *what)
 		len -= (size_t)(colon + 2 - msg);
 		msg = colon + 2;
 	}
-	fail(why, n, "%s: %.*s", what, (int)len, msg);
+	if (len)
+		fail(why, n, "%s: %.*s", what, (int)len, msg);
+	else
+		fail(why, n, "%s", what);
 	vips_error_clear();
 	return -1;
 }
@@ -272,14 +276,18 @@ static int orient(VipsImage *in, VipsImage **t)
  * Judged by sending the 27 colours of {0, 128, 255}^3 through it. */
 static int profile_is_srgb(VipsImage *in)
 {
-	VipsPel rgb[27 * 3], *out = NULL;
+	static const VipsPel level[] = {0, 128, 255};
+	VipsPel rgb[27][3], *out = NULL;
 	VipsImage *probe, *t = NULL;
 	const void *icc;
 	size_t len, n;
 	int same = 0;
 
-	for (int i = 0; i < 27 * 3; i++)
-		rgb[i] = (VipsPel)((i / 3 / (i % 3 == 0 ? 1 : i % 3 == 1 ? 3 : 9)) % 3 * 255 / 2);
+	for (int i = 0; i < 27; i++) {
+		rgb[i][0] = level[i % 3];
+		rgb[i][1] = level[i / 3 % 3];
+		rgb[i][2] = level[i / 9];
+	}
 	if (vips_image_get_blob(in, VIPS_META_ICC_NAME, &icc, &len) ||
 	    !(probe = vips_image_new_from_memory_copy(rgb, sizeof rgb, 27, 1, 3, VIPS_FORMAT_UCHAR)))
 		return 0;
@@ -289,7 +297,7 @@ static int profile_is_srgb(VipsImage *in)
 	    (out = vips_image_write_to_memory(t, &n)) && n == sizeof rgb) {
 		same = 1;
 		for (size_t i = 0; i < n; i++)
-			same &= abs(out[i] - rgb[i]) <= 2;
+			same &= abs(out[i] - rgb[i / 3][i % 3]) <= 2;
 	}
 	vips_error_clear();
 	g_free(out);
@@ -413,11 +421,19 @@ out:
 	return rc;
 }
 
-/* ---- writing ---- */
+/* ---- writing: outputs are always files shrink created itself ---- */
 
-/* Creates a new file in dir named after src's basename with the suffix, trying NAME.SUF,
- * NAME-1.SUF, NAME-2.SUF, ...: outputs never replace a file, the input least of all, and
- * shrinks running side by side never share one.  Returns the path (bson_free it). */
+/* Creates path anew: whatever is already there is never replaced. */
+static int create_new(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+
+	return fd < 0 ? -1 : close(fd);
+}
+
+/* Records' outputs: a new file in dir named after src's basename with the suffix, trying
+ * NAME.SUF, NAME-1.SUF, NAME-2.SUF, ...: no output replaces a file, the input least of
+ * all, and shrinks running side by side never share one.  Returns the path (bson_free). */
 static char *create_output(const char *dir, const char *src, const char *suffix,
 			   char *why, size_t n)
 {
@@ -429,11 +445,8 @@ static char *create_output(const char *dir, const char *src, const char *suffix,
 	for (int i = 0; i < 1000; i++) {
 		char *path = i ? bson_strdup_printf("%s%s%.*s-%d.%s", dir, sep, stem, base, i, suffix)
 			       : bson_strdup_printf("%s%s%.*s.%s", dir, sep, stem, base, suffix);
-		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-		if (fd >= 0) {
-			close(fd);
+		if (create_new(path) == 0)
 			return path;
-		}
 		bson_free(path);
 		if (errno != EEXIST) {
 			fail(why, n, "cannot create a file in %s: %s", dir, strerror(errno));
@@ -444,14 +457,63 @@ static char *create_output(const char *dir, const char *src, const char *suffix,
 	return NULL;
 }
 
-/* Refuses an OUT that is the input file itself (or a link to it). */
-static int check_not_input(const char *in, const char *out, char *why, size_t n)
+/* IN OUT's output: a new OUT.PID.tmp beside OUT, renamed over it once complete, so that a
+ * failure leaves OUT as it was.  OUT may be a regular file but not IN itself. */
+static char *create_temp(const char *in, const char *out, int *rc, char *why, size_t n)
 {
 	struct stat a, b;
+	char *tmp;
 
-	if (stat(in, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-		return fail(why, n, "%s is the input; shrink never overwrites its input", out);
-	return 0;
+	if (stat(out, &b) == 0) {
+		if (stat(in, &a) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			*rc = EX_USAGE;
+			fail(why, n, "%s is the input; shrink never overwrites its input", out);
+			return NULL;
+		}
+		if (!S_ISREG(b.st_mode)) {
+			*rc = EX_CANTCREAT;
+			fail(why, n, "%s is not a regular file", out);
+			return NULL;
+		}
+	}
+	tmp = bson_strdup_printf("%s.%ld.tmp", out, (long)getpid());
+	if (create_new(tmp) < 0) {
+		*rc = EX_CANTCREAT;
+		fail(why, n, "cannot create %s: %s", out, strerror(errno));
+		bson_free(tmp);
+		return NULL;
+	}
+	return tmp;
+}
+
+/* The output format: --format, else the one OUT's suffix names, else the input's. */
+static const struct format *output_format(const struct options *o, const char *out,
+					  const struct format *from)
+{
+	const char *dot = out ? strrchr(out, '.') : NULL;
+
+	if (o->format)
+		return o->format;
+	if (dot && !strchr(dot, '/') && format_named(dot + 1))
+		return format_named(dot + 1);
+	return from;
+}
+
+/* Why the pipeline failed: libvips names the file in errors writing it; any other error
+ * is in the input's data, decoded only now. */
+static int fail_convert(const char *path, const char *shown, const struct format *from,
+			char *why, size_t n)
+{
+	const char *msg = vips_error_buffer();
+	char what[1024];
+
+	if (strncmp(msg, path, strlen(path)) == 0) {
+		snprintf(what, sizeof what, "cannot write %s", shown);
+		fail_vips(why, n, what);
+		return EX_CANTCREAT;
+	}
+	fail_corrupt(from, why, n);
+	return EX_DATAERR;
 }
 
 /* ---- one image ---- */
@@ -466,42 +528,36 @@ static int shrink(const char *in, const char *out, const struct options *o,
 	const struct format *from = NULL, *to;
 	VipsImage *img;
 	struct stat st;
-	int rc = EX_OK;
+	char *path;
+	int rc = EX_CANTCREAT;
 
 	if (open_image(in, o, &img, &from, why, n) < 0)
 		return EX_DATAERR;
-	to = o->format ? o->format : from;
-	if (out && !o->format) {
-		const char *dot = strrchr(out, '.');
-		if (dot && !strchr(dot, '/') && format_named(dot + 1))
-			to = format_named(dot + 1);
+	to = output_format(o, out, from);
+	path = out ? create_temp(in, out, &rc, why, n) : create_output(o->out_dir, in, to->suffix, why, n);
+	if (!path) {
+		g_object_unref(img);
+		return rc;
 	}
-	if (out && check_not_input(in, out, why, n) < 0) {
-		rc = EX_USAGE;
-		goto done;
-	}
-	r->path = out ? bson_strdup(out) : create_output(o->out_dir, in, to->suffix, why, n);
-	if (!r->path) {
-		rc = EX_CANTCREAT;
-		goto done;
-	}
-	if (convert(img, to, o, r->path, r) < 0) {
-		fail_corrupt(from, why, n);
-		rc = EX_DATAERR;
-	} else if (stat(r->path, &st) < 0) {
-		fail(why, n, "cannot stat %s: %s", r->path, strerror(errno));
-		rc = EX_CANTCREAT;
-	} else {
-		r->bytes = st.st_size;
-	}
-	if (rc != EX_OK) {
-		unlink(r->path);
-		bson_free(r->path);
-		r->path = NULL;
-	}
-done:
+	if (convert(img, to, o, path, r) < 0)
+		rc = fail_convert(path, out ? out : path, from, why, n);
+	else if (stat(path, &st) < 0)
+		fail(why, n, "cannot stat %s: %s", path, strerror(errno));
+	else if (out && rename(path, out) < 0)
+		fail(why, n, "cannot rename %s to %s: %s", path, out, strerror(errno));
+	else
+		rc = EX_OK;
 	g_object_unref(img);
-	return rc;
+	if (rc != EX_OK) {
+		unlink(path);
+		bson_free(path);
+		return rc;
+	}
+	r->bytes = st.st_size;
+	r->path = out ? bson_strdup(out) : path;
+	if (out)
+		bson_free(path);
+	return EX_OK;
 }
 
 /* ---- the two modes ---- */
