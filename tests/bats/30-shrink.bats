@@ -8,6 +8,8 @@ load helpers
 bats_require_minimum_version 1.5.0
 
 setup_file() {
+	# Under AddressSanitizer: third-party one-time allocations are not our leaks.
+	export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp}"
 	export D="$BATS_FILE_TMPDIR/in"
 	mkdir -p "$D"
 	cd "$D" || return 1
