@@ -51,6 +51,7 @@ struct format {
 	const char *suffix;
 	const char *loader;
 	int animated;           /* holds several frames */
+	int alpha;              /* holds transparency */
 	saver save;
 };
 
@@ -105,12 +106,12 @@ static int save_heif(VipsImage *img, const char *path, int q)
 }
 
 static const struct format formats[] = {
-	{"jpeg", "JPEG", "jpg", "jpegload", 0, save_jpeg},
-	{"png", "PNG", "png", "pngload", 0, save_png},
-	{"webp", "WebP", "webp", "webpload", 1, save_webp},
-	{"gif", "GIF", "gif", "gifload", 1, save_gif},
-	{"heif", "HEIF", "heic", "heifload", 0, save_heif},
-	{"avif", "AVIF", "avif", "heifload", 0, save_avif},
+	{"jpeg", "JPEG", "jpg", "jpegload", 0, 0, save_jpeg},
+	{"png", "PNG", "png", "pngload", 0, 1, save_png},
+	{"webp", "WebP", "webp", "webpload", 1, 1, save_webp},
+	{"gif", "GIF", "gif", "gifload", 1, 1, save_gif},
+	{"heif", "HEIF", "heic", "heifload", 0, 1, save_heif},
+	{"avif", "AVIF", "avif", "heifload", 0, 1, save_avif},
 };
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
@@ -368,7 +369,7 @@ out:
 	return rc;
 }
 
-/* JPEG has no alpha: transparent areas become white, as on a web page. */
+/* For formats without alpha: transparent areas become white, as on a web page. */
 static int flatten(VipsImage *in, VipsImage **t)
 {
 	VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
@@ -406,7 +407,7 @@ static int convert(VipsImage *in, const struct format *to, const struct options 
 			goto out;
 		x = t[3];
 	}
-	if (to->save == save_jpeg && vips_image_hasalpha(x)) {
+	if (!to->alpha && vips_image_hasalpha(x)) {
 		if (flatten(x, &t[4]))
 			goto out;
 		x = t[4];
