@@ -77,7 +77,9 @@ demo: setup all
 	bin/imgpipe demo
 
 check-scripts:
-	shellcheck -x bin/imgpipe scripts/* tests/run .ci/run $(wildcard bench/*[!.]*) tests/bats/*.bash
+	shellcheck -x bin/imgpipe scripts/inbox scripts/process-batch scripts/sample-photos tests/run \
+		.ci/run tests/lib/record-batch tests/fuzz/run tests/bats/*.bash \
+		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
