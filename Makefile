@@ -62,9 +62,12 @@ $(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
 test: setup all
 	tests/run
 
+# Third-party one-time allocations are suppressed in tests/lsan.supp, never our own.
 asan:
 	$(MAKE) clean
-	$(MAKE) SANITIZE=1 test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+		$(MAKE) SANITIZE=1 test
 	$(MAKE) clean
 
 fuzz:
