@@ -45,8 +45,6 @@ const batchSchema = new mongoose.Schema({
   rows_total: Number,
   rows_failed: Number,
   images_total: Number,
-  images_done: { type: Number, default: 0 },
-  images_failed: { type: Number, default: 0 },
 }, { timestamps: true, versionKey: false });
 
 const productSchema = new mongoose.Schema({

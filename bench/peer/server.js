@@ -1,18 +1,20 @@
 // The seed design's HTTP side, for the benchmark only: Express with multer takes the CSV,
-// stores it in S3, records the batch and its products with mongoose, queues one BullMQ
-// job per image and answers 202; GET /status/:id reads the batch back.
+// stores it in S3, records the batch and its products with mongoose, queues a BullMQ flow
+// (one job a product, and the batch's job that runs once they all have) and answers 202;
+// GET /status/:id reads the batch back.
 'use strict';
 
 const crypto = require('crypto');
 const express = require('express');
 const multer = require('multer');
 const { parse } = require('csv-parse/sync');
-const { Queue } = require('bullmq');
+const { FlowProducer } = require('bullmq');
 const { PutObjectCommand } = require('@aws-sdk/client-s3');
 const { config, mongoose, redisConnection, Batch, Product, s3, QUEUE } = require('./common');
 
 const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: 10 << 20 } });
-const queue = new Queue(QUEUE, { connection: redisConnection() });
+const flows = new FlowProducer({ connection: redisConnection() });
+const RETRY = { attempts: 3, backoff: { type: 'exponential', delay: 1000 } };
 
 // Header names compared without case, spaces or punctuation, as imgpipe's csvsplit does.
 const squash = (s) => s.toLowerCase().replace(/[^a-z0-9]/g, '');
@@ -88,11 +90,14 @@ app.post('/upload', upload.single('file'), async (req, res, next) => {
     });
     if (products.length) {
       await Product.insertMany(products);
-      await queue.addBulk(products.flatMap((p) => p.input_image_urls.map((url, index) => ({
-        name: 'image',
-        data: { batch_id: id, product_id: p._id, serial_no: p.serial_no, index, url },
-        opts: { removeOnComplete: true, removeOnFail: 1000 },
-      }))));
+      await flows.add({
+        name: 'batch', queueName: QUEUE, data: { batch_id: id }, opts: { ...RETRY, removeOnComplete: true },
+        children: products.map((p) => ({
+          name: 'product', queueName: QUEUE,
+          data: { batch_id: id, product_id: p._id, serial_no: p.serial_no, urls: p.input_image_urls },
+          opts: { ...RETRY, removeOnComplete: true, failParentOnFailure: true },
+        })),
+      });
     }
     res.status(202).json({ batch_id: id, status: 'in queue', status_url: `/status/${id}` });
   } catch (e) {
@@ -105,12 +110,14 @@ app.get('/status/:id', async (req, res, next) => {
     const b = await Batch.findById(req.params.id).lean();
     if (!b) return res.status(404).json({ error: 'no such batch' });
     const products = await Product.find({ batch_id: b._id }).sort({ serial_no: 1 }).lean();
+    const imagesDone = products.reduce((n, p) => n + p.output_image_urls.filter(Boolean).length, 0);
+    const imagesFailed = products.reduce((n, p) => n + p.image_errors.length, 0);
     res.json({
       batch_id: b._id, status: b.status, message: b.message, s3Key: b.s3Key,
       created_at: b.createdAt, updated_at: b.updatedAt,
       progress: {
         rows_total: b.rows_total, rows_done: b.rows_total - b.rows_failed, rows_failed: b.rows_failed,
-        images_total: b.images_total, images_done: b.images_done, images_failed: b.images_failed,
+        images_total: b.images_total, images_done: imagesDone, images_failed: imagesFailed,
       },
       products: products.map((p) => ({
         serial_no: p.serial_no, product_name: p.product_name, input_image_urls: p.input_image_urls,

@@ -1,7 +1,7 @@
-// The seed design's worker, for the benchmark only: a BullMQ worker that, for each image,
-// downloads it, compresses it with sharp at JPEG quality 50, stores it in S3 (public-read),
-// sets its slot of the product's output URLs and counts it on the batch; the image that
-// completes the count ends the batch.
+// The seed design's worker, for the benchmark only: a BullMQ worker that, for each product,
+// downloads each image, compresses it with sharp at JPEG quality 50, stores it in S3
+// (public-read) and records the product's output URLs; the batch's job, run by BullMQ
+// once all its products' jobs have completed, ends the batch.
 'use strict';
 
 const sharp = require('sharp');
@@ -22,33 +22,52 @@ async function shrinkAndStore({ batch_id, serial_no, index, url }) {
   return `${config.s3PublicUrl}/${key}`;
 }
 
-async function processImage(job) {
-  const { batch_id, product_id, index, url } = job.data;
-  let outputUrl = '';
-  let error = null;
-  try {
-    outputUrl = await shrinkAndStore(job.data);
-  } catch (e) {
-    error = `${url}: ${e.message}`;
+// A product's images one after another (the worker's concurrency keeps one image a core
+// in flight), then the whole product in one update: FerretDB 1.x applies an update as a
+// read and a write outside a transaction, so two jobs setting slots of one document, or
+// $inc on one counter, lose updates (FerretDB/FerretDB#3040).  Returns the counts the
+// batch's job adds up.
+async function processProduct({ batch_id, product_id, serial_no, urls }) {
+  await Batch.updateOne({ _id: batch_id, status: 'in queue' }, { $set: { status: 'in progress' } });
+  const outputs = [];
+  const errors = [];
+  for (const [index, url] of urls.entries()) {
+    try {
+      outputs.push(await shrinkAndStore({ batch_id, serial_no, index, url }));
+    } catch (e) {
+      outputs.push('');
+      errors.push(`${url}: ${e.message}`);
+    }
   }
-  const slot = `output_image_urls.${index}`;
-  await Product.updateOne({ _id: product_id },
-    error ? { $set: { [slot]: '' }, $push: { image_errors: error } } : { $set: { [slot]: outputUrl } });
-  const b = await Batch.findOneAndUpdate({ _id: batch_id },
-    { $inc: { [error ? 'images_failed' : 'images_done']: 1 }, $set: { status: 'in progress' } },
-    { new: true, lean: true });
-  if (b.images_done + b.images_failed === b.images_total) {
-    await Batch.updateOne({ _id: batch_id }, { $set: {
-      status: b.images_done > 0 ? 'completed' : 'failed',
-      message: `${b.images_total} images (${b.images_done} done, ${b.images_failed} failed), ` +
-        `${b.rows_total} rows (${b.rows_failed} rejected)`,
-    } });
-  }
+  await Product.updateOne({ _id: product_id }, { $set: { output_image_urls: outputs, image_errors: errors } });
+  return { done: urls.length - errors.length, failed: errors.length };
+}
+
+// Runs once every product's job has completed: ends the batch.
+async function finishBatch(job) {
+  const counts = Object.values(await job.getChildrenValues());
+  const done = counts.reduce((n, c) => n + c.done, 0);
+  const failed = counts.reduce((n, c) => n + c.failed, 0);
+  const b = await Batch.findById(job.data.batch_id).lean();
+  await Batch.updateOne({ _id: b._id }, { $set: {
+    status: done > 0 ? 'completed' : 'failed',
+    message: `${b.images_total} images (${done} done, ${failed} failed), ` +
+      `${b.rows_total} rows (${b.rows_failed} rejected)`,
+  } });
+}
+
+// A product whose job ran out of attempts (a backend down) fails its batch.
+async function onFailed(job, e) {
+  console.error(`job ${job && job.id} failed: ${e.message}`);
+  if (!job || job.attemptsMade < (job.opts.attempts || 1)) return;
+  await Batch.updateOne({ _id: job.data.batch_id }, { $set: { status: 'failed', message: e.message } })
+    .catch((err) => console.error(err.message));
 }
 
 mongoose.connect(config.mongodbUri, { dbName: config.dbName }).then(() => {
-  const worker = new Worker(QUEUE, processImage, { connection: redisConnection(), concurrency: config.concurrency });
-  worker.on('failed', (job, e) => console.error(`job ${job && job.id} failed: ${e.message}`));
+  const worker = new Worker(QUEUE, (job) => (job.name === 'batch' ? finishBatch(job) : processProduct(job.data)),
+    { connection: redisConnection(), concurrency: config.concurrency });
+  worker.on('failed', onFailed);
   console.log(`peer worker on ${QUEUE}, concurrency ${config.concurrency}`);
   const stop = () => worker.close().then(() => mongoose.disconnect()).then(() => process.exit(0));
   process.on('SIGTERM', stop);
