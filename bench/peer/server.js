@@ -135,7 +135,13 @@ app.use((err, req, res, next) => {
   res.status(503).json({ error: err.message });
 });
 
-mongoose.connect(config.mongodbUri, { dbName: config.dbName }).then(() => {
+// PEER_RESET_DB=1 starts from an empty database, so that runs do not slow each other:
+// FerretDB's cost of a query grows with the collection.
+mongoose.connect(config.mongodbUri, { dbName: config.dbName }).then(async () => {
+  if (process.env.PEER_RESET_DB === '1') {
+    await mongoose.connection.dropDatabase();
+    await Product.init();
+  }
   app.listen(config.port, '127.0.0.1', () => console.log(`peer server on 127.0.0.1:${config.port}`));
 }, (e) => {
   console.error(e);
