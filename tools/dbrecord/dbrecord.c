@@ -1,12 +1,576 @@
-/* dbrecord: not built yet; see its issue. */
-#include "imgpipe.h"
+/* dbrecord: records the pipeline's records in MongoDB (products, image outcomes, row
+ * errors, webhook deliveries) and echoes them; sets or shows a batch's status.
+ *
+ * Every write is a single-document update that gives the same result when repeated, so
+ * a rerun, a retry after a lost connection and a second writer on the same batch all
+ * leave the same documents.  Progress is not stored but derived when read (db.c). */
+#include <getopt.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+
+#define FLUSH_MAX 256              /* records a write batch */
+#define BACKOFF_FIRST_US 100000
+#define BACKOFF_MAX_US 5000000
+#define DUPLICATE_KEY 11000        /* a concurrent upsert inserted the document first */
 
 static const char usage[] =
-	"usage: dbrecord [--help] [--version]\n"
-	"dbrecord is not implemented yet.\n";
+	"usage: dbrecord [--retry-for SECONDS] < RECORDS\n"
+	"       dbrecord [--retry-for SECONDS] batch ID STATUS [MESSAGE]\n"
+	"       dbrecord [--retry-for SECONDS] show ID [--csv]\n"
+	"Records NDJSON records in MongoDB (MONGODB_URI) and echoes each one once recorded:\n"
+	"product records create or refresh products, image records fill their slot of\n"
+	"output_image_urls or record their error, row errors and webhook deliveries are\n"
+	"kept on the batch.\n"
+	"  batch ID STATUS [MESSAGE]  set the batch's status ('in queue', 'in progress',\n"
+	"                             'completed', 'failed') and message, creating it if needed\n"
+	"  show ID                    print the batch's status JSON, as GET /status/ID\n"
+	"  show ID --csv              print the batch's output CSV\n"
+	"  --retry-for SECONDS        wait this long for an unreachable MongoDB (default 60)\n"
+	"  --help, --version\n";
+
+enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
+
+struct item {
+	bson_t *rec;
+	enum kind kind;
+};
+
+/* Exponential backoff within --retry-for seconds of the first failure. */
+struct retry {
+	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
+	int64_t delay;
+};
+
+static struct config cfg;
+static struct db db;
+static long retry_for = 60;
+
+/* ---- MongoDB failures ---- */
+
+/* "host:port,..." of MONGODB_URI for messages; never the URI, which may hold a password. */
+static const char *where(void)
+{
+	static char buf[512];
+	mongoc_uri_t *uri = mongoc_uri_new(cfg.mongodb_uri);
+	const mongoc_host_list_t *h = uri ? mongoc_uri_get_hosts(uri) : NULL;
+	size_t len = 0;
+
+	snprintf(buf, sizeof buf, "%s", h ? "" : "MONGODB_URI");
+	for (; h && len < sizeof buf; h = h->next)
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", len ? "," : "",
+					h->host_and_port);
+	mongoc_uri_destroy(uri);
+	return buf;
+}
+
+static int connection_lost(const bson_error_t *err, const bson_t *reply)
+{
+	return err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION ||
+	       (reply && mongoc_error_has_label(reply, "RetryableWriteError"));
+}
+
+/* After a failed MongoDB call: pauses and returns when the call is worth repeating (the
+ * connection was lost, or a concurrent upsert won a race) and --retry-for allows it;
+ * else exits 69. */
+static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
+{
+	int64_t now = bson_get_monotonic_time(), pause;
+	int lost = connection_lost(err, reply);
+	struct timespec ts;
+
+	if (!lost && err->code != DUPLICATE_KEY)
+		errx(EX_UNAVAILABLE, "MongoDB at %s failed: %s", where(), err->message);
+	if (!r->deadline) {
+		r->deadline = now + (int64_t)retry_for * 1000000;
+		r->delay = BACKOFF_FIRST_US;
+		if (lost && retry_for > 0)
+			warnx("MongoDB at %s: %s; retrying for up to %ld s", where(), err->message,
+			      retry_for);
+	}
+	if (now >= r->deadline)
+		errx(EX_UNAVAILABLE, "MongoDB at %s unreachable for %ld s: %s", where(), retry_for,
+		     err->message);
+	pause = r->delay < r->deadline - now ? r->delay : r->deadline - now;
+	ts.tv_sec = pause / 1000000;
+	ts.tv_nsec = pause % 1000000 * 1000;
+	nanosleep(&ts, NULL);
+	r->delay = r->delay * 2 < BACKOFF_MAX_US ? r->delay * 2 : BACKOFF_MAX_US;
+}
+
+static void connect_db(void)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	while (db_open(&db, &cfg, &error) < 0)
+		retry_or_exit(&r, &error, NULL);
+}
+
+/* ---- records ---- */
+
+static int positive(int64_t n)
+{
+	return n > 0;
+}
+
+static int string_array(const bson_t *rec, const char *key)
+{
+	bson_iter_t it, el;
+	int n = 0;
+
+	if (!bson_iter_init_find(&it, rec, key) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &el))
+		return 0;
+	while (bson_iter_next(&el)) {
+		if (!BSON_ITER_HOLDS_UTF8(&el))
+			return 0;
+		n++;
+	}
+	return n;
+}
+
+/* What the record asks to record, from its fields; PASS with the reason otherwise. */
+static enum kind classify(const bson_t *rec, const char **why)
+{
+	const char *batch = rec_str(rec, "batch_id");
+	int64_t serial = rec_int(rec, "serial_no", 0);
+
+	*why = "it is not a product, image, row error or webhook delivery record";
+	if (!batch || !*batch) {
+		*why = "it has no batch_id";
+		return PASS;
+	}
+	if (bson_has_field(rec, "delivery"))
+		return DELIVERY;
+	if (bson_has_field(rec, "index")) {
+		int64_t index = rec_int(rec, "index", -1);
+		if (!positive(serial) || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
+		    !(rec_str(rec, "error") || rec_str(rec, "output_url"))) {
+			*why = "an image record needs serial_no, index, url and output_url or error";
+			return PASS;
+		}
+		return IMAGE;
+	}
+	if (bson_has_field(rec, "product_name") && !rec_has_error(rec)) {
+		if (!positive(serial) || !rec_str(rec, "product_name") ||
+		    !string_array(rec, "input_image_urls")) {
+			*why = "a product record needs serial_no, product_name and input_image_urls";
+			return PASS;
+		}
+		return PRODUCT;
+	}
+	if (!bson_has_field(rec, "serial_no") && rec_str(rec, "error") &&
+	    positive(rec_int(rec, "line", 0)))
+		return ROW_ERROR;
+	return PASS;
+}
+
+/* An item for the record; one that cannot be recorded is warned about and passes through,
+ * with an error added unless it carries one already. */
+static struct item item_new(bson_t *rec, unsigned long lineno)
+{
+	const char *why;
+	struct item it = { rec, classify(rec, &why) };
+
+	if (it.kind == PASS) {
+		warnx("input line %lu not recorded: %s", lineno, why);
+		if (!rec_has_error(rec)) {
+			it.rec = rec_error(rec, "not recorded: %s", why);
+			bson_destroy(rec);
+		}
+	}
+	return it;
+}
+
+/* ---- the updates ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void append_int(bson_t *doc, const char *key, int64_t n)
+{
+	if (n >= INT32_MIN && n <= INT32_MAX)
+		BSON_APPEND_INT32(doc, key, (int32_t)n);
+	else
+		BSON_APPEND_INT64(doc, key, n);
+}
+
+/* The product's _id: batch id and serial number, so a rerun finds the same document. */
+static bson_t *product_selector(const bson_t *rec)
+{
+	char *id = bson_strdup_printf("%s-%lld", rec_str(rec, "batch_id"),
+				      (long long)rec_int(rec, "serial_no", 0));
+	bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+
+	bson_free(id);
+	return sel;
+}
+
+/* An image's product, only while the product has that image: an index out of range
+ * then matches nothing instead of growing output_image_urls. */
+static bson_t *image_selector(const bson_t *rec)
+{
+	bson_t *sel = product_selector(rec);
+	char key[48];
+
+	snprintf(key, sizeof key, "input_image_urls.%lld", (long long)rec_int(rec, "index", 0));
+	BCON_APPEND(sel, key, "{", "$exists", BCON_BOOL(true), "}");
+	return sel;
+}
+
+/* Refreshes the product's row fields; output_image_urls and createdAt are set only when
+ * the product is new, so a rerun never wipes a finished slot. */
+static bson_t *product_update(const bson_t *rec, int64_t now)
+{
+	bson_t *u = bson_new(), set, init, outs;
+	bson_iter_t urls;
+	int n = string_array(rec, "input_image_urls");
+	char idx[16];
+	const char *key;
+
+	bson_iter_init_find(&urls, rec, "input_image_urls");
+	bson_append_document_begin(u, "$set", -1, &set);
+	BSON_APPEND_UTF8(&set, "batch_id", rec_str(rec, "batch_id"));
+	append_int(&set, "serial_no", rec_int(rec, "serial_no", 0));
+	BSON_APPEND_UTF8(&set, "product_name", rec_str(rec, "product_name"));
+	bson_append_iter(&set, NULL, 0, &urls);
+	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	bson_append_document_end(u, &set);
+
+	bson_append_document_begin(u, "$setOnInsert", -1, &init);
+	BSON_APPEND_DATE_TIME(&init, "createdAt", now);
+	bson_append_array_begin(&init, "output_image_urls", -1, &outs);
+	for (int i = 0; i < n; i++) {
+		bson_uint32_to_string((uint32_t)i, &key, idx, sizeof idx);
+		BSON_APPEND_UTF8(&outs, key, "");
+	}
+	bson_append_array_end(&init, &outs);
+	bson_append_document_end(u, &init);
+	return u;
+}
+
+/* Sets the image's slot: its output URL, or "" and the error kept under its index, so a
+ * rerun replaces the outcome rather than adding one. */
+static bson_t *image_update(const bson_t *rec, int64_t now)
+{
+	long long index = (long long)rec_int(rec, "index", 0);
+	const char *error = rec_str(rec, "error");
+	char slot[48], errkey[48];
+
+	snprintf(slot, sizeof slot, "output_image_urls.%lld", index);
+	snprintf(errkey, sizeof errkey, "image_errors.%lld", index);
+	if (error)
+		return BCON_NEW("$set", "{", slot, BCON_UTF8(""),
+				errkey, "{", "url", BCON_UTF8(rec_str(rec, "url")),
+				"error", BCON_UTF8(error), "}",
+				"updatedAt", BCON_DATE_TIME(now), "}");
+	return BCON_NEW("$set", "{", slot, BCON_UTF8(rec_str(rec, "output_url")),
+			"updatedAt", BCON_DATE_TIME(now), "}",
+			"$unset", "{", errkey, BCON_UTF8(""), "}");
+}
+
+/* The batch's part of any record: it exists (as 'in progress' when this creates it) and
+ * was updated now; plus, for row errors and deliveries, their entry in a set. */
+static bson_t *batch_update(const struct item *it, int64_t now)
+{
+	static const char *const delivery_fields[] = {
+		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", NULL,
+	};
+	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
+			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
+			     "createdAt", BCON_DATE_TIME(now), "}");
+	bson_t add, entry;
+	bson_iter_t f;
+
+	if (it->kind != ROW_ERROR && it->kind != DELIVERY)
+		return u;
+	bson_append_document_begin(u, "$addToSet", -1, &add);
+	if (it->kind == ROW_ERROR) {
+		bson_append_document_begin(&add, "row_errors", -1, &entry);
+		append_int(&entry, "line", rec_int(it->rec, "line", 0));
+		BSON_APPEND_UTF8(&entry, "error", rec_str(it->rec, "error"));
+	} else {
+		bson_append_document_begin(&add, "webhook_deliveries", -1, &entry);
+		for (const char *const *k = delivery_fields; *k; k++)
+			if (bson_iter_init_find(&f, it->rec, *k))
+				bson_append_iter(&entry, NULL, 0, &f);
+		if (!bson_has_field(it->rec, "at"))
+			BSON_APPEND_DATE_TIME(&entry, "at", now);
+	}
+	bson_append_document_end(&add, &entry);
+	bson_append_document_end(u, &add);
+	return u;
+}
+
+/* Adds one upsert (or plain update) to the bulk; false with err when it is malformed. */
+static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, bool upsert,
+		       bson_error_t *err)
+{
+	bson_t *opts = BCON_NEW("upsert", BCON_BOOL(upsert));
+	bool ok = mongoc_bulk_operation_update_one_with_opts(b, sel, update, opts, err);
+
+	bson_destroy(sel);
+	bson_destroy(update);
+	bson_destroy(opts);
+	return ok;
+}
+
+/* Queues the item's updates, counting them in *np and *nb: products and images on the
+ * products bulk, and on the batches bulk the batch's own update, made once per run of
+ * records of one batch. */
+static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
+		       mongoc_bulk_operation_t *bb, size_t *nb, const char **last_batch,
+		       int64_t now, bson_error_t *err)
+{
+	const char *batch = rec_str(it->rec, "batch_id");
+	int on_product = it->kind == PRODUCT || it->kind == IMAGE;
+
+	if (it->kind == PRODUCT &&
+	    !add_update(pb, product_selector(it->rec), product_update(it->rec, now), true, err))
+		return false;
+	if (it->kind == IMAGE &&
+	    !add_update(pb, image_selector(it->rec), image_update(it->rec, now), false, err))
+		return false;
+	*np += on_product;
+	if (on_product && *last_batch && strcmp(*last_batch, batch) == 0)
+		return true;
+	*last_batch = batch;
+	(*nb)++;
+	return add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_update(it, now), true, err);
+}
+
+static mongoc_bulk_operation_t *new_bulk(mongoc_collection_t *c)
+{
+	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+	mongoc_bulk_operation_t *b = mongoc_collection_create_bulk_operation_with_opts(c, opts);
+
+	bson_destroy(opts);
+	return b;
+}
+
+/* Runs a bulk of n operations (none: nothing to do); *acked counts the documents they
+ * matched or inserted.  reply is initialised before and after. */
+static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, int64_t *acked, bson_t *reply,
+		     bson_error_t *err)
+{
+	if (n == 0)
+		return true;
+	bson_destroy(reply);
+	if (!mongoc_bulk_operation_execute(b, reply, err))
+		return false;
+	*acked += rec_int(reply, "nMatched", 0) + rec_int(reply, "nUpserted", 0);
+	return true;
+}
+
+/* Writes the items' updates, one unordered bulk a collection (the updates are
+ * independent).  *missed is the number of image updates that found no product. */
+static bool write_items(const struct item *items, size_t n, int64_t now, int64_t *missed,
+			bson_t *reply, bson_error_t *err)
+{
+	mongoc_bulk_operation_t *pb = new_bulk(db.products), *bb = new_bulk(db.batches);
+	const char *last_batch = NULL;
+	size_t np = 0, nb = 0;
+	int64_t acked = 0, ignored = 0;
+	bool ok = true;
+
+	for (size_t i = 0; ok && i < n; i++) {
+		if (items[i].kind != PASS)
+			ok = queue_item(&items[i], pb, &np, bb, &nb, &last_batch, now, err);
+	}
+	ok = ok && run_bulk(pb, np, &acked, reply, err) && run_bulk(bb, nb, &ignored, reply, err);
+	*missed = (int64_t)np - acked;
+	mongoc_bulk_operation_destroy(pb);
+	mongoc_bulk_operation_destroy(bb);
+	return ok;
+}
+
+/* 1 when a document matches filter, 0 when none does, -1 on error. */
+static int exists(mongoc_collection_t *c, bson_t *filter, bson_error_t *err)
+{
+	bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
+	const bson_t *doc;
+	int rc = mongoc_cursor_next(cur, &doc) ? 1 : mongoc_cursor_error(cur, err) ? -1 : 0;
+
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	return rc;
+}
+
+/* Marks the image records whose product (or whose index in it) does not exist. */
+static void mark_orphans(struct item *items, size_t n)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind != IMAGE)
+			continue;
+		bson_t *sel = image_selector(items[i].rec);
+		int rc;
+		while ((rc = exists(db.products, sel, &error)) < 0)
+			retry_or_exit(&r, &error, NULL);
+		bson_destroy(sel);
+		if (rc == 1)
+			continue;
+		bson_t *marked = rec_error(items[i].rec, "not recorded: no product %s-%lld with image %lld",
+					   rec_str(items[i].rec, "batch_id"),
+					   (long long)rec_int(items[i].rec, "serial_no", 0),
+					   (long long)rec_int(items[i].rec, "index", 0));
+		warnx("%s", rec_str(marked, "error"));
+		bson_destroy(items[i].rec);
+		items[i] = (struct item){ marked, PASS };
+	}
+}
+
+/* Records the items, retrying the whole write batch while MongoDB is away (the updates
+ * are idempotent), then echoes them and empties the batch. */
+static void flush(struct item *items, size_t *n)
+{
+	struct retry r = { 0 };
+	bson_t reply = BSON_INITIALIZER;
+	bson_error_t error;
+	int64_t now = now_ms(), missed = 0;
+
+	while (*n > 0 && !write_items(items, *n, now, &missed, &reply, &error))
+		retry_or_exit(&r, &error, &reply);
+	bson_destroy(&reply);
+	if (*n > 0 && missed > 0)
+		mark_orphans(items, *n);
+	for (size_t i = 0; i < *n; i++) {
+		if (ndjson_write(stdout, items[i].rec) < 0)
+			err(EX_IOERR, "stdout");
+		bson_destroy(items[i].rec);
+	}
+	*n = 0;
+	if (fflush(stdout) == EOF)
+		err(EX_IOERR, "stdout");
+}
+
+/* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
+ * pointers, as gnulib's freadahead reads them) or on the descriptor. */
+static int input_pending(FILE *f)
+{
+	struct pollfd p = { .fd = fileno(f), .events = POLLIN };
+
+	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, 0) > 0;
+}
+
+/* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
+ * the input runs dry, so a slow trickle is still recorded at once. */
+static void record_stream(void)
+{
+	struct ndjson_reader r;
+	struct item items[FLUSH_MAX];
+	size_t n = 0;
+	bson_t *rec;
+	bson_error_t error;
+	int rc;
+
+	ndjson_reader_init(&r, stdin);
+	while ((rc = ndjson_read(&r, &rec, &error)) != 0) {
+		if (rc < 0) {
+			flush(items, &n);
+			warnx("input line %lu: %s", r.lineno, error.message);
+			if (ndjson_write_bad_line(stdout, r.lineno, error.message) < 0 || fflush(stdout) == EOF)
+				err(EX_IOERR, "stdout");
+			continue;
+		}
+		items[n++] = item_new(rec, r.lineno);
+		if (n == FLUSH_MAX || !input_pending(stdin))
+			flush(items, &n);
+	}
+	flush(items, &n);
+	if (ferror(stdin))
+		err(EX_IOERR, "stdin");
+	ndjson_reader_free(&r);
+}
+
+/* ---- commands ---- */
+
+static void set_status(char **args, int n)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	if (n < 2 || n > 3)
+		cli_usage_error(usage, "batch wants ID STATUS [MESSAGE]");
+	if (!*args[0])
+		cli_usage_error(usage, "the batch id is empty");
+	if (!db_status_valid(args[1]))
+		errx(EX_USAGE, "status '%s' is not one of 'in queue', 'in progress', 'completed', 'failed'",
+		     args[1]);
+	connect_db();
+	while (db_batch_set_status(&db, args[0], args[1], n == 3 ? args[2] : NULL, &error) < 0)
+		retry_or_exit(&r, &error, NULL);
+}
+
+static void show(char **args, int n, int csv)
+{
+	struct retry r = { 0 };
+	bson_t status = BSON_INITIALIZER;
+	bson_error_t error;
+	int rc;
+
+	if (n != 1)
+		cli_usage_error(usage, "show wants one batch ID");
+	connect_db();
+	while ((rc = csv ? db_status_csv(&db, args[0], stdout, &error)
+			 : db_status(&db, args[0], &status, &error)) < 0)
+		retry_or_exit(&r, &error, NULL);
+	if (rc == 1)
+		errx(EX_DATAERR, "no batch %s", args[0]);
+	if (!csv && ndjson_write(stdout, &status) < 0)
+		err(EX_IOERR, "stdout");
+	bson_destroy(&status);
+}
 
 int main(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "retry-for", required_argument, NULL, 'r' },
+		{ "csv", no_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, csv = 0;
+
 	cli_common(argc, argv, usage);
-	errx(EX_UNAVAILABLE, "not implemented yet");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'r')
+			retry_for = cli_long("--retry-for", optarg, 0, 86400);
+		else if (c == 'c')
+			csv = 1;
+		else
+			cli_usage_error(usage, "bad option '%s'", argv[optind - 1]);
+	}
+	argv += optind;
+	argc -= optind;
+	if (csv && (argc == 0 || strcmp(argv[0], "show") != 0))
+		cli_usage_error(usage, "--csv goes with show");
+
+	config_load(&cfg);
+	config_require("MONGODB_URI", cfg.mongodb_uri);
+	if (argc == 0) {
+		connect_db();
+		record_stream();
+	} else if (strcmp(argv[0], "batch") == 0) {
+		set_status(argv + 1, argc - 1);
+	} else if (strcmp(argv[0], "show") == 0) {
+		show(argv + 1, argc - 1, csv);
+	} else {
+		cli_usage_error(usage, "unknown command '%s'", argv[0]);
+	}
+	db_close(&db);
+	config_free(&cfg);
+	if (fflush(stdout) == EOF)
+		err(EX_IOERR, "stdout");
+	return EX_OK;
 }

@@ -1,0 +1,495 @@
+/* MongoDB access shared by dbrecord and the CGI (see db.h): batches, their status, and
+ * the status JSON and CSV of GET /status/ID.  Progress is derived when it is read, from
+ * the products and the batch, so it stays exact under reruns and parallel writers. */
+#include <csv.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+
+const char *const db_statuses[] = { "in queue", "in progress", "completed", "failed", NULL };
+
+int db_status_valid(const char *status)
+{
+	for (const char *const *s = db_statuses; *s; s++)
+		if (strcmp(*s, status) == 0)
+			return 1;
+	return 0;
+}
+
+/* Releases the handles without ending the driver, so db_open may be tried again. */
+static void db_release(struct db *d)
+{
+	mongoc_collection_destroy(d->products);
+	mongoc_collection_destroy(d->batches);
+	mongoc_database_destroy(d->database);
+	mongoc_client_destroy(d->client);
+	memset(d, 0, sizeof *d);
+}
+
+/* The one index the status queries need; createIndexes is a no-op when it exists. */
+static int create_indexes(struct db *d, bson_error_t *err)
+{
+	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("products"), "indexes", "[", "{",
+			       "key", "{", "batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1), "}",
+			       "name", BCON_UTF8("batch_id_1_serial_no_1"), "}", "]");
+	bool ok = mongoc_database_write_command_with_opts(d->database, cmd, NULL, NULL, err);
+
+	bson_destroy(cmd);
+	return ok ? 0 : -1;
+}
+
+/* libmongoc's log, less the warning it prints at exit on servers without the endSessions
+ * command (FerretDB): sessions end with the connection anyway. */
+static void log_handler(mongoc_log_level_t level, const char *domain, const char *message,
+			void *data)
+{
+	if (level == MONGOC_LOG_LEVEL_WARNING && strstr(message, "\"endSessions\""))
+		return;
+	mongoc_log_default_handler(level, domain, message, data);
+}
+
+int db_open(struct db *d, const struct config *cfg, bson_error_t *err)
+{
+	const char *text = config_require("MONGODB_URI", cfg->mongodb_uri);
+	mongoc_uri_t *uri;
+	const char *name;
+	bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
+	bool ok;
+
+	memset(d, 0, sizeof *d);
+	mongoc_init();
+	mongoc_log_set_handler(log_handler, NULL);
+	if (!(uri = mongoc_uri_new_with_error(text, err)))
+		errx(EX_USAGE, "MONGODB_URI: %s", err->message);
+	name = mongoc_uri_get_database(uri) ? mongoc_uri_get_database(uri) : "imgpipe";
+	d->client = mongoc_client_new_from_uri_with_error(uri, err);
+	if (!d->client)
+		errx(EX_USAGE, "MONGODB_URI: %s", err->message);
+	mongoc_client_set_error_api(d->client, MONGOC_ERROR_API_VERSION_2);
+	mongoc_client_set_appname(d->client, program_invocation_short_name);
+	d->database = mongoc_client_get_database(d->client, name);
+	d->batches = mongoc_database_get_collection(d->database, "batches");
+	d->products = mongoc_database_get_collection(d->database, "products");
+	mongoc_uri_destroy(uri);
+
+	ok = mongoc_client_command_simple(d->client, "admin", ping, NULL, NULL, err) &&
+	     create_indexes(d, err) == 0;
+	bson_destroy(ping);
+	if (!ok)
+		db_release(d);
+	return ok ? 0 : -1;
+}
+
+void db_close(struct db *d)
+{
+	db_release(d);
+	mongoc_cleanup();
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int bad_status(const char *status, bson_error_t *err)
+{
+	bson_set_error(err, MONGOC_ERROR_COMMAND, MONGOC_ERROR_COMMAND_INVALID_ARG,
+		       "status '%s' is not one of 'in queue', 'in progress', 'completed', 'failed'",
+		       status);
+	return -1;
+}
+
+int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
+		    const char *webhook_url, bson_error_t *err)
+{
+	int64_t now = now_ms();
+	bson_t *doc;
+	bool ok;
+
+	if (!db_status_valid(status))
+		return bad_status(status, err);
+	doc = BCON_NEW("_id", BCON_UTF8(id), "status", BCON_UTF8(status), "s3Key", BCON_UTF8(s3key),
+		       "createdAt", BCON_DATE_TIME(now), "updatedAt", BCON_DATE_TIME(now));
+	if (webhook_url)
+		BSON_APPEND_UTF8(doc, "webhook_url", webhook_url);
+	ok = mongoc_collection_insert_one(d->batches, doc, NULL, NULL, err);
+	bson_destroy(doc);
+	return ok ? 0 : -1;
+}
+
+int db_batch_set_status(struct db *d, const char *id, const char *status, const char *message,
+			bson_error_t *err)
+{
+	int64_t now = now_ms();
+	bson_t *sel, *update, *opts;
+	bool ok;
+
+	if (!db_status_valid(status))
+		return bad_status(status, err);
+	sel = BCON_NEW("_id", BCON_UTF8(id));
+	if (message)
+		update = BCON_NEW("$set", "{", "status", BCON_UTF8(status), "message", BCON_UTF8(message),
+				  "updatedAt", BCON_DATE_TIME(now), "}",
+				  "$setOnInsert", "{", "createdAt", BCON_DATE_TIME(now), "}");
+	else
+		update = BCON_NEW("$set", "{", "status", BCON_UTF8(status),
+				  "updatedAt", BCON_DATE_TIME(now), "}",
+				  "$unset", "{", "message", BCON_UTF8(""), "}",
+				  "$setOnInsert", "{", "createdAt", BCON_DATE_TIME(now), "}");
+	opts = BCON_NEW("upsert", BCON_BOOL(true));
+	ok = mongoc_collection_update_one(d->batches, sel, update, opts, NULL, err);
+	bson_destroy(sel);
+	bson_destroy(update);
+	bson_destroy(opts);
+	return ok ? 0 : -1;
+}
+
+/* Products first: a batch without products is harmless, orphaned products are not. */
+int db_batch_delete(struct db *d, const char *id, bson_error_t *err)
+{
+	bson_t *products = BCON_NEW("batch_id", BCON_UTF8(id));
+	bson_t *batch = BCON_NEW("_id", BCON_UTF8(id));
+	bool ok = mongoc_collection_delete_many(d->products, products, NULL, NULL, err) &&
+		  mongoc_collection_delete_one(d->batches, batch, NULL, NULL, err);
+
+	bson_destroy(products);
+	bson_destroy(batch);
+	return ok ? 0 : -1;
+}
+
+/* ---- the status JSON ---- */
+
+struct progress {
+	int64_t rows_done, rows_failed, images_total, images_done, images_failed;
+};
+
+/* A date (milliseconds since 1970) as ISO-8601 UTC, as JavaScript's toISOString. */
+static void append_iso(bson_t *out, const char *key, int64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	char buf[40];
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(buf, 24, "%Y-%m-%dT%H:%M:%S", &tm)) {
+		BSON_APPEND_NULL(out, key);
+		return;
+	}
+	snprintf(buf + strlen(buf), sizeof buf - strlen(buf), ".%03dZ", (int)(ms % 1000));
+	BSON_APPEND_UTF8(out, key, buf);
+}
+
+static void append_iso_field(bson_t *out, const char *key, const bson_t *doc, const char *field)
+{
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_DATE_TIME(&it))
+		append_iso(out, key, bson_iter_date_time(&it));
+	else
+		BSON_APPEND_NULL(out, key);
+}
+
+/* Copies the array of documents at it under key, with dates as ISO-8601 strings. */
+static void append_with_iso_dates(bson_t *out, const char *key, const bson_iter_t *it)
+{
+	bson_iter_t el, f;
+	bson_t arr, doc;
+
+	bson_append_array_begin(out, key, -1, &arr);
+	if (bson_iter_recurse(it, &el))
+		while (bson_iter_next(&el)) {
+			bson_append_document_begin(&arr, bson_iter_key(&el), -1, &doc);
+			if (BSON_ITER_HOLDS_DOCUMENT(&el) && bson_iter_recurse(&el, &f)) {
+				while (bson_iter_next(&f)) {
+					if (BSON_ITER_HOLDS_DATE_TIME(&f))
+						append_iso(&doc, bson_iter_key(&f), bson_iter_date_time(&f));
+					else
+						bson_append_iter(&doc, NULL, 0, &f);
+				}
+			}
+			bson_append_document_end(&arr, &doc);
+		}
+	bson_append_array_end(out, &arr);
+}
+
+/* Copies doc's field under key, or null when doc lacks it. */
+static void append_copy_or_null(bson_t *out, const char *key, const bson_t *doc, const char *field)
+{
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, doc, field))
+		bson_append_value(out, key, -1, bson_iter_value(&it));
+	else
+		BSON_APPEND_NULL(out, key);
+}
+
+struct entry {
+	int64_t key;
+	bson_t *doc;
+};
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	return (x->key > y->key) - (x->key < y->key);
+}
+
+/* Appends the n documents as the array key of out in the order of their keys, and
+ * destroys them. */
+static void append_sorted(bson_t *out, const char *key, struct entry *e, size_t n)
+{
+	bson_t arr;
+	char idx[16];
+	const char *k;
+
+	qsort(e, n, sizeof *e, entry_cmp);
+	bson_append_array_begin(out, key, -1, &arr);
+	for (size_t i = 0; i < n; i++) {
+		bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+		bson_append_document(&arr, k, -1, e[i].doc);
+		bson_destroy(e[i].doc);
+	}
+	bson_append_array_end(out, &arr);
+}
+
+/* The length of the array (or document) at it. */
+static uint32_t count_children(const bson_iter_t *it)
+{
+	bson_iter_t child;
+	uint32_t n = 0;
+
+	if (bson_iter_recurse(it, &child))
+		while (bson_iter_next(&child))
+			n++;
+	return n;
+}
+
+/* The product's image_errors {"INDEX": {url, error}} as errors [{index, url, error}]. */
+static void append_image_errors(bson_t *out, const bson_t *product, struct progress *p)
+{
+	bson_iter_t it, child, field;
+	int has = bson_iter_init_find(&it, product, "image_errors") && BSON_ITER_HOLDS_DOCUMENT(&it);
+	uint32_t cap = has ? count_children(&it) : 0;
+	struct entry *e = bson_malloc0(sizeof *e * (cap + 1));
+	size_t n = 0;
+
+	if (has && bson_iter_recurse(&it, &child))
+		while (n < cap && bson_iter_next(&child)) {
+			e[n].key = strtoll(bson_iter_key(&child), NULL, 10);
+			e[n].doc = BCON_NEW("index", BCON_INT64(e[n].key));
+			if (bson_iter_recurse(&child, &field))
+				while (bson_iter_next(&field))
+					bson_append_value(e[n].doc, bson_iter_key(&field), -1,
+							  bson_iter_value(&field));
+			n++;
+		}
+	p->images_failed += (int64_t)n;
+	append_sorted(out, "errors", e, n);
+	bson_free(e);
+}
+
+/* The batch's row_errors [{line, error}] sorted by line. */
+static void append_row_errors(bson_t *out, const bson_t *batch, struct progress *p)
+{
+	bson_iter_t it, child;
+	struct entry *e;
+	size_t n = 0;
+	uint32_t cap, len;
+	const uint8_t *data;
+
+	if (!bson_iter_init_find(&it, batch, "row_errors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &child))
+		return;
+	cap = count_children(&it);
+	e = bson_malloc0(sizeof *e * (cap + 1));
+	while (n < cap && bson_iter_next(&child)) {
+		if (!BSON_ITER_HOLDS_DOCUMENT(&child))
+			continue;
+		bson_iter_document(&child, &len, &data);
+		e[n].doc = bson_new_from_data(data, len);
+		e[n].key = rec_int(e[n].doc, "line", 0);
+		n++;
+	}
+	p->rows_failed = (int64_t)n;
+	append_sorted(out, "row_errors", e, n);
+	bson_free(e);
+}
+
+/* Adds one product of the status JSON to arr, and its images to the progress. */
+static void append_product(bson_t *arr, const char *key, const bson_t *product, struct progress *p)
+{
+	bson_t doc;
+	bson_iter_t it, url;
+
+	bson_append_document_begin(arr, key, -1, &doc);
+	append_copy_or_null(&doc, "serial_no", product, "serial_no");
+	append_copy_or_null(&doc, "product_name", product, "product_name");
+	append_copy_or_null(&doc, "input_image_urls", product, "input_image_urls");
+	append_copy_or_null(&doc, "output_image_urls", product, "output_image_urls");
+	append_image_errors(&doc, product, p);
+	bson_append_document_end(arr, &doc);
+
+	p->rows_done++;
+	if (bson_iter_init_find(&it, product, "input_image_urls"))
+		p->images_total += count_children(&it);
+	if (bson_iter_init_find(&it, product, "output_image_urls") && bson_iter_recurse(&it, &url))
+		while (bson_iter_next(&url))
+			if (BSON_ITER_HOLDS_UTF8(&url) && *bson_iter_utf8(&url, NULL))
+				p->images_done++;
+}
+
+/* Fills products (an array) with the batch's products in serial order. */
+static int list_products(struct db *d, const char *id, bson_t *products, struct progress *p,
+			 bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
+	bson_t *opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}");
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
+	const bson_t *doc;
+	char idx[16];
+	const char *key;
+	uint32_t i = 0;
+	int rc = 0;
+
+	while (mongoc_cursor_next(c, &doc)) {
+		bson_uint32_to_string(i++, &key, idx, sizeof idx);
+		append_product(products, key, doc, p);
+	}
+	if (mongoc_cursor_error(c, err))
+		rc = -1;
+	mongoc_cursor_destroy(c);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return rc;
+}
+
+static void append_progress(bson_t *out, const struct progress *p)
+{
+	bson_t doc;
+
+	bson_append_document_begin(out, "progress", -1, &doc);
+	BSON_APPEND_INT64(&doc, "rows_total", p->rows_done + p->rows_failed);
+	BSON_APPEND_INT64(&doc, "rows_done", p->rows_done);
+	BSON_APPEND_INT64(&doc, "rows_failed", p->rows_failed);
+	BSON_APPEND_INT64(&doc, "images_total", p->images_total);
+	BSON_APPEND_INT64(&doc, "images_done", p->images_done);
+	BSON_APPEND_INT64(&doc, "images_failed", p->images_failed);
+	bson_append_document_end(out, &doc);
+}
+
+/* Reads the batch document into *batch; 1 when there is none. */
+static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(d->batches, filter, NULL, NULL);
+	const bson_t *doc;
+	int rc = 1;
+
+	if (mongoc_cursor_next(c, &doc)) {
+		bson_copy_to(doc, batch);
+		rc = 0;
+	} else if (mongoc_cursor_error(c, err)) {
+		rc = -1;
+	}
+	mongoc_cursor_destroy(c);
+	bson_destroy(filter);
+	return rc;
+}
+
+int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
+{
+	struct progress p = { 0 };
+	bson_t batch, products = BSON_INITIALIZER, row_errors = BSON_INITIALIZER;
+	bson_iter_t it;
+	int rc;
+
+	if ((rc = find_batch(d, id, &batch, err)) != 0)
+		return rc;
+	append_row_errors(&row_errors, &batch, &p);
+	if ((rc = list_products(d, id, &products, &p, err)) == 0) {
+		BSON_APPEND_UTF8(out, "batch_id", id);
+		append_copy_or_null(out, "status", &batch, "status");
+		append_copy_or_null(out, "message", &batch, "message");
+		append_copy_or_null(out, "s3Key", &batch, "s3Key");
+		append_iso_field(out, "created_at", &batch, "createdAt");
+		append_iso_field(out, "updated_at", &batch, "updatedAt");
+		append_progress(out, &p);
+		BSON_APPEND_ARRAY(out, "products", &products);
+		bson_concat(out, &row_errors);
+		if (bson_iter_init_find(&it, &batch, "webhook_url"))
+			bson_append_iter(out, NULL, 0, &it);
+		if (bson_iter_init_find(&it, &batch, "webhook_deliveries"))
+			append_with_iso_dates(out, "webhook_deliveries", &it);
+	}
+	bson_destroy(&batch);
+	bson_destroy(&products);
+	bson_destroy(&row_errors);
+	return rc;
+}
+
+/* ---- the output CSV ---- */
+
+/* Writes the strings of the product's array field comma-joined as one quoted CSV field. */
+static int write_url_field(FILE *out, const bson_t *product, const char *field)
+{
+	bson_string_t *s = bson_string_new(NULL);
+	bson_iter_t it, url;
+	int first = 1, rc;
+
+	if (bson_iter_init_find(&it, product, field) && BSON_ITER_HOLDS_ARRAY(&it) &&
+	    bson_iter_recurse(&it, &url))
+		while (bson_iter_next(&url)) {
+			if (!first)
+				bson_string_append_c(s, ',');
+			if (BSON_ITER_HOLDS_UTF8(&url))
+				bson_string_append(s, bson_iter_utf8(&url, NULL));
+			first = 0;
+		}
+	rc = csv_fwrite(out, s->str, s->len);
+	bson_string_free(s, true);
+	return rc;
+}
+
+static int write_csv_row(FILE *out, const bson_t *product)
+{
+	const char *name = rec_str(product, "product_name");
+
+	if (!name)
+		name = "";
+	if (fprintf(out, "%lld,", (long long)rec_int(product, "serial_no", 0)) < 0 ||
+	    csv_fwrite(out, name, strlen(name)) != 0 || putc(',', out) == EOF ||
+	    write_url_field(out, product, "input_image_urls") != 0 || putc(',', out) == EOF ||
+	    write_url_field(out, product, "output_image_urls") != 0 || putc('\n', out) == EOF)
+		return -1;
+	return 0;
+}
+
+int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err)
+{
+	bson_t status = BSON_INITIALIZER;
+	bson_iter_t it, product;
+	uint32_t len;
+	const uint8_t *data;
+	int rc;
+
+	if ((rc = db_status(d, id, &status, err)) != 0) {
+		bson_destroy(&status);
+		return rc;
+	}
+	if (fputs("S. No.,Product Name,Input Image Urls,Output Image Urls\n", out) == EOF)
+		rc = -1;
+	if (bson_iter_init_find(&it, &status, "products") && bson_iter_recurse(&it, &product))
+		while (rc == 0 && bson_iter_next(&product)) {
+			bson_t doc;
+			bson_iter_document(&product, &len, &data);
+			if (!bson_init_static(&doc, data, len) || write_csv_row(out, &doc) != 0)
+				rc = -1;
+		}
+	if (rc != 0)
+		bson_set_error(err, 0, 0, "cannot write the CSV of batch %s", id);
+	bson_destroy(&status);
+	return rc;
+}
