@@ -77,7 +77,7 @@ install: all
 	           $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin $(DESTDIR)$(PREFIX)/share/imgpipe
 	install -m 755 $(filter-out bin/imgpipe.cgi,$(BINS)) $(DESTDIR)$(PREFIX)/bin
 	install -m 755 bin/imgpipe.cgi $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin
-	install -m 755 scripts/process-batch $(DESTDIR)$(PREFIX)/lib/imgpipe
+	install -m 755 scripts/process-batch scripts/inbox $(DESTDIR)$(PREFIX)/lib/imgpipe
 	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1
 
 clean:

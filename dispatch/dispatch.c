@@ -1,12 +1,388 @@
-/* imgpipe-dispatch: not built yet; see its issue. */
+/* imgpipe-dispatch: takes batch jobs from the Redis stream imgpipe:jobs and runs
+ * scripts/process-batch for each, up to --jobs at once.
+ *
+ * Reliability comes from a Redis Streams consumer group: a job read with XREADGROUP stays
+ * pending until XACK, which is sent only when process-batch says the batch has ended.
+ * While a job runs its entry is re-claimed three times per --claim-idle (resetting its idle time);
+ * a dispatcher that dies stops doing that, and after --claim-idle seconds any other
+ * dispatcher takes the job over with XAUTOCLAIM.  process-batch is idempotent, so a job
+ * run twice finishes the batch once. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+
 #include "imgpipe.h"
+#include "redisurl.h"
+
+#define STREAM "imgpipe:jobs"
+#define GROUP "dispatchers"
+#define MAX_JOBS 64
 
 static const char usage[] =
-	"usage: imgpipe-dispatch [--help] [--version]\n"
-	"imgpipe-dispatch is not implemented yet.\n";
+	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
+	"                        [--script PATH]\n"
+	"Runs process-batch for each job queued on the Redis stream " STREAM ".\n"
+	"  --jobs N              batches at once (default: the number of cores)\n"
+	"  --claim-idle SECONDS  take over jobs of a dispatcher silent this long (default 30)\n"
+	"  --max-attempts N      deliveries of one job before its batch is failed (default 5)\n"
+	"  --script PATH         the batch runner (default: scripts/process-batch of this install)\n"
+	"Environment: REDIS_URL, and everything process-batch needs.\n";
+
+struct job {
+	pid_t pid;              /* 0 when the slot is free */
+	char entry[64];         /* stream entry id */
+	char batch[128];
+};
+
+static struct {
+	long jobs, claim_idle_ms, max_attempts;
+	const char *script;
+	char consumer[128];
+	struct redis_url redis;
+} opt;
+
+static struct job slots[MAX_JOBS];
+static volatile sig_atomic_t stopping;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+static int running_jobs(void)
+{
+	int n = 0;
+	for (long i = 0; i < opt.jobs; i++)
+		n += slots[i].pid != 0;
+	return n;
+}
+
+static struct job *free_slot(void)
+{
+	for (long i = 0; i < opt.jobs; i++)
+		if (!slots[i].pid)
+			return &slots[i];
+	return NULL;
+}
+
+/* Connects, authenticates, selects the database and makes sure the group exists
+ * (reading the stream from its start, so jobs queued before any dispatcher ran are
+ * taken too).  Returns NULL, having logged why, when Redis cannot be used. */
+static redisContext *connect_redis(void)
+{
+	struct timeval timeout = { 5, 0 };
+	redisContext *c = redisConnectWithTimeout(opt.redis.host, opt.redis.port, timeout);
+	redisReply *r;
+
+	if (!c || c->err) {
+		warnx("redis at %s:%d: %s", opt.redis.host, opt.redis.port, c ? c->errstr : "out of memory");
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	if (redis_url_prepare(c, &opt.redis) != 0) {
+		redisFree(c);
+		return NULL;
+	}
+	r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", STREAM, GROUP);
+	if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
+		warnx("redis: XGROUP CREATE: %s", r ? r->str : c->errstr);
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+		return NULL;
+	}
+	freeReplyObject(r);
+	return c;
+}
+
+/* Finds the first entry of an XREADGROUP or XAUTOCLAIM entry list and copies its id and
+ * "batch" field.  Returns 1 when there was one. */
+static int first_entry(const redisReply *entries, char *id, size_t idlen, char *batch, size_t blen)
+{
+	const redisReply *e, *fields;
+
+	if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
+		return 0;
+	e = entries->element[0];
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+		return 0;
+	snprintf(id, idlen, "%s", e->element[0]->str);
+	batch[0] = '\0';
+	fields = e->element[1];
+	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
+		if (strcmp(fields->element[i]->str, "batch") == 0)
+			snprintf(batch, blen, "%s", fields->element[i + 1]->str);
+	return 1;
+}
+
+/* How often the entry has been delivered (XPENDING's counter), or 1 when unknown. */
+static long deliveries(redisContext *c, const char *id)
+{
+	redisReply *r = redisCommand(c, "XPENDING %s %s %s %s 1", STREAM, GROUP, id, id);
+	long n = 1;
+
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 4)
+		n = (long)r->element[0]->element[3]->integer;
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+/* Takes one job: first one abandoned by a dead dispatcher, else a new one, waiting up
+ * to block_ms for it.  Returns 1 with id and batch set, 0 when none came, -1 on a
+ * Redis error. */
+static int take_job(redisContext *c, long block_ms, char *id, size_t idlen, char *batch, size_t blen)
+{
+	redisReply *r;
+	int got;
+
+	r = redisCommand(c, "XAUTOCLAIM %s %s %s %ld 0-0 COUNT 1", STREAM, GROUP, opt.consumer,
+			 opt.claim_idle_ms);
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		goto fail;
+	got = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && first_entry(r->element[1], id, idlen, batch, blen);
+	freeReplyObject(r);
+	if (got)
+		return 1;
+
+	r = redisCommand(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", GROUP, opt.consumer,
+			 block_ms, STREAM);
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		goto fail;
+	got = r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2 &&
+	      first_entry(r->element[0]->element[1], id, idlen, batch, blen);
+	freeReplyObject(r);
+	return got;
+fail:
+	warnx("redis: %s", r ? r->str : c->errstr);
+	if (r)
+		freeReplyObject(r);
+	return -1;
+}
+
+static int command_ok(redisContext *c, redisReply *r)
+{
+	int ok = r && r->type != REDIS_REPLY_ERROR;
+	if (!ok)
+		warnx("redis: %s", r ? r->str : c->errstr);
+	if (r)
+		freeReplyObject(r);
+	return ok ? 0 : -1;
+}
+
+/* Keeps the running jobs' entries fresh so no other dispatcher takes them over. */
+static int heartbeat(redisContext *c)
+{
+	for (long i = 0; i < opt.jobs; i++) {
+		if (!slots[i].pid)
+			continue;
+		if (command_ok(c, redisCommand(c, "XCLAIM %s %s %s 0 %s JUSTID", STREAM, GROUP,
+					       opt.consumer, slots[i].entry)) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void start_job(struct job *j, const char *id, const char *batch, long attempt)
+{
+	char attempt_s[32], last_s[2];
+	pid_t pid;
+
+	snprintf(attempt_s, sizeof attempt_s, "%ld", attempt);
+	snprintf(last_s, sizeof last_s, "%d", attempt >= opt.max_attempts);
+	pid = fork();
+	if (pid < 0) {
+		warn("fork");
+		return;
+	}
+	if (pid == 0) {
+		signal(SIGTERM, SIG_DFL);
+		setenv("IMGPIPE_ATTEMPT", attempt_s, 1);
+		setenv("IMGPIPE_LAST_ATTEMPT", last_s, 1);
+		execl(opt.script, opt.script, batch, (char *)NULL);
+		warn("%s", opt.script);
+		_exit(EX_UNAVAILABLE);
+	}
+	j->pid = pid;
+	snprintf(j->entry, sizeof j->entry, "%s", id);
+	snprintf(j->batch, sizeof j->batch, "%s", batch);
+	warnx("batch %s: started (job %s, attempt %ld)", batch, id, attempt);
+}
+
+/* Collects finished jobs.  A job whose batch ended (exit 0) is acknowledged; any other
+ * end leaves it pending, to be taken again after --claim-idle.  Returns -1 when Redis
+ * failed (the unacknowledged job stays pending: nothing is lost). */
+static int reap(redisContext *c)
+{
+	int status, rc = 0;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (long i = 0; i < opt.jobs; i++) {
+			struct job *j = &slots[i];
+			if (j->pid != pid)
+				continue;
+			j->pid = 0;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				warnx("batch %s: ended", j->batch);
+				if (c && command_ok(c, redisCommand(c, "XACK %s %s %s", STREAM, GROUP, j->entry)) != 0)
+					rc = -1;
+			} else {
+				warnx("batch %s: process-batch %s %d; will be retried", j->batch,
+				      WIFEXITED(status) ? "exited" : "killed by signal",
+				      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+			}
+		}
+	}
+	return rc;
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One pass of the loop: take a job if a slot is free (blocking a little while), keep
+ * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
+static int step(redisContext *c, long *last_beat)
+{
+	long beat_ms = opt.claim_idle_ms / 3;
+	long wait_ms = beat_ms < 1000 ? beat_ms : 1000;
+	char id[64], batch[128];
+	struct job *slot = free_slot();
+	int got;
+
+	if (slot) {
+		got = take_job(c, wait_ms, id, sizeof id, batch, sizeof batch);
+		if (got < 0)
+			return -1;
+		if (got && batch[0])
+			start_job(slot, id, batch, deliveries(c, id));
+		else if (got)
+			command_ok(c, redisCommand(c, "XACK %s %s %s", STREAM, GROUP, id)); /* no batch: drop */
+	} else {
+		usleep(200 * 1000);
+	}
+	if (now_ms() - *last_beat >= beat_ms) {
+		*last_beat = now_ms();
+		if (heartbeat(c) != 0)
+			return -1;
+	}
+	return reap(c);
+}
+
+/* Stops cleanly: no new jobs; running ones are asked to stop and stay pending (they
+ * are resumable), so another dispatcher or the next start finishes them. */
+static void shut_down(void)
+{
+	for (long i = 0; i < opt.jobs; i++)
+		if (slots[i].pid)
+			kill(slots[i].pid, SIGTERM);
+	while (running_jobs() > 0 && wait(NULL) > 0)
+		reap(NULL);
+	warnx("stopped");
+}
+
+static void default_script(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n < 0)
+		err(EX_OSERR, "/proc/self/exe");
+	self[n] = '\0';
+	*strrchr(self, '/') = '\0';
+	if (snprintf(buf, len, "%s/../scripts/process-batch", self) >= (int)len)
+		errx(EX_USAGE, "%s: path too long; use --script", self);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "claim-idle", required_argument, NULL, 'c' },
+		{ "max-attempts", required_argument, NULL, 'm' },
+		{ "script", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static char script[PATH_MAX];
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int ch;
+
+	cli_common(argc, argv, usage);
+	opt.jobs = cores > 0 ? (cores < MAX_JOBS ? cores : MAX_JOBS) : 1;
+	opt.claim_idle_ms = 30000;
+	opt.max_attempts = 5;
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'j': opt.jobs = cli_long("--jobs", optarg, 1, MAX_JOBS); break;
+		case 'c': opt.claim_idle_ms = 1000 * cli_long("--claim-idle", optarg, 1, 86400); break;
+		case 'm': opt.max_attempts = cli_long("--max-attempts", optarg, 1, 1000); break;
+		case 's': opt.script = optarg; break;
+		default: cli_usage_error(usage, "unknown option");
+		}
+	}
+	if (optind != argc)
+		cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
+	if (!opt.script) {
+		default_script(script, sizeof script);
+		opt.script = script;
+	}
+	if (access(opt.script, X_OK) != 0)
+		err(EX_USAGE, "%s", opt.script);
+}
 
 int main(int argc, char **argv)
 {
-	cli_common(argc, argv, usage);
-	errx(EX_UNAVAILABLE, "not implemented yet");
+	struct config cfg;
+	struct sigaction sa = { .sa_handler = on_term };
+	char host[64];
+	long backoff_ms = 200;
+
+	parse_args(argc, argv);
+	config_load(&cfg);
+	if (redis_url_parse(config_require("REDIS_URL", cfg.redis_url), &opt.redis) != 0)
+		errx(EX_USAGE, "REDIS_URL '%s' is not redis://[:PASSWORD@]HOST[:PORT][/DB]", cfg.redis_url);
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "localhost");
+	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	warnx("consumer %s, %ld jobs at once, taking over jobs idle %ld s", opt.consumer, opt.jobs,
+	      opt.claim_idle_ms / 1000);
+
+	while (!stopping) {
+		redisContext *c = connect_redis();
+		long last_beat = now_ms();
+
+		if (c) {
+			backoff_ms = 200;
+			while (!stopping && step(c, &last_beat) == 0)
+				;
+			redisFree(c);
+		}
+		if (stopping)
+			break;
+		reap(NULL);
+		/* Redis went away: reconnect with a growing pause, up to 5 s. */
+		usleep(backoff_ms * 1000);
+		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+	}
+	shut_down();
+	config_free(&cfg);
+	return EX_OK;
 }

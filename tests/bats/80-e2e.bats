@@ -1,0 +1,137 @@
+#!/usr/bin/env bats
+# The whole flow through the real HTTP endpoint (lighttpd + imgpipe.cgi), the dispatcher,
+# every stage, Redis, FerretDB and versitygw; photographs and the webhook receiver on a
+# local HTTP server.
+
+load helpers
+
+setup_file() {
+	stack_start
+	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
+	httpd_start "$BATS_FILE_TMPDIR/photos"
+	cat >"$BATS_FILE_TMPDIR/products.csv" <<CSV
+S. No.,Product Name,Input Image Urls
+1,Autumn Print,"$HTTPD_URL/autumn.jpg, $HTTPD_URL/path.jpg"
+2,Kite Poster,$HTTPD_URL/kite.jpg
+3,,$HTTPD_URL/grey.jpg
+4,Missing Poster,$HTTPD_URL/no-such-photo.jpg
+CSV
+	response=$(imgpipe submit "$BATS_FILE_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook")
+	export RESPONSE=$response BATCH
+	BATCH=$(jq -r .batch_id <<<"$response")
+	imgpipe status "$BATCH" --wait >"$BATS_FILE_TMPDIR/status.json"
+}
+
+teardown_file() {
+	httpd_stop
+	stack_stop
+}
+
+status_json() { cat "$BATS_FILE_TMPDIR/status.json"; }
+
+@test "upload answers 202 with a random batch id and the status URL" {
+	run jq -r '[.status, .status_url] | join(" ")' <<<"$RESPONSE"
+	assert_output "in queue /status/$BATCH"
+	[[ $BATCH =~ ^[0-9a-f]{32}$ ]]
+}
+
+@test "the batch completes with exact counts in progress and message" {
+	run jq -c '[.status, .progress]' < <(status_json)
+	assert_output '["completed",{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":4,"images_done":3,"images_failed":1}]'
+	run jq -r .message < <(status_json)
+	assert_output "4 rows (3 valid, 1 rejected), 4 images (3 done, 1 failed)"
+}
+
+@test "MongoDB holds exactly the products of DESIGN.md, each image in its slot" {
+	run /usr/bin/python3 - "$MONGODB_URI" "$BATCH" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+batch = db.batches.find_one({"_id": sys.argv[2]})
+print(batch["status"], batch["s3Key"])
+for p in db.products.find({"batch_id": sys.argv[2]}).sort("serial_no"):
+    assert isinstance(p["_id"], str) and "createdAt" in p and "updatedAt" in p
+    print(p["serial_no"], p["product_name"], len(p["input_image_urls"]),
+          sum(1 for u in p["output_image_urls"] if u), len(p["output_image_urls"]))
+PY
+	assert_success
+	assert_output "$(printf 'completed uploads/%s.csv\n1 Autumn Print 2 2 2\n2 Kite Poster 1 1 1\n4 Missing Poster 1 0 1' "$BATCH")"
+}
+
+@test "the 404 image is a product error and an empty output slot" {
+	run jq -c '.products[] | select(.serial_no == 4) | [.output_image_urls, (.errors | length), (.errors[0].error | test("404"))]' < <(status_json)
+	assert_output '[[""],1,true]'
+}
+
+@test "every output URL opens without credentials and is a quality-50 JPEG smaller than its input" {
+	for pair in $(jq -r '.products[] | [.input_image_urls, .output_image_urls] | transpose[] | select(.[1] != "") | join("|")' < <(status_json)); do
+		in=${pair%%|*} out=${pair#*|}
+		[[ $out == "$S3_PUBLIC_URL/images/$BATCH/"* ]]
+		curl -sSf -o "$BATS_TEST_TMPDIR/in.jpg" "$in"
+		curl -sSf -o "$BATS_TEST_TMPDIR/out.jpg" "$out"
+		run identify -format '%m %Q' "$BATS_TEST_TMPDIR/out.jpg"
+		assert_output "JPEG 50"
+		[ "$(stat -c %s "$BATS_TEST_TMPDIR/out.jpg")" -lt "$(stat -c %s "$BATS_TEST_TMPDIR/in.jpg")" ]
+	done
+}
+
+@test "the uploaded CSV is stored privately at the batch's s3Key" {
+	run s3get "uploads/$BATCH.csv"
+	assert_success
+	assert_output "$(cat "$BATS_FILE_TMPDIR/products.csv")"
+	run curl -s -o /dev/null -w '%{http_code}' "$S3_PUBLIC_URL/uploads/$BATCH.csv"
+	assert_output 403
+}
+
+@test "the webhook arrives once, signed, with the final status" {
+	for _ in $(seq 50); do [ -s "$HOOK_LOG" ] && break; sleep 0.1; done
+	sleep 1
+	run wc -l <"$HOOK_LOG"
+	assert_output 1
+	body=$(jq -r .body "$HOOK_LOG")
+	signature=$(jq -r '.headers["x-imgpipe-signature"]' "$HOOK_LOG")
+	expected="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$WEBHOOK_SECRET" -r | cut -d' ' -f1)"
+	assert_equal "$signature" "$expected"
+	run jq -r '.headers["x-imgpipe-event"]' "$HOOK_LOG"
+	assert_output batch.completed
+	run jq -c '{event, batch_id, status, images_done: .progress.images_done, status_url, output_csv_url}' <<<"$body"
+	assert_output "{\"event\":\"batch.completed\",\"batch_id\":\"$BATCH\",\"status\":\"completed\",\"images_done\":3,\"status_url\":\"$IMGPIPE_URL/status/$BATCH\",\"output_csv_url\":\"$IMGPIPE_URL/status/$BATCH?format=csv\"}"
+}
+
+@test "the output CSV lists every valid product with its URLs in one quoted field each" {
+	out() { jq -r ".products[] | select(.serial_no == $1) | .output_image_urls | join(\",\")" < <(status_json); }
+	run imgpipe status "$BATCH" --csv
+	assert_success
+	assert_output "$(printf '%s\r\n' 'S. No.,Product Name,Input Image Urls,Output Image Urls' \
+		"1,Autumn Print,\"$HTTPD_URL/autumn.jpg,$HTTPD_URL/path.jpg\",\"$(out 1)\"" \
+		"2,Kite Poster,$HTTPD_URL/kite.jpg,$(out 2)" \
+		"4,Missing Poster,$HTTPD_URL/no-such-photo.jpg,")"
+}
+
+@test "HTTP errors: 400, 404, 405, 411, 413, 415 through the real web server" {
+	code() { curl -s -o "$BATS_TEST_TMPDIR/body" -w '%{http_code}' "$@"; }
+	assert_equal "$(code -X POST -H 'Content-Type: text/csv' --data-binary '' "$IMGPIPE_URL/upload")" 400
+	assert_equal "$(code "$IMGPIPE_URL/status/0123456789abcdef0123456789abcdef")" 404
+	assert_equal "$(code -X DELETE "$IMGPIPE_URL/upload")" 405
+	assert_equal "$(code -X POST -H 'Content-Type: application/json' --data-binary '{}' "$IMGPIPE_URL/upload")" 415
+	head -c 11000000 /dev/zero | tr '\0' 'a' >"$BATS_TEST_TMPDIR/big.csv"
+	assert_equal "$(code -X POST -H 'Content-Type: text/csv' --data-binary @"$BATS_TEST_TMPDIR/big.csv" "$IMGPIPE_URL/upload")" 413
+	run jq -r .error "$BATS_TEST_TMPDIR/body"
+	assert_output --partial "10485760"
+	# a POST without Content-Length, by hand
+	port=${IMGPIPE_URL##*:}
+	exec 5<>"/dev/tcp/127.0.0.1/$port"
+	printf 'POST /upload HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n\r\n' >&5
+	run head -n 1 <&5
+	exec 5<&-
+	assert_output --regexp '^HTTP/1\.[01] 411'
+}
+
+@test "HTTP 503 when a backend is down, with nothing left half-made" {
+	imgpipe stack down redis
+	run curl -s -w '\n%{http_code}' -F "file=@$BATS_FILE_TMPDIR/products.csv;type=text/csv" "$IMGPIPE_URL/upload"
+	imgpipe stack up redis
+	assert_line 503
+	assert_output --partial '"error"'
+	run /usr/bin/python3 -c 'import sys, pymongo; print(pymongo.MongoClient(sys.argv[1]).get_default_database().batches.count_documents({"status": "in queue"}))' "$MONGODB_URI"
+	assert_output 0
+}
