@@ -64,10 +64,7 @@ void form_free(struct form *f);
 /* ---- the job queue (queue.c) ---- */
 struct redisContext;
 
-/* Splits redis://HOST[:PORT][/DB] (port default 6379, db default 0).
- * Returns 0, or -1 when url is not such a URL. */
-int redis_url_parse(const char *url, char *host, size_t hostlen, int *port, int *db);
-/* Connects and selects the database.  Returns NULL with the reason in why. */
+/* Connects to REDIS_URL (AUTH and SELECT as it asks).  Returns NULL with the reason in why. */
 struct redisContext *queue_open(const char *redis_url, char *why, size_t whylen);
 /* XADD imgpipe:jobs * batch ID.  Returns 0, or -1 with the reason in why. */
 int queue_push(struct redisContext *q, const char *batch_id, char *why, size_t whylen);

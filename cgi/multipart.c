@@ -1,10 +1,23 @@
 /* Request bodies: the Content-Type of an upload and multipart/form-data (RFC 7578),
  * both read by GMime, so no MIME parsing of our own.  GMime reads a multipart as the
  * body of a MIME part, so the request's Content-Type goes in front as its header. */
+#include <stdlib.h>
 #include <string.h>
 #include <gmime/gmime.h>
 
 #include "cgi.h"
+
+/* GMime once a process: it does not take being started and stopped repeatedly. */
+static void mime_init(void)
+{
+	static int started;
+
+	if (!started) {
+		g_mime_init();
+		atexit(g_mime_shutdown);
+		started = 1;
+	}
+}
 
 /* Control characters would let a Content-Type smuggle header lines in front of the body. */
 static int printable(const char *s)
@@ -29,7 +42,7 @@ enum body_type body_type(const char *content_type, char *why, size_t whylen)
 		snprintf(why, whylen, "the Content-Type holds control characters");
 		return t;
 	}
-	g_mime_init();
+	mime_init();
 	ct = g_mime_content_type_parse(NULL, content_type);
 	if (!ct) {
 		snprintf(why, whylen, "unreadable Content-Type: %s", accepted);
@@ -46,7 +59,6 @@ enum body_type body_type(const char *content_type, char *why, size_t whylen)
 	}
 	if (ct)
 		g_object_unref(ct);
-	g_mime_shutdown();
 	return t;
 }
 
@@ -162,7 +174,7 @@ int form_parse(const char *content_type, const char *body, size_t len, struct fo
 	g_byte_array_append(msg, (const guint8 *)"\r\n\r\n", 4);
 	g_byte_array_append(msg, (const guint8 *)body, (guint)len);
 
-	g_mime_init();
+	mime_init();
 	opts = g_mime_parser_options_new();
 	g_mime_parser_options_set_warning_callback(opts, on_warning, &t);
 	in = g_mime_stream_mem_new_with_byte_array(msg);     /* takes msg */
@@ -188,7 +200,6 @@ int form_parse(const char *content_type, const char *body, size_t len, struct fo
 	g_object_unref(parser);
 	g_object_unref(in);
 	g_mime_parser_options_free(opts);
-	g_mime_shutdown();
 	if (rc)
 		form_free(f);
 	return rc;
