@@ -165,6 +165,7 @@ int form_parse(const char *content_type, const char *body, size_t len, struct fo
 	GMimeParser *parser;
 	GMimeStream *in;
 	GMimeObject *obj;
+	GMimeMultipart *mp;
 	struct trouble t = { 0, 0, NULL };
 	int rc = -1;
 
@@ -181,19 +182,19 @@ int form_parse(const char *content_type, const char *body, size_t len, struct fo
 	parser = g_mime_parser_new_with_stream(in);
 	obj = g_mime_parser_construct_part(parser, opts);
 
-	if (t.no_boundary || !obj || !GMIME_IS_MULTIPART(obj))
+	mp = obj && GMIME_IS_MULTIPART(obj) ? GMIME_MULTIPART(obj) : NULL;
+	if (t.no_boundary || !mp)
 		snprintf(why, whylen, "multipart/form-data needs a boundary parameter");
-	else if (g_mime_multipart_get_count(GMIME_MULTIPART(obj)) == 0)
+	else if (g_mime_multipart_get_count(mp) == 0 && g_mime_multipart_get_prologue(mp))
 		snprintf(why, whylen, "no part in the multipart/form-data body: "
-			 "no line \"--%.70s\" opens one", g_mime_multipart_get_boundary(GMIME_MULTIPART(obj)));
+			 "no line \"--%.70s\" opens one", g_mime_multipart_get_boundary(mp));
 	else if (t.truncated)
 		snprintf(why, whylen, "truncated multipart/form-data body: "
-			 "the closing boundary \"--%.70s--\" never comes",
-			 g_mime_multipart_get_boundary(GMIME_MULTIPART(obj)));
+			 "the closing boundary \"--%.70s--\" never comes", g_mime_multipart_get_boundary(mp));
 	else if (t.malformed)
 		snprintf(why, whylen, "malformed multipart/form-data body: %s", t.malformed);
 	else
-		rc = take_fields(GMIME_MULTIPART(obj), f, why, whylen);
+		rc = take_fields(mp, f, why, whylen);
 
 	if (obj)
 		g_object_unref(obj);
