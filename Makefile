@@ -21,6 +21,11 @@ CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitiz
 LDFLAGS += -fsanitize=address,undefined
 endif
 
+# make V=1 shows the whole command lines
+ifndef V
+Q = @
+endif
+
 LIBSRC   = $(wildcard lib/*.c)
 LIBOBJ   = $(LIBSRC:.c=.o)
 HEADERS  = $(wildcard lib/*.h)
@@ -43,14 +48,16 @@ MANPAGES = $(wildcard man/*.1 tools/*/*.1 dispatch/*.1 cgi/*.1)
 all: $(BINS)
 
 lib/libimgpipe.a: $(LIBOBJ)
-	$(AR) rcs $@ $^
+	$(Q)$(AR) rcs $@ $^
 
 lib/%.o: lib/%.c $(HEADERS)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC    $@"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 .SECONDEXPANSION:
 $(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SRC_$*) $(LDLIBS)
+	@echo "  CCLD  $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SRC_$*) $(LDLIBS)
 
 test: setup all
 	tests/run

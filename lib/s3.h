@@ -2,8 +2,9 @@
  * Path-style by default (S3_ENDPOINT/BUCKET/KEY); S3_VIRTUAL_HOST=1 selects
  * BUCKET.host style for AWS.  One handle keeps its connection alive between requests.
  * Functions return 0, or an exit code of DESIGN.md with one clear line in s3->error:
- * EX_DATAERR (no such key / bad local file), EX_UNAVAILABLE (refused credentials,
- * store unreachable after retries), EX_TEMPFAIL (5xx or network error after retries). */
+ * EX_DATAERR (no such key / bad local file or key), EX_UNAVAILABLE (refused: credentials,
+ * bucket; store unreachable after retries), EX_TEMPFAIL (5xx or network error after
+ * retries), EX_IOERR (s3_get could not write to out). */
 #ifndef IMGPIPE_S3_H
 #define IMGPIPE_S3_H
 
@@ -13,8 +14,12 @@
 struct s3 {
 	const struct config *cfg;
 	CURL *curl;
+	int retries;        /* extra attempts on 5xx and network errors; s3_open sets S3_RETRIES */
+	int virtual_host;   /* S3_VIRTUAL_HOST=1 */
 	char error[512];
 };
+
+#define S3_RETRIES 4
 
 /* Exits EX_USAGE naming the variable when S3_ENDPOINT or credentials are missing. */
 void s3_open(struct s3 *s, const struct config *cfg);

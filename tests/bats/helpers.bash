@@ -5,6 +5,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 export PATH="$ROOT/bin:$PATH"
 TESTDATA="$ROOT/tests/data"
 export WEBHOOK_SECRET="${WEBHOOK_SECRET:-imgpipe-test-secret}"   # as in tests/run
+export IMGPIPE_CLAIM_IDLE="${IMGPIPE_CLAIM_IDLE:-3}"   # as in tests/run
 load /usr/lib/bats/bats-support/load.bash
 load /usr/lib/bats/bats-assert/load.bash
 

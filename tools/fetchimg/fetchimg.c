@@ -1,12 +1,736 @@
-/* fetchimg: not built yet; see its issue. */
+/* fetchimg: downloads the image behind each NDJSON record's "url", many at once.
+ *
+ * One curl multi handle runs up to --parallel transfers while stdin keeps being read, so
+ * records stream through: each leaves on stdout as soon as its download ends.  Every
+ * connection is checked on the address actually connected, so neither DNS tricks nor
+ * redirects reach loopback, private or link-local hosts; bodies are capped while they
+ * stream; the type is sniffed from the first bytes, never taken from the server. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
 #include "imgpipe.h"
 
+#define HEAD_BYTES     16     /* enough to sniff every accepted format */
+#define MAX_REDIRECTS  5
+#define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
+#define BACKOFF_MS     500    /* wait before the first retry; it doubles each time */
+#define BACKOFF_MAX_MS 30000
+
 static const char usage[] =
-	"usage: fetchimg [--help] [--version]\n"
-	"fetchimg is not implemented yet.\n";
+	"usage: fetchimg [--parallel N] [--dir DIR] [--max-bytes N] [--timeout SEC]\n"
+	"                [--connect-timeout SEC] [--speed-time SEC] [--retries N]\n"
+	"Reads NDJSON records on stdin; each one with a \"url\" is downloaded and written to\n"
+	"stdout with \"file\", \"input_bytes\" and \"content_type\" added, or with \"error\".\n"
+	"Records without \"url\" or carrying \"error\" pass through untouched.\n"
+	"  --parallel N           downloads at once (default 8)\n"
+	"  --dir DIR              directory for the files (default: the current one)\n"
+	"  --max-bytes N          largest body accepted (default 52428800)\n"
+	"  --timeout SEC          limit for a whole download, each try (default 120)\n"
+	"  --connect-timeout SEC  limit for connecting (default 10)\n"
+	"  --speed-time SEC       abort when slower than 1024 bytes/s this long (default 30)\n"
+	"  --retries N            retries of a 5xx, timeout or reset, with backoff (default 3)\n"
+	"Only http and https, at most 5 redirects.  Loopback and private addresses are refused\n"
+	"unless IMGPIPE_ALLOW_PRIVATE=1; link-local, multicast and unspecified ones always.\n";
+
+static struct {
+	long parallel;
+	const char *dir;          /* NULL: the current directory */
+	long max_bytes;
+	long timeout;
+	long connect_timeout;
+	long speed_time;
+	long retries;
+	int allow_private;
+} opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 0 };
+
+/* ---- what an image is ---- */
+
+#define SIG(s) s, sizeof s - 1
+
+/* Signatures of the accepted formats; '?' matches any byte. */
+static const struct magic {
+	const char *sig;
+	size_t len;
+	const char *type;
+	const char *ext;
+} magic[] = {
+	{ SIG("\xff\xd8\xff"), "image/jpeg", "jpg" },
+	{ SIG("\x89PNG\r\n\x1a\n"), "image/png", "png" },
+	{ SIG("RIFF????WEBP"), "image/webp", "webp" },
+	{ SIG("GIF87a"), "image/gif", "gif" },
+	{ SIG("GIF89a"), "image/gif", "gif" },
+	{ SIG("????ftypavif"), "image/avif", "avif" },
+	{ SIG("????ftypavis"), "image/avif", "avif" },
+	{ SIG("????ftypheic"), "image/heif", "heic" },
+	{ SIG("????ftypheix"), "image/heif", "heic" },
+	{ SIG("????ftypmif1"), "image/heif", "heif" },
+	{ SIG("????ftypmsf1"), "image/heif", "heif" },
+	{ SIG("II*\0"), "image/tiff", "tif" },
+	{ SIG("MM\0*"), "image/tiff", "tif" },
+};
+
+static const struct magic *sniff(const unsigned char *b, size_t n)
+{
+	for (size_t i = 0; i < sizeof magic / sizeof *magic; i++) {
+		const struct magic *m = &magic[i];
+		size_t k = 0;
+		if (n < m->len)
+			continue;
+		while (k < m->len && (m->sig[k] == '?' || (unsigned char)m->sig[k] == b[k]))
+			k++;
+		if (k == m->len)
+			return m;
+	}
+	return NULL;
+}
+
+/* Says what a body that is no image starts with, for the error. */
+static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
+{
+	size_t i, len = 0;
+
+	if (n == 0) {
+		snprintf(out, cap, "empty body");
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if ((b[i] < 0x20 && b[i] != '\t' && b[i] != '\n' && b[i] != '\r') || b[i] == 0x7f)
+			break;
+	if (i == n) {
+		snprintf(out, cap, "starts with text");
+		return;
+	}
+	len = (size_t)snprintf(out, cap, "starts with bytes");
+	for (i = 0; i < n && i < 4 && len < cap; i++)
+		len += (size_t)snprintf(out + len, cap - len, " %02x", b[i]);
+}
+
+/* ---- which addresses may be connected ---- */
+
+/* Networks refused, in IPv6 form (IPv4 ones mapped into ::ffff:0:0/96).  Those marked
+ * always stay refused under IMGPIPE_ALLOW_PRIVATE=1: nothing serves images there, and
+ * link-local holds the cloud metadata service. */
+static const struct net {
+	const char *prefix;
+	int bits;
+	const char *kind;
+	int always;
+} refused_nets[] = {
+	{ "::ffff:0.0.0.0", 104, "unspecified", 1 },
+	{ "::ffff:10.0.0.0", 104, "private", 0 },
+	{ "::ffff:100.64.0.0", 106, "private", 0 },
+	{ "::ffff:127.0.0.0", 104, "loopback", 0 },
+	{ "::ffff:169.254.0.0", 112, "link-local", 1 },
+	{ "::ffff:172.16.0.0", 108, "private", 0 },
+	{ "::ffff:192.168.0.0", 112, "private", 0 },
+	{ "::ffff:224.0.0.0", 100, "multicast", 1 },
+	{ "::ffff:240.0.0.0", 100, "reserved", 1 },
+	{ "::", 128, "unspecified", 1 },
+	{ "::1", 128, "loopback", 0 },
+	{ "fc00::", 7, "private", 0 },
+	{ "fe80::", 10, "link-local", 1 },
+	{ "ff00::", 8, "multicast", 1 },
+};
+
+static int in_prefix(const unsigned char *a, const unsigned char *net, int bits)
+{
+	int whole = bits / 8, rest = bits % 8;
+	if (memcmp(a, net, (size_t)whole) != 0)
+		return 0;
+	return rest == 0 || ((a[whole] ^ net[whole]) & (0xff << (8 - rest))) == 0;
+}
+
+/* The kind of network sa lies in when connecting there is refused, else NULL.
+ * Its text form goes to ip. */
+static const char *refused_kind(const struct sockaddr_storage *sa, char *ip, size_t iplen)
+{
+	unsigned char a[16] = { [10] = 0xff, [11] = 0xff };
+
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)sa;
+		memcpy(a + 12, &v4->sin_addr, 4);
+		inet_ntop(AF_INET, &v4->sin_addr, ip, (socklen_t)iplen);
+	} else if (sa->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
+		memcpy(a, &v6->sin6_addr, 16);
+		inet_ntop(AF_INET6, &v6->sin6_addr, ip, (socklen_t)iplen);
+	} else {
+		snprintf(ip, iplen, "of family %d", sa->ss_family);
+		return "not IP";
+	}
+	for (size_t i = 0; i < sizeof refused_nets / sizeof *refused_nets; i++) {
+		const struct net *n = &refused_nets[i];
+		unsigned char net[16];
+		if (inet_pton(AF_INET6, n->prefix, net) != 1)
+			errx(EX_SOFTWARE, "bad network %s", n->prefix);
+		if (in_prefix(a, net, n->bits))
+			return n->always || !opt.allow_private ? n->kind : NULL;
+	}
+	return NULL;
+}
+
+/* ---- one download ---- */
+
+/* One record being fetched: its transfer, its output file, and why it failed. */
+struct job {
+	bson_t *rec;
+	const char *url;                   /* inside rec */
+	CURL *h;
+	size_t slot;
+	long attempts;
+	int64_t retry_at;                  /* monotonic ms; 0 while transferring */
+	char errbuf[CURL_ERROR_SIZE];
+	char *fail;                        /* why this try failed, once it did */
+	char refused[96];                  /* the first address refused */
+	unsigned char head[HEAD_BYTES];    /* the first bytes, kept until the type is sniffed */
+	size_t headlen;
+	curl_off_t bytes;                  /* body bytes received */
+	const struct magic *type;
+	char *path;                        /* output file, once the type is known */
+	int fd;
+};
+
+static curl_socket_t open_socket(void *p, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct job *j = p;
+	struct sockaddr_storage sa = { 0 };
+	char ip[INET6_ADDRSTRLEN + 16];
+	const char *kind;
+
+	(void)purpose;
+	memcpy(&sa, &a->addr, a->addrlen < sizeof sa ? a->addrlen : sizeof sa);
+	kind = refused_kind(&sa, ip, sizeof ip);
+	if (kind) {
+		if (!j->refused[0])
+			snprintf(j->refused, sizeof j->refused, "refused address %s (%s)", ip, kind);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Records why the job's try failed; the first reason wins. */
+static void __attribute__((format(printf, 2, 3))) job_fail(struct job *j, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (j->fail)
+		return;
+	va_start(ap, fmt);
+	j->fail = bson_strdupv_printf(fmt, ap);
+	va_end(ap);
+}
+
+/* The name a record's file gets, from its batch_id, serial_no and index, else NULL.
+ * Only [A-Za-z0-9_-] survive of batch_id, so the name stays inside --dir. */
+static char *file_stem(const bson_t *rec)
+{
+	const char *batch = rec_str(rec, "batch_id");
+	int64_t serial = rec_int(rec, "serial_no", -1), index = rec_int(rec, "index", -1);
+	char stem[128] = "";
+	size_t len = 0;
+
+	for (; batch && *batch && len < 64; batch++)
+		stem[len++] = isalnum((unsigned char)*batch) || *batch == '-' ? *batch : '_';
+	if (serial >= 0)
+		len += (size_t)snprintf(stem + len, sizeof stem - len, "%s%lld", len ? "-" : "",
+					(long long)serial);
+	if (index >= 0)
+		snprintf(stem + len, sizeof stem - len, "%s%lld", len ? "-" : "", (long long)index);
+	return stem[0] ? bson_strdup(stem) : NULL;
+}
+
+/* Creates the job's file, never over an existing one: STEM.EXT when free, else
+ * STEM-XXXXXX.EXT with a random part.  Returns -1 with j->fail set on failure. */
+static int create_file(struct job *j)
+{
+	char *stem = file_stem(j->rec);
+	const char *dir = opt.dir ? opt.dir : "";
+	const char *slash = *dir && dir[strlen(dir) - 1] != '/' ? "/" : "";
+	const char *ext = j->type->ext;
+
+	if (stem) {
+		j->path = bson_strdup_printf("%s%s%s.%s", dir, slash, stem, ext);
+		j->fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (j->fd < 0 && errno == EEXIST) {
+			bson_free(j->path);
+			j->path = NULL;
+		}
+	}
+	if (!j->path) {
+		j->path = bson_strdup_printf("%s%s%s-XXXXXX.%s", dir, slash, stem ? stem : "image", ext);
+		j->fd = mkostemps(j->path, (int)strlen(ext) + 1, O_CLOEXEC);
+		if (j->fd >= 0 && fchmod(j->fd, 0644) != 0) {
+			int e = errno;
+			close(j->fd);
+			unlink(j->path);
+			j->fd = -1;
+			errno = e;
+		}
+	}
+	bson_free(stem);
+	if (j->fd < 0) {
+		job_fail(j, "cannot create %s: %s", j->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int write_all(struct job *j, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(j->fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			job_fail(j, "cannot write %s: %s", j->path, strerror(errno));
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Sniffs the head; for an image creates the file and writes the head into it. */
+static int start_file(struct job *j)
+{
+	char what[64];
+
+	j->type = sniff(j->head, j->headlen);
+	if (!j->type) {
+		describe(j->head, j->headlen, what, sizeof what);
+		job_fail(j, "not an image (%s)", what);
+		return -1;
+	}
+	if (create_file(j) != 0)
+		return -1;
+	return write_all(j, j->head, j->headlen);
+}
+
+/* Removes the file of a failed download. */
+static void drop_file(struct job *j)
+{
+	if (j->fd >= 0) {
+		close(j->fd);
+		j->fd = -1;
+	}
+	if (j->path) {
+		unlink(j->path);
+		bson_free(j->path);
+		j->path = NULL;
+	}
+}
+
+static int is_2xx(struct job *j)
+{
+	long code = 0;
+	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &code);
+	return code >= 200 && code <= 299;
+}
+
+/* Streams the body: the first bytes to the head until it can be sniffed, the rest to the
+ * file.  Returning less than given aborts the transfer (too large, no image, disk). */
+static size_t on_body(char *data, size_t size, size_t n, void *p)
+{
+	struct job *j = p;
+	size_t len = size * n, take;
+
+	if (j->bytes + (curl_off_t)len > opt.max_bytes) {
+		job_fail(j, "larger than %ld bytes", opt.max_bytes);
+		return 0;
+	}
+	j->bytes += (curl_off_t)len;
+	if (!is_2xx(j))
+		return len;    /* an error page: only its status matters */
+	if (j->fd < 0) {
+		take = len < HEAD_BYTES - j->headlen ? len : HEAD_BYTES - j->headlen;
+		memcpy(j->head + j->headlen, data, take);
+		j->headlen += take;
+		if (j->headlen < HEAD_BYTES)
+			return len;
+		if (start_file(j) != 0)
+			return 0;
+		return write_all(j, data + take, len - take) == 0 ? len : 0;
+	}
+	return write_all(j, data, len) == 0 ? len : 0;
+}
+
+#define SETOPT(h, o, v) do { \
+		if (curl_easy_setopt(h, o, v) != CURLE_OK) \
+			errx(EX_SOFTWARE, "curl_easy_setopt(%s) failed", #o); \
+	} while (0)
+
+static struct job *job_new(bson_t *rec, size_t slot)
+{
+	struct job *j = bson_malloc0(sizeof *j);
+	static const char agent[] = "fetchimg/" IMGPIPE_VERSION;
+
+	j->rec = rec;
+	j->url = rec_str(rec, "url");
+	j->slot = slot;
+	j->fd = -1;
+	if (!(j->h = curl_easy_init()))
+		errx(EX_SOFTWARE, "curl_easy_init failed");
+	SETOPT(j->h, CURLOPT_URL, j->url);
+	SETOPT(j->h, CURLOPT_PRIVATE, j);
+	SETOPT(j->h, CURLOPT_ERRORBUFFER, j->errbuf);
+	SETOPT(j->h, CURLOPT_USERAGENT, agent);
+	SETOPT(j->h, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(j->h, CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(j->h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	SETOPT(j->h, CURLOPT_FOLLOWLOCATION, 1L);
+	SETOPT(j->h, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
+	SETOPT(j->h, CURLOPT_PROXY, "");    /* a proxy would hide the real address */
+	SETOPT(j->h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	SETOPT(j->h, CURLOPT_OPENSOCKETDATA, j);
+	SETOPT(j->h, CURLOPT_FAILONERROR, 1L);
+	SETOPT(j->h, CURLOPT_CONNECTTIMEOUT, opt.connect_timeout);
+	SETOPT(j->h, CURLOPT_TIMEOUT, opt.timeout);
+	SETOPT(j->h, CURLOPT_LOW_SPEED_LIMIT, (long)SPEED_LIMIT);
+	SETOPT(j->h, CURLOPT_LOW_SPEED_TIME, opt.speed_time);
+	SETOPT(j->h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)opt.max_bytes);
+	SETOPT(j->h, CURLOPT_WRITEFUNCTION, on_body);
+	SETOPT(j->h, CURLOPT_WRITEDATA, j);
+	return j;
+}
+
+/* Frees a finished job; its file, if any, stays. */
+static void job_free(struct job *j)
+{
+	if (j->fd >= 0)
+		close(j->fd);
+	bson_free(j->path);
+	bson_free(j->fail);
+	curl_easy_cleanup(j->h);
+	bson_destroy(j->rec);
+	bson_free(j);
+}
+
+/* Clears what one try left behind, before the next. */
+static void job_reset(struct job *j)
+{
+	drop_file(j);
+	bson_free(j->fail);
+	j->fail = NULL;
+	j->errbuf[0] = j->refused[0] = '\0';
+	j->headlen = 0;
+	j->bytes = 0;
+	j->type = NULL;
+}
+
+/* Records why the transfer failed and returns whether trying again may help. */
+static int transfer_error(struct job *j, CURLcode rc)
+{
+	const char *detail = j->errbuf[0] ? j->errbuf : curl_easy_strerror(rc);
+	char *where = NULL;
+	long code = 0;
+	curl_off_t connect = 0, total = 0, length = -1;
+
+	curl_easy_getinfo(j->h, CURLINFO_EFFECTIVE_URL, &where);
+	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &code);
+	where = where ? where : (char *)j->url;
+	switch (rc) {
+	case CURLE_OK:
+	case CURLE_HTTP_RETURNED_ERROR:
+		job_fail(j, "HTTP %ld from %s", code, where);
+		return code >= 500 || code == 408 || code == 429;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		job_fail(j, "DNS lookup failed: %s", detail);
+		return 0;
+	case CURLE_COULDNT_CONNECT:
+		job_fail(j, "%s", j->refused[0] ? j->refused : detail);
+		return 0;
+	case CURLE_OPERATION_TIMEDOUT:
+		/* curl says only "timed out": tell the three limits apart by the clock.  The
+		 * total one ends the transfer on time; a low speed can end it any time. */
+		curl_easy_getinfo(j->h, CURLINFO_CONNECT_TIME_T, &connect);
+		curl_easy_getinfo(j->h, CURLINFO_TOTAL_TIME_T, &total);
+		if (connect == 0)
+			job_fail(j, "connect timed out after %lds",
+				 opt.connect_timeout < opt.timeout ? opt.connect_timeout : opt.timeout);
+		else if (total + 500000 >= (curl_off_t)opt.timeout * 1000000)
+			job_fail(j, "timed out after %lds", opt.timeout);
+		else
+			job_fail(j, "too slow: under %d bytes/s for %lds", SPEED_LIMIT, opt.speed_time);
+		return 1;
+	case CURLE_TOO_MANY_REDIRECTS:
+		job_fail(j, "more than %d redirects from %s", MAX_REDIRECTS, j->url);
+		return 0;
+	case CURLE_FILESIZE_EXCEEDED:
+		job_fail(j, "larger than %ld bytes", opt.max_bytes);
+		return 0;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		job_fail(j, "unsupported protocol (http and https only): %s", where);
+		return 0;
+	case CURLE_PARTIAL_FILE:
+		curl_easy_getinfo(j->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+		job_fail(j, "incomplete body: got %lld of %lld bytes from %s",
+			 (long long)j->bytes, (long long)length, where);
+		return 1;
+	case CURLE_GOT_NOTHING:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+		job_fail(j, "connection failed: %s", detail);
+		return 1;
+	default:
+		job_fail(j, "%s", detail);
+		return 0;
+	}
+}
+
+/* Completes a finished try: on success closes the file and leaves j->fail NULL, else
+ * sets it and returns whether a retry may help. */
+static int job_done(struct job *j, CURLcode rc)
+{
+	if (j->fail)
+		return 0;    /* we aborted it ourselves */
+	if (rc != CURLE_OK || !is_2xx(j))
+		return transfer_error(j, rc);
+	if (j->fd < 0 && start_file(j) != 0)
+		return 0;
+	if (close(j->fd) != 0)
+		job_fail(j, "cannot write %s: %s", j->path, strerror(errno));
+	j->fd = -1;
+	return 0;
+}
+
+/* ---- the stream ---- */
+
+struct run {
+	CURLM *multi;
+	struct ndjson_reader in;
+	struct job **slots;       /* opt.parallel of them; NULL when free */
+	long busy;
+	int eof;
+	int bad_input;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void emit(const bson_t *doc)
+{
+	if (ndjson_write(stdout, doc) != 0 || fflush(stdout) == EOF)
+		err(EX_IOERR, "stdout");
+}
+
+static void add_transfer(struct run *r, struct job *j)
+{
+	j->retry_at = 0;
+	if (curl_multi_add_handle(r->multi, j->h) != CURLM_OK)
+		errx(EX_SOFTWARE, "curl_multi_add_handle failed");
+}
+
+/* Reads one input line: starts its download, or passes it straight through. */
+static void read_record(struct run *r)
+{
+	bson_t *rec;
+	bson_error_t e;
+	size_t slot = 0;
+
+	switch (ndjson_read(&r->in, &rec, &e)) {
+	case 0:
+		if (ferror(stdin))
+			err(EX_IOERR, "stdin");
+		r->eof = 1;
+		return;
+	case -1:
+		r->bad_input = 1;
+		if (ndjson_write_bad_line(stdout, r->in.lineno, e.message) != 0 || fflush(stdout) == EOF)
+			err(EX_IOERR, "stdout");
+		return;
+	}
+	if (!rec_str(rec, "url") || rec_has_error(rec)) {
+		emit(rec);
+		bson_destroy(rec);
+		return;
+	}
+	while (r->slots[slot])
+		slot++;
+	r->slots[slot] = job_new(rec, slot);
+	r->busy++;
+	add_transfer(r, r->slots[slot]);
+}
+
+/* A try has ended: retry it later, or write its record and free its slot. */
+static void finish(struct run *r, struct job *j, CURLcode rc)
+{
+	int transient = job_done(j, rc);
+	bson_t *out;
+
+	curl_multi_remove_handle(r->multi, j->h);
+	if (j->fail && transient && j->attempts < opt.retries) {
+		int64_t wait = (int64_t)BACKOFF_MS << j->attempts++;
+		warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
+		job_reset(j);
+		j->retry_at = now_ms() + (wait < BACKOFF_MAX_MS ? wait : BACKOFF_MAX_MS);
+		return;
+	}
+	if (j->fail) {
+		drop_file(j);
+		out = rec_error(j->rec, "%s", j->fail);
+	} else {
+		out = bson_new();
+		bson_copy_to_excluding_noinit(j->rec, out, "file", "input_bytes", "content_type", NULL);
+		BSON_APPEND_UTF8(out, "file", j->path);
+		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
+		BSON_APPEND_UTF8(out, "content_type", j->type->type);
+	}
+	emit(out);
+	bson_destroy(out);
+	r->slots[j->slot] = NULL;
+	r->busy--;
+	job_free(j);
+}
+
+static void reap(struct run *r)
+{
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(r->multi, &left))) {
+		struct job *j = NULL;
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+		finish(r, j, msg->data.result);
+	}
+}
+
+/* Restarts the retries that are due; returns ms until the next one (at most 1000). */
+static int restart_due(struct run *r)
+{
+	int64_t now = now_ms(), next = 1000;
+	for (long i = 0; i < opt.parallel; i++) {
+		struct job *j = r->slots[i];
+		if (!j || !j->retry_at)
+			continue;
+		if (j->retry_at <= now)
+			add_transfer(r, j);
+		else if (j->retry_at - now < next)
+			next = j->retry_at - now;
+	}
+	return (int)next;
+}
+
+static int stdin_ready(void)
+{
+	struct pollfd p = { .fd = 0, .events = POLLIN };
+	return poll(&p, 1, 0) > 0 && p.revents;
+}
+
+/* Streams stdin to stdout; returns the exit status. */
+static int run(void)
+{
+	struct run r = { 0 };
+	struct stat st;
+	int running;
+
+	/* On a pipe, read stdin unbuffered: then poll(2) tells the truth, with no records
+	 * hiding in a stdio buffer while we wait for downloads. */
+	if (fstat(0, &st) == 0 && !S_ISREG(st.st_mode))
+		setvbuf(stdin, NULL, _IONBF, 0);
+	ndjson_reader_init(&r.in, stdin);
+	r.slots = bson_malloc0(sizeof *r.slots * (size_t)opt.parallel);
+	if (!(r.multi = curl_multi_init()))
+		errx(EX_SOFTWARE, "curl_multi_init failed");
+
+	while (!r.eof || r.busy) {
+		int want_input;
+		struct curl_waitfd in = { .fd = 0, .events = CURL_WAIT_POLLIN };
+		int wait_ms;
+
+		if (curl_multi_perform(r.multi, &running) != CURLM_OK)
+			errx(EX_SOFTWARE, "curl_multi_perform failed");
+		reap(&r);
+		wait_ms = restart_due(&r);
+		want_input = !r.eof && r.busy < opt.parallel;
+		/* stdin is polled with the transfers only to wake us; stdin_ready() decides,
+		 * as curl does not report a hang-up (end of input) on extra descriptors. */
+		if (want_input && stdin_ready()) {
+			read_record(&r);
+			continue;
+		}
+		if (curl_multi_poll(r.multi, &in, want_input ? 1 : 0, wait_ms, NULL) != CURLM_OK)
+			errx(EX_SOFTWARE, "curl_multi_poll failed");
+	}
+	curl_multi_cleanup(r.multi);
+	bson_free(r.slots);
+	ndjson_reader_free(&r.in);
+	return r.bad_input ? EX_DATAERR : EX_OK;
+}
+
+/* ---- command line ---- */
+
+static void parse_options(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "parallel", required_argument, NULL, 'p' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "max-bytes", required_argument, NULL, 'm' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "connect-timeout", required_argument, NULL, 'c' },
+		{ "speed-time", required_argument, NULL, 's' },
+		{ "retries", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct stat st;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': opt.parallel = cli_long("--parallel", optarg, 1, 1000); break;
+		case 'd': opt.dir = optarg; break;
+		case 'm': opt.max_bytes = cli_long("--max-bytes", optarg, 1, LONG_MAX); break;
+		case 't': opt.timeout = cli_long("--timeout", optarg, 1, 86400); break;
+		case 'c': opt.connect_timeout = cli_long("--connect-timeout", optarg, 1, 3600); break;
+		case 's': opt.speed_time = cli_long("--speed-time", optarg, 1, 86400); break;
+		case 'r': opt.retries = cli_long("--retries", optarg, 0, 10); break;
+		default:
+			cli_usage_error(usage, "unknown option or missing value: %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		cli_usage_error(usage, "unexpected argument: %s", argv[optind]);
+	if (opt.dir && stat(opt.dir, &st) != 0)
+		cli_usage_error(usage, "--dir %s: %s", opt.dir, strerror(errno));
+	if (opt.dir && !S_ISDIR(st.st_mode))
+		cli_usage_error(usage, "--dir %s: not a directory", opt.dir);
+}
 
 int main(int argc, char **argv)
 {
+	struct config cfg;
+	int status;
+
 	cli_common(argc, argv, usage);
-	errx(EX_UNAVAILABLE, "not implemented yet");
+	parse_options(argc, argv);
+	config_load(&cfg);
+	opt.allow_private = cfg.allow_private;
+	config_free(&cfg);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		errx(EX_SOFTWARE, "curl_global_init failed");
+	status = run();
+	curl_global_cleanup();
+	return status;
 }

@@ -1,0 +1,351 @@
+#!/usr/bin/env bats
+# fetchimg against tests/lib/httpd.py on 127.0.0.1: every image format, streaming and
+# parallel downloads, and each safety rule (addresses, redirects, sizes, timeouts, retries).
+
+load helpers
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+	export WWW="$BATS_FILE_TMPDIR/www"
+	mkdir -p "$WWW"
+	for ext in jpg png webp gif avif heic tif; do
+		convert -size 16x12 gradient:red-blue "$WWW/img.$ext"
+	done
+	cp "$WWW/img.png" "$WWW/png-named.jpg"
+	echo "just some text, not a JPEG" >"$WWW/text.jpg"
+	: >"$WWW/empty.jpg"
+	printf '\0\1\2\3\4\5\6\7binary data here' >"$WWW/binary.jpg"
+	httpd_start "$WWW"
+}
+
+teardown_file() {
+	httpd_stop
+}
+
+setup() {
+	export IMGPIPE_ALLOW_PRIVATE=1
+	OUT="$BATS_TEST_TMPDIR/out"
+	mkdir -p "$OUT"
+}
+
+# fetch URL [OPTION...]: runs one record {"url": URL} through fetchimg --dir $OUT.
+fetch() {
+	local url=$1
+	shift
+	run --separate-stderr bash -c 'jq -nc --arg u "$1" "{url: \$u}" | fetchimg --dir "$2" "${@:3}"' \
+		_ "$url" "$OUT" "$@"
+}
+
+# field NAME: that field of the record in $output ("null" when absent).
+field() {
+	jq -r --arg f "$1" '.[$f]' <<<"$output"
+}
+
+# A URL that redirects N times through the test server before reaching TARGET.
+redirects() {
+	local n=$1 url=$2
+	for _ in $(seq "$n"); do
+		url="$HTTPD_URL/redirect?to=$(jq -rn --arg u "$url" '$u | @uri')"
+	done
+	echo "$url"
+}
+
+# Asserts that $OUT holds no file: a failed download leaves nothing behind.
+assert_no_files() {
+	run ls -A "$OUT"
+	assert_output ""
+}
+
+@test "--help and --version" {
+	run fetchimg --help
+	assert_success
+	assert_line --index 0 --regexp '^usage: fetchimg \[--parallel N\] \[--dir DIR\]'
+	run fetchimg --version
+	assert_success
+	assert_output --regexp '^fetchimg [0-9]+\.[0-9]+\.[0-9]+$'
+}
+
+@test "usage errors exit 64" {
+	run fetchimg --bogus
+	assert_failure 64
+	assert_line --index 0 "fetchimg: unknown option or missing value: --bogus"
+	run fetchimg --parallel 0
+	assert_failure 64
+	assert_output "fetchimg: --parallel wants a whole number from 1 to 1000, not '0'"
+	run fetchimg --dir "$BATS_TEST_TMPDIR/missing"
+	assert_failure 64
+	assert_line --index 0 "fetchimg: --dir $BATS_TEST_TMPDIR/missing: No such file or directory"
+	run fetchimg extra
+	assert_failure 64
+	assert_line --index 0 "fetchimg: unexpected argument: extra"
+}
+
+@test "every accepted format is sniffed, typed and stored byte for byte" {
+	declare -A type=([jpg]=image/jpeg [png]=image/png [webp]=image/webp [gif]=image/gif
+		[avif]=image/avif [heic]=image/heif [tif]=image/tiff)
+	for ext in "${!type[@]}"; do
+		fetch "$HTTPD_URL/img.$ext"
+		assert_success
+		assert_equal "$(field content_type)" "${type[$ext]}"
+		assert_equal "$(field input_bytes)" "$(stat -c %s "$WWW/img.$ext")"
+		assert_equal "$(field error)" null
+		file=$(field file)
+		[[ $file == "$OUT"/image-??????."$ext" ]]
+		cmp "$file" "$WWW/img.$ext"
+	done
+}
+
+@test "the type comes from the bytes, not from the name or the server" {
+	fetch "$HTTPD_URL/png-named.jpg"
+	assert_success
+	assert_equal "$(field content_type)" image/png
+	[[ $(field file) == *.png ]]
+}
+
+@test "files are named from batch_id, serial_no and index, and never overwritten" {
+	rec='{"batch_id": "b-1", "serial_no": 7, "index": 2, "url": "'"$HTTPD_URL"'/img.jpg", "note": "kept"}'
+	run --separate-stderr bash -c 'printf "%s\n%s\n" "$1" "$1" | fetchimg --dir "$2" --parallel 1' _ "$rec" "$OUT"
+	assert_success
+	first=$(sed -n 1p <<<"$output" | jq -r .file)
+	second=$(sed -n 2p <<<"$output" | jq -r .file)
+	assert_equal "$first" "$OUT/b-1-7-2.jpg"
+	[[ $second == "$OUT"/b-1-7-2-??????.jpg ]]
+	cmp "$first" "$WWW/img.jpg"
+	cmp "$second" "$WWW/img.jpg"
+	assert_equal "$(sed -n 1p <<<"$output" | jq -r .note)" kept
+}
+
+@test "a batch_id cannot lead the file out of --dir" {
+	rec='{"batch_id": "../../etc/x", "serial_no": 1, "url": "'"$HTTPD_URL"'/img.jpg"}'
+	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$rec" "$OUT"
+	assert_success
+	assert_equal "$(field file)" "$OUT/______etc_x-1.jpg"
+}
+
+@test "without --dir files go to the current directory" {
+	cd "$OUT"
+	run --separate-stderr bash -c 'echo "{\"serial_no\": 3, \"url\": \"$1/img.gif\"}" | fetchimg' _ "$HTTPD_URL"
+	assert_success
+	assert_equal "$(field file)" 3.gif
+	cmp 3.gif "$WWW/img.gif"
+}
+
+@test "many downloads at once: every record comes out once, with its own file" {
+	for i in $(seq 40); do
+		echo '{"batch_id": "p", "serial_no": '"$i"', "index": 0, "url": "'"$HTTPD_URL"'/img.webp"}'
+	done >"$BATS_TEST_TMPDIR/in.ndjson"
+	run --separate-stderr bash -c 'fetchimg --dir "$1" --parallel 8 <"$2"' _ "$OUT" "$BATS_TEST_TMPDIR/in.ndjson"
+	assert_success
+	assert_equal "$(jq -s 'map(.serial_no) | sort == [range(1; 41)]' <<<"$output")" true
+	assert_equal "$(jq -s 'map(select(.content_type == "image/webp")) | length' <<<"$output")" 40
+	assert_equal "$(find "$OUT" -name 'p-*-0.webp' | wc -l)" 40
+}
+
+@test "records without url, or carrying error, pass through untouched" {
+	in='{"serial_no": 1, "other": {"a": [1, 2]}}
+{"url": "'"$HTTPD_URL"'/img.jpg", "error": "failed earlier", "z": true}'
+	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
+	assert_success
+	assert_equal "$(jq -cS . <<<"$output")" "$(jq -cS . <<<"$in")"
+	assert_no_files
+}
+
+@test "a line that is not JSON gets an error record, the others go on, exit 65" {
+	in='not json
+{"url": "'"$HTTPD_URL"'/img.png"}'
+	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
+	assert_failure 65
+	assert_equal "$(sed -n 1p <<<"$output" | jq -r .input_line)" 1
+	sed -n 1p <<<"$output" | jq -e '.error | startswith("input line 1 is not a JSON object")'
+	assert_equal "$(sed -n 2p <<<"$output" | jq -r .content_type)" image/png
+}
+
+@test "records stream: a result comes out while stdin is still open" {
+	coproc FETCH { fetchimg --dir "$OUT"; }
+	pid=$FETCH_PID
+	echo '{"url": "'"$HTTPD_URL"'/img.jpg"}' >&"${FETCH[1]}"
+	# A bound so that a broken build fails instead of hanging; not a measurement.
+	read -r -t 30 line <&"${FETCH[0]}"
+	exec {FETCH[1]}>&-
+	wait "$pid"
+	assert_equal "$(jq -r .content_type <<<"$line")" image/jpeg
+}
+
+@test "a text file named .jpg is not an image, and leaves no file" {
+	fetch "$HTTPD_URL/text.jpg"
+	assert_success
+	assert_equal "$(field error)" "not an image (starts with text)"
+	assert_equal "$(field file)" null
+	assert_no_files
+}
+
+@test "an empty file is not an image" {
+	fetch "$HTTPD_URL/empty.jpg"
+	assert_success
+	assert_equal "$(field error)" "not an image (empty body)"
+	assert_no_files
+}
+
+@test "binary that is no image is named by its first bytes" {
+	fetch "$HTTPD_URL/binary.jpg"
+	assert_equal "$(field error)" "not an image (starts with bytes 00 01 02 03)"
+	assert_no_files
+}
+
+@test "a 404 names the status and the URL, and is not retried" {
+	fetch "$HTTPD_URL/missing.jpg"
+	assert_success
+	assert_equal "$(field error)" "HTTP 404 from $HTTPD_URL/missing.jpg"
+	assert_equal "$stderr" ""
+}
+
+@test "a 503 that recovers on retry succeeds" {
+	fetch "$HTTPD_URL/flaky/img.jpg?fail=2&key=recovers"
+	assert_success
+	assert_equal "$(field content_type)" image/jpeg
+	assert_equal "$(field error)" null
+	cmp "$(field file)" "$WWW/img.jpg"
+	assert_equal "$(grep -c 'HTTP 503 from .*; retry [12] of 3$' <<<"$stderr")" 2
+}
+
+@test "a 503 that persists fails once --retries are spent" {
+	fetch "$HTTPD_URL/status/503" --retries 1
+	assert_success
+	assert_equal "$(field error)" "HTTP 503 from $HTTPD_URL/status/503"
+	assert_equal "$stderr" "fetchimg: $HTTPD_URL/status/503: HTTP 503 from $HTTPD_URL/status/503; retry 1 of 1"
+}
+
+@test "five redirects are followed, a sixth is refused" {
+	fetch "$(redirects 5 "$HTTPD_URL/img.png")"
+	assert_equal "$(field content_type)" image/png
+	rm "$(field file)"
+	url=$(redirects 6 "$HTTPD_URL/img.png")
+	fetch "$url"
+	assert_equal "$(field error)" "more than 5 redirects from $url"
+	assert_no_files
+}
+
+@test "a redirect loop stops after 5 redirects" {
+	fetch "$HTTPD_URL/loop"
+	assert_success
+	assert_equal "$(field error)" "more than 5 redirects from $HTTPD_URL/loop"
+}
+
+@test "a redirect to 169.254.169.254 is refused, even with IMGPIPE_ALLOW_PRIVATE=1" {
+	fetch "$HTTPD_URL/redirect?to=http://169.254.169.254/latest/meta-data/"
+	assert_success
+	assert_equal "$(field error)" "refused address 169.254.169.254 (link-local)"
+}
+
+@test "only http and https, also after a redirect" {
+	fetch "ftp://127.0.0.1/img.jpg"
+	assert_equal "$(field error)" "unsupported protocol (http and https only): ftp://127.0.0.1/img.jpg"
+	fetch "$HTTPD_URL/redirect?to=file:///etc/passwd"
+	assert_equal "$(field error)" "unsupported protocol (http and https only): file:///etc/passwd"
+	assert_no_files
+}
+
+@test "loopback is refused without IMGPIPE_ALLOW_PRIVATE=1, however it is spelt" {
+	unset IMGPIPE_ALLOW_PRIVATE
+	port=${HTTPD_URL##*:}
+	for host in 127.0.0.1 127.1 2130706433 0x7f000001; do
+		fetch "http://$host:$port/img.jpg"
+		assert_success
+		assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	done
+	fetch "http://[::ffff:127.0.0.1]:$port/img.jpg"
+	assert_equal "$(field error)" "refused address ::ffff:127.0.0.1 (loopback)"
+	fetch "http://[::1]:$port/img.jpg"
+	assert_equal "$(field error)" "refused address ::1 (loopback)"
+	# The check is on the address connected, so a name that resolves to loopback fails too.
+	fetch "http://localhost:$port/img.jpg"
+	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	IMGPIPE_ALLOW_PRIVATE=0 fetch "$HTTPD_URL/img.jpg"
+	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	assert_no_files
+}
+
+@test "private, link-local, multicast and unspecified addresses are refused before connecting" {
+	unset IMGPIPE_ALLOW_PRIVATE
+	declare -A kind=([10.1.2.3]=private [172.16.5.4]=private [192.168.1.1]=private
+		[100.64.0.1]=private [169.254.169.254]=link-local [224.0.0.1]=multicast
+		[0.0.0.0]=unspecified [fc00::1]=private [fe80::1]=link-local [ff02::1]=multicast)
+	for ip in "${!kind[@]}"; do
+		host=$ip
+		[[ $ip == *:* ]] && host="[$ip]"
+		fetch "http://$host/img.jpg" --retries 0
+		assert_equal "$(field error)" "refused address $ip (${kind[$ip]})"
+	done
+}
+
+@test "an unknown host is a DNS error" {
+	fetch "http://no-such-host.invalid/img.jpg"
+	assert_success
+	assert_equal "$(field error)" "DNS lookup failed: Could not resolve host: no-such-host.invalid"
+}
+
+@test "a server that sends one byte a second trips the low-speed limit" {
+	fetch "$HTTPD_URL/slow" --speed-time 2 --retries 0
+	assert_success
+	assert_equal "$(field error)" "too slow: under 1024 bytes/s for 2s"
+	assert_no_files
+}
+
+@test "the total timeout ends a download that crawls on" {
+	fetch "$HTTPD_URL/slow" --timeout 2 --retries 0
+	assert_success
+	assert_equal "$(field error)" "timed out after 2s"
+	assert_no_files
+}
+
+@test "a server that never accepts trips the connect timeout" {
+	# A listener whose one-place backlog is taken: the kernel drops further SYNs.
+	python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+filler = socket.create_connection(s.getsockname())
+print(s.getsockname()[1], flush=True)
+time.sleep(120)' >"$BATS_TEST_TMPDIR/port" &
+	pid=$!
+	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
+	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --connect-timeout 1 --retries 0
+	kill "$pid"
+	assert_equal "$(field error)" "connect timed out after 1s"
+}
+
+@test "a 60 MB body is refused at the default cap of 50 MiB" {
+	fetch "$HTTPD_URL/big?mb=60"
+	assert_success
+	assert_equal "$(field error)" "larger than 52428800 bytes"
+	assert_no_files
+	fetch "$HTTPD_URL/img.tif" --max-bytes 100
+	assert_equal "$(field error)" "larger than 100 bytes"
+}
+
+@test "the cap holds while streaming a body of no announced length" {
+	# An HTTP/1.0 answer without Content-Length: only counting the bytes can stop it.
+	python3 -c '
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.recv(65536)
+try:
+    c.sendall(b"HTTP/1.0 200 OK\r\n\r\n\xff\xd8\xff\xe0" + bytes(3 << 20))
+except OSError:
+    pass' >"$BATS_TEST_TMPDIR/port" &
+	pid=$!
+	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
+	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --max-bytes 1048576 --retries 0
+	wait "$pid"
+	assert_equal "$(field error)" "larger than 1048576 bytes"
+	assert_no_files
+}
+
+@test "a Content-Length that lies is an incomplete body, retried, and leaves no file" {
+	size=$(stat -c %s "$WWW/img.jpg")
+	fetch "$HTTPD_URL/lie?file=img.jpg" --retries 1
+	assert_success
+	assert_equal "$(field error)" "incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg"
+	assert_equal "$stderr" "fetchimg: $HTTPD_URL/lie?file=img.jpg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg; retry 1 of 1"
+	assert_no_files
+}

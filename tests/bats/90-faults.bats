@@ -1,0 +1,143 @@
+#!/usr/bin/env bats
+# Faults injected into the real stack: crashes and outages lose and duplicate nothing.
+
+load helpers
+
+setup_file() {
+	stack_start
+	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
+	httpd_start "$BATS_FILE_TMPDIR/photos"
+}
+
+teardown_file() {
+	httpd_stop
+	stack_stop
+}
+
+teardown() {
+	imgpipe stack up >/dev/null 2>&1   # whatever a test stopped comes back
+}
+
+# A CSV of N products, two photographs each (and so 2N images).
+products_csv() {
+	local n=$1 photos=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple bythewater summer_1am darkesthour grey)
+	echo "S. No.,Product Name,Input Image Urls"
+	for i in $(seq "$n"); do
+		printf '%d,Product %d,"%s/%s.jpg,%s/%s.jpg"\n' "$i" "$i" "$HTTPD_URL" "${photos[i % 12]}" "$HTTPD_URL" "${photos[(i + 5) % 12]}"
+	done
+}
+
+submit_products() {
+	products_csv "$1" >"$BATS_TEST_TMPDIR/products.csv"
+	imgpipe submit "$BATS_TEST_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
+}
+
+field() { curl -sS "$IMGPIPE_URL/status/$1" | jq -r "$2"; }
+
+# Waits up to $2 seconds until the batch's jq expression $3 is true.
+wait_for() {
+	for _ in $(seq $(($2 * 5))); do
+		[ "$(field "$1" "$3")" = true ] && return 0
+		sleep 0.2
+	done
+	field "$1" . >&2
+	return 1
+}
+
+# Every product once, every slot filled, counters exact, one webhook for the batch.
+assert_complete_once() {
+	local id=$1 rows=$2
+	run /usr/bin/python3 - "$MONGODB_URI" "$id" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+products = list(db.products.find({"batch_id": sys.argv[2]}))
+serials = sorted(p["serial_no"] for p in products)
+print(len(products), len(set(serials)), sum(1 for p in products for u in p["output_image_urls"] if u))
+PY
+	assert_output "$rows $rows $((2 * rows))"
+	run field "$id" '[.status, .progress.rows_done, .progress.images_done, .progress.images_failed] | join(" ")'
+	assert_output "completed $rows $((2 * rows)) 0"
+	delivered() { jq -c --arg id "$id" 'select(.answer == 200 and (.body | fromjson).batch_id == $id)' "$HOOK_LOG" | wc -l; }
+	for _ in $(seq 50); do [ "$(delivered)" -gt 0 ] && break; sleep 0.1; done
+	sleep 1
+	run delivered
+	assert_output 1
+}
+
+@test "dispatcher and its batch killed mid-way: after a restart the batch completes, nothing duplicated" {
+	export IMGPIPE_PARALLEL=1
+	id=$(submit_products 12)
+	wait_for "$id" 60 '.progress.images_done > 2'
+	pid=$(cat "$IMGPIPE_HOME/run/dispatch.pid")
+	kill -KILL -- "-$pid"
+	run field "$id" '.status'
+	assert_output "in progress"
+	imgpipe stack up dispatch
+	wait_for "$id" 120 '.status == "completed"'
+	assert_complete_once "$id" 12
+}
+
+@test "a job queued while no dispatcher runs survives Redis killed with SIGKILL" {
+	imgpipe stack down dispatch
+	id=$(submit_products 2)
+	kill -KILL "$(cat "$IMGPIPE_HOME/run/redis.pid")"
+	imgpipe stack up redis dispatch
+	wait_for "$id" 60 '.status == "completed"'
+	assert_complete_once "$id" 2
+}
+
+@test "the database down during a batch: it waits, then completes when the database is back" {
+	imgpipe stack down dispatch
+	id=$(submit_products 3)
+	imgpipe stack down ferretdb
+	imgpipe stack up dispatch
+	sleep 4
+	imgpipe stack up ferretdb
+	wait_for "$id" 120 '.status == "completed"'
+	assert_complete_once "$id" 3
+}
+
+@test "the database down during an upload: 503, and no S3 object or queue entry left behind" {
+	uploads() { curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=uploads/" | grep -o '<Key>' | wc -l; }
+	products_csv 1 >"$BATS_TEST_TMPDIR/one.csv"
+	before_s3=$(uploads)
+	before_queue=$(redis-cli -u "$REDIS_URL" xlen imgpipe:jobs)
+	imgpipe stack down ferretdb
+	run curl -s -w '\n%{http_code}' -H 'Content-Type: text/csv' --data-binary @"$BATS_TEST_TMPDIR/one.csv" "$IMGPIPE_URL/upload"
+	imgpipe stack up ferretdb
+	assert_line 503
+	assert_output --regexp '"error" ?: ?"[^"]+"'
+	assert_equal "$(uploads)" "$before_s3"
+	assert_equal "$(redis-cli -u "$REDIS_URL" xlen imgpipe:jobs)" "$before_queue"
+}
+
+@test "the S3 store down for a whole batch: it ends failed with the reason, nothing half-recorded" {
+	imgpipe stack down dispatch
+	id=$(submit_products 1)
+	imgpipe stack down versitygw
+	imgpipe stack up dispatch
+	wait_for "$id" 120 '.status == "failed"'
+	run field "$id" .message
+	assert_output --partial "S3"
+}
+
+@test "the webhook receiver down: the batch still completes, the failed delivery is recorded" {
+	hook_answers 503
+	id=$(submit_products 1)
+	wait_for "$id" 120 '.status == "completed" and (.webhook_deliveries | length) > 0'
+	hook_answers 200
+	run field "$id" '.webhook_deliveries[-1] | [.delivered, .status_code] | map(tostring) | join(" ")'
+	assert_output "false 503"
+}
+
+@test "two dispatchers on one queue: every batch processed exactly once" {
+	IMGPIPE_HOME="$IMGPIPE_HOME" imgpipe-dispatch --claim-idle 3 2>"$BATS_TEST_TMPDIR/second.log" &
+	second=$!
+	ids=()
+	for _ in 1 2 3 4; do ids+=("$(submit_products 2)"); done
+	for id in "${ids[@]}"; do wait_for "$id" 120 '.status == "completed"'; done
+	kill -TERM "$second"
+	wait "$second"
+	for id in "${ids[@]}"; do assert_complete_once "$id" 2; done
+}
