@@ -282,7 +282,7 @@ leftovers() {
 	before=$(leftovers)
 	imgpipe stack down redis
 	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/form.body"
-	imgpipe stack up redis
+	imgpipe stack up redis 3>&-   # the server must not hold bats's output open
 	assert_answer 503 "Redis unavailable: 127.0.0.1:${REDIS_URL##*:}: Connection refused"
 	assert_equal "$(leftovers)" "$before"
 }
