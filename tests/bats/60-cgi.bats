@@ -179,13 +179,13 @@ leftovers() {
 @test "400: a CSV that is not UTF-8" {
 	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/latin1.csv"
 	assert_answer 400
-	assert_line --partial 'UTF-8'
+	assert_line --partial '"the input is not UTF-8 text (line 2'
 }
 
 @test "400: a header that lacks a required column" {
 	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/no-urls.csv"
 	assert_answer 400
-	assert_line --partial 'Input Image Urls'
+	assert_line --partial "lacks the column 'Input Image Urls'"
 }
 
 @test "400: a form without the part \"file\"" {
