@@ -114,7 +114,8 @@ static char *part_content(GMimePart *part, size_t *len)
 	bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out));
 	*len = bytes->len;
 	s = bson_malloc(bytes->len + 1);
-	memcpy(s, bytes->data, bytes->len);
+	if (bytes->len)         /* an empty array has no data at all */
+		memcpy(s, bytes->data, bytes->len);
 	s[bytes->len] = '\0';
 	g_object_unref(out);
 	return s;
