@@ -62,9 +62,12 @@ $(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
 test: setup all
 	tests/run
 
+# Third-party one-time allocations are suppressed in tests/lsan.supp, never our own.
 asan:
 	$(MAKE) clean
-	$(MAKE) SANITIZE=1 test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+		$(MAKE) SANITIZE=1 test
 	$(MAKE) clean
 
 fuzz:
@@ -77,7 +80,9 @@ demo: setup all
 	bin/imgpipe demo
 
 check-scripts:
-	shellcheck -x bin/imgpipe scripts/* tests/run .ci/run $(wildcard bench/*[!.]*) tests/bats/*.bash
+	shellcheck -x bin/imgpipe scripts/inbox scripts/process-batch scripts/sample-photos tests/run \
+		.ci/run tests/lib/record-batch tests/fuzz/run tests/bats/*.bash \
+		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \

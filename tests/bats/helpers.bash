@@ -39,7 +39,8 @@ httpd_start() {
 	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" >"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
 	export HTTPD_PID=$!
 	for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done
-	export HTTPD_URL="http://127.0.0.1:$(cat "$portfile")"
+	HTTPD_URL="http://127.0.0.1:$(cat "$portfile")"
+	export HTTPD_URL
 }
 
 httpd_stop() {

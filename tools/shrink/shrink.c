@@ -1,12 +1,723 @@
-/* shrink: not built yet; see its issue. */
+/* shrink: recompresses images with libvips, at quality 50 unless told otherwise, in the
+ * format they came in (or --format), with EXIF orientation applied and metadata stripped.
+ * NDJSON records with "file" gain output_file, output_bytes, format, width and height;
+ * "shrink IN OUT" does one file.  Every image is judged from its header before a pixel is
+ * decoded (too many pixels, empty files and non-images are refused), and a decode error
+ * fails the image instead of leaving a half-grey one behind. */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vips/vips.h>
+
 #include "imgpipe.h"
 
 static const char usage[] =
-	"usage: shrink [--help] [--version]\n"
-	"shrink is not implemented yet.\n";
+	"usage: shrink [-q QUALITY] [--format FORMAT] [--scale FACTOR] [--max-pixels MP]\n"
+	"              [--out-dir DIR]\n"
+	"       shrink [-q QUALITY] [--format FORMAT] [--scale FACTOR] [--max-pixels MP] IN OUT\n"
+	"Recompresses images at a lower quality with libvips, in their own format unless\n"
+	"--format says otherwise; EXIF orientation is applied and metadata stripped.\n"
+	"Reads NDJSON records with \"file\" on stdin, writes each image into DIR and adds\n"
+	"output_file, output_bytes, format, width and height; with IN OUT, shrinks one file.\n"
+	"  -q, --quality QUALITY  1 to 100 (default 50)\n"
+	"  --format FORMAT        jpeg, png, webp, gif, avif or heif (default: the input's)\n"
+	"  --scale FACTOR         resize by FACTOR, over 0 and at most 1 (default 1)\n"
+	"  --max-pixels MP        refuse images over MP megapixels, all frames (default 100)\n"
+	"  --out-dir DIR          where records' outputs go (default: the current directory)\n";
+
+struct options {
+	int quality;
+	const struct format *format;    /* NULL: keep the input's */
+	double scale;
+	long max_mp;
+	const char *out_dir;
+};
+
+typedef int (*saver)(VipsImage *img, const char *path, int quality);
+
+/* A format shrink reads and writes: its name (in --format and the "format" field), its
+ * name in messages, the suffix of its files, the libvips loader that reads it. */
+struct format {
+	const char *name;
+	const char *label;
+	const char *suffix;
+	const char *loader;
+	int animated;           /* holds several frames */
+	int alpha;              /* holds transparency */
+	saver save;
+};
+
+/* What became of one image. */
+struct result {
+	char *path;
+	const struct format *format;
+	int64_t bytes;
+	int width, height;      /* of one frame */
+};
+
+/* ---- the savers: each at the given quality, with metadata stripped ---- */
+
+/* Optimised Huffman tables cost one more pass and save several per cent. */
+static int save_jpeg(VipsImage *img, const char *path, int q)
+{
+	return vips_jpegsave(img, path, "Q", q, "optimize_coding", TRUE, "strip", TRUE, NULL);
+}
+
+/* Quality is libimagequant's target for the 256-colour palette. */
+static int save_png(VipsImage *img, const char *path, int q)
+{
+	return vips_pngsave(img, path, "palette", TRUE, "Q", q, "strip", TRUE, NULL);
+}
+
+static int save_webp(VipsImage *img, const char *path, int q)
+{
+	return vips_webpsave(img, path, "Q", q, "strip", TRUE, NULL);
+}
+
+/* libvips' GIF writer takes no quality, so quality sizes the palette: 2.56 colours a
+ * point (quality 50 gives 128 colours, 7 bits; 100 gives 256). */
+static int save_gif(VipsImage *img, const char *path, int q)
+{
+	int bits = 1;
+
+	while (bits < 8 && (1 << bits) < q * 256 / 100)
+		bits++;
+	return vips_gifsave(img, path, "bitdepth", bits, "strip", TRUE, NULL);
+}
+
+static int save_avif(VipsImage *img, const char *path, int q)
+{
+	return vips_heifsave(img, path, "Q", q, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
+			     "strip", TRUE, NULL);
+}
+
+static int save_heif(VipsImage *img, const char *path, int q)
+{
+	return vips_heifsave(img, path, "Q", q, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+			     "strip", TRUE, NULL);
+}
+
+static const struct format formats[] = {
+	{"jpeg", "JPEG", "jpg", "jpegload", 0, 0, save_jpeg},
+	{"png", "PNG", "png", "pngload", 0, 1, save_png},
+	{"webp", "WebP", "webp", "webpload", 1, 1, save_webp},
+	{"gif", "GIF", "gif", "gifload", 1, 1, save_gif},
+	{"heif", "HEIF", "heic", "heifload", 0, 1, save_heif},
+	{"avif", "AVIF", "avif", "heifload", 0, 1, save_avif},
+};
+#define NFORMATS (sizeof formats / sizeof formats[0])
+
+/* The format called name, by its name or its file suffix (jpg, heic), or NULL. */
+static const struct format *format_named(const char *name)
+{
+	for (size_t i = 0; i < NFORMATS; i++)
+		if (strcasecmp(name, formats[i].name) == 0 || strcasecmp(name, formats[i].suffix) == 0)
+			return &formats[i];
+	return NULL;
+}
+
+/* The format libvips reads with loader (HEIF for heifload), or NULL. */
+static const struct format *format_of_loader(const char *loader)
+{
+	for (size_t i = 0; i < NFORMATS; i++)
+		if (strcmp(loader, formats[i].loader) == 0)
+			return &formats[i];
+	return NULL;
+}
+
+/* ---- errors: each failing function fills why and returns -1 ---- */
+
+static int fail(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *why, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* what, then the first line of libvips' error (the deepest cause comes first) without
+ * its "domain: " tag; libvips' error buffer is cleared for the next image. */
+static int fail_vips(char *why, size_t n, const char *what)
+{
+	const char *msg = vips_error_buffer();
+	size_t len = strcspn(msg, "\n");
+	const char *colon = memchr(msg, ':', len);
+
+	if (colon && colon[1] == ' ') {
+		len -= (size_t)(colon + 2 - msg);
+		msg = colon + 2;
+	}
+	if (len)
+		fail(why, n, "%s: %.*s", what, (int)len, msg);
+	else
+		fail(why, n, "%s", what);
+	vips_error_clear();
+	return -1;
+}
+
+static int fail_corrupt(const struct format *format, char *why, size_t n)
+{
+	char what[64];
+
+	snprintf(what, sizeof what, "truncated or corrupt %s", format->label);
+	return fail_vips(why, n, what);
+}
+
+/* ---- reading ---- */
+
+/* Checks that path is a non-empty regular file this process can read. */
+static int check_file(const char *path, char *why, size_t n)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return fail(why, n, "cannot open %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return fail(why, n, "cannot stat %s: %s", path, strerror(e));
+	}
+	close(fd);
+	if (!S_ISREG(st.st_mode))
+		return fail(why, n, "%s is not a regular file", path);
+	if (st.st_size == 0)
+		return fail(why, n, "empty file");
+	return 0;
+}
+
+/* Refuses an image whose header promises more pixels, over all its frames, than
+ * --max-pixels allows: a small file can unpack to gigabytes (a decompression bomb). */
+static int check_pixels(VipsImage *img, long max_mp, char *why, size_t n)
+{
+	uint64_t pixels = (uint64_t)img->Xsize * (uint64_t)img->Ysize;
+	uint64_t mp = (pixels + 999999) / 1000000;
+	int frame = vips_image_get_page_height(img);
+
+	if (pixels <= (uint64_t)max_mp * 1000000)
+		return 0;
+	if (frame == img->Ysize)
+		return fail(why, n, "decompression bomb refused: %dx%d is %llu megapixels, "
+			    "over --max-pixels %ld", img->Xsize, img->Ysize, (unsigned long long)mp, max_mp);
+	return fail(why, n, "decompression bomb refused: %d frames of %dx%d are %llu megapixels, "
+		    "over --max-pixels %ld", img->Ysize / frame, img->Xsize, frame,
+		    (unsigned long long)mp, max_mp);
+}
+
+/* Opens path for sequential reading, having libvips read its header only, and checks
+ * it: the file must be one of the formats above and within --max-pixels.  Decode errors
+ * found later fail the image (fail_on error) instead of being papered over. */
+static int open_image(const char *path, const struct options *o, VipsImage **img,
+		      const struct format **format, char *why, size_t n)
+{
+	const char *class, *loader, *codec;
+	int rc;
+
+	if (check_file(path, why, n) < 0)
+		return -1;
+	if (!(class = vips_foreign_find_load(path))) {
+		vips_error_clear();
+		return fail(why, n, "not an image");
+	}
+	loader = vips_nickname_find(g_type_from_name(class));
+	if (!loader || !(*format = format_of_loader(loader)))
+		return fail(why, n, "unsupported image format (%s): shrink reads JPEG, PNG, WebP, "
+			    "GIF, AVIF and HEIF", loader ? loader : class);
+	/* n = -1: every frame of an animation, so that the pixel check counts them all. */
+	if ((*format)->animated)
+		rc = vips_call(loader, path, img, "access", VIPS_ACCESS_SEQUENTIAL,
+			       "fail_on", VIPS_FAIL_ON_ERROR, "n", -1, NULL);
+	else
+		rc = vips_call(loader, path, img, "access", VIPS_ACCESS_SEQUENTIAL,
+			       "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+	if (rc)
+		return fail_corrupt(*format, why, n);
+	if (vips_image_get_typeof(*img, "heif-compression") &&
+	    vips_image_get_string(*img, "heif-compression", &codec) == 0 && strcmp(codec, "av1") == 0)
+		*format = format_named("avif");
+	if (check_pixels(*img, o->max_mp, why, n) < 0) {
+		g_object_unref(*img);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the pipeline: each step makes *t from in, or fails with libvips' error set ---- */
+
+/* Applies EXIF orientation; libvips drops the tag as it turns the pixels.  All but a
+ * mirror read rows out of order, so those decode the image into memory first (the pixel
+ * check above bounds it). */
+static int orient(VipsImage *in, VipsImage **t)
+{
+	VipsImage *mem;
+	int rc;
+
+	if (vips_image_get_orientation(in) == 2)
+		return vips_autorot(in, t, NULL);
+	if (!(mem = vips_image_copy_memory(in)))
+		return -1;
+	rc = vips_autorot(mem, t, NULL);
+	g_object_unref(mem);
+	return rc;
+}
+
+/* True when the image's ICC profile maps colours as sRGB does, as most cameras' and
+ * editors' profiles do: a transform through it would change nothing but the time taken.
+ * Judged by sending the 27 colours of {0, 128, 255}^3 through it. */
+static int profile_is_srgb(VipsImage *in)
+{
+	static const VipsPel level[] = {0, 128, 255};
+	VipsPel rgb[27][3], *out = NULL;
+	VipsImage *probe, *t = NULL;
+	const void *icc;
+	size_t len, n;
+	int same = 0;
+
+	for (int i = 0; i < 27; i++) {
+		rgb[i][0] = level[i % 3];
+		rgb[i][1] = level[i / 3 % 3];
+		rgb[i][2] = level[i / 9];
+	}
+	if (vips_image_get_blob(in, VIPS_META_ICC_NAME, &icc, &len) ||
+	    !(probe = vips_image_new_from_memory_copy(rgb, sizeof rgb, 27, 1, 3, VIPS_FORMAT_UCHAR)))
+		return 0;
+	vips_image_set_blob_copy(probe, VIPS_META_ICC_NAME, icc, len);
+	if (vips_icc_transform(probe, &t, "srgb", "embedded", TRUE,
+			       "intent", VIPS_INTENT_PERCEPTUAL, NULL) == 0 &&
+	    (out = vips_image_write_to_memory(t, &n)) && n == sizeof rgb) {
+		same = 1;
+		for (size_t i = 0; i < n; i++)
+			same &= abs(out[i] - rgb[i / 3][i % 3]) <= 2;
+	}
+	vips_error_clear();
+	g_free(out);
+	if (t)
+		g_object_unref(t);
+	g_object_unref(probe);
+	return same;
+}
+
+/* To 8-bit sRGB, or 8-bit grey for grey images: through the embedded ICC profile when
+ * there is one and it is not sRGB's (stripping it would change the colours), else
+ * libvips' own conversion (CMYK through its built-in profile, 16 bits down to 8).
+ * A broken profile is ignored. */
+static int to_srgb(VipsImage *in, VipsImage **t)
+{
+	VipsInterpretation space = vips_image_guess_interpretation(in);
+	int grey = space == VIPS_INTERPRETATION_B_W || space == VIPS_INTERPRETATION_GREY16;
+
+	if (!grey && vips_image_get_typeof(in, VIPS_META_ICC_NAME) &&
+	    (space != VIPS_INTERPRETATION_sRGB || !profile_is_srgb(in))) {
+		if (vips_icc_transform(in, t, "srgb", "embedded", TRUE,
+				       "intent", VIPS_INTENT_PERCEPTUAL, NULL) == 0)
+			return 0;
+		vips_error_clear();
+	}
+	return vips_colourspace(in, t, grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB,
+				NULL);
+}
+
+/* Keeps the first frame of an animation, for formats that hold one. */
+static int first_frame(VipsImage *in, VipsImage **t)
+{
+	return vips_crop(in, t, 0, 0, in->Xsize, vips_image_get_page_height(in), NULL);
+}
+
+/* Resizes by scale, every frame alike (so whole pixels a frame), at least 1x1;
+ * colours are premultiplied by alpha meanwhile so that transparent pixels do not bleed. */
+static int resize(VipsImage *in, double scale, VipsImage **t)
+{
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **s = (VipsImage **)vips_object_local_array(scope, 4);
+	int frame = vips_image_get_page_height(in), frames = in->Ysize / frame;
+	double w = fmax(1, rint(in->Xsize * scale)), h = fmax(1, rint(frame * scale));
+	int alpha = vips_image_hasalpha(in), rc = -1;
+	VipsImage *x = in;
+
+	if (alpha) {
+		if (vips_premultiply(x, &s[0], NULL))
+			goto out;
+		x = s[0];
+	}
+	if (vips_resize(x, &s[1], w / in->Xsize, "vscale", h / frame, NULL))
+		goto out;
+	x = s[1];
+	if (alpha) {
+		if (vips_unpremultiply(x, &s[2], NULL) || vips_cast_uchar(s[2], &s[3], NULL))
+			goto out;
+		x = s[3];
+	}
+	if (x->Ysize != frames * (int)h) {
+		vips_error("shrink", "resized to %d rows, not %d frames of %d", x->Ysize, frames, (int)h);
+		goto out;
+	}
+	if ((rc = vips_copy(x, t, NULL)) == 0 && frames > 1)
+		vips_image_set_int(*t, VIPS_META_PAGE_HEIGHT, (int)h);
+out:
+	g_object_unref(scope);
+	return rc;
+}
+
+/* For formats without alpha: transparent areas become white, as on a web page. */
+static int flatten(VipsImage *in, VipsImage **t)
+{
+	VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
+	int rc = vips_flatten(in, t, "background", white, NULL);
+
+	vips_area_unref(VIPS_AREA(white));
+	return rc;
+}
+
+/* Runs the pipeline from the opened image to a saved file at path, and describes it. */
+static int convert(VipsImage *in, const struct format *to, const struct options *o,
+		   const char *path, struct result *r)
+{
+	VipsObject *scope = VIPS_OBJECT(vips_image_new());
+	VipsImage **t = (VipsImage **)vips_object_local_array(scope, 5);
+	VipsImage *x = in;
+	int frames = in->Ysize / vips_image_get_page_height(in), rc = -1;
+
+	if (frames > 1 && !to->animated) {
+		if (first_frame(x, &t[0]))
+			goto out;
+		x = t[0];
+		frames = 1;
+	}
+	if (frames == 1 && vips_image_get_orientation(x) != 1) {
+		if (orient(x, &t[1]))
+			goto out;
+		x = t[1];
+	}
+	if (to_srgb(x, &t[2]))
+		goto out;
+	x = t[2];
+	if (o->scale < 1) {
+		if (resize(x, o->scale, &t[3]))
+			goto out;
+		x = t[3];
+	}
+	if (!to->alpha && vips_image_hasalpha(x)) {
+		if (flatten(x, &t[4]))
+			goto out;
+		x = t[4];
+	}
+	if ((rc = to->save(x, path, o->quality)) == 0) {
+		r->format = to;
+		r->width = x->Xsize;
+		r->height = vips_image_get_page_height(x);
+	}
+out:
+	g_object_unref(scope);
+	return rc;
+}
+
+/* ---- writing: outputs are always files shrink created itself ---- */
+
+/* Creates path anew: whatever is already there is never replaced. */
+static int create_new(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+
+	return fd < 0 ? -1 : close(fd);
+}
+
+/* Records' outputs: a new file in dir named after src's basename with the suffix, trying
+ * NAME.SUF, NAME-1.SUF, NAME-2.SUF, ...: no output replaces a file, the input least of
+ * all, and shrinks running side by side never share one.  Returns the path (bson_free). */
+static char *create_output(const char *dir, const char *src, const char *suffix,
+			   char *why, size_t n)
+{
+	const char *base = strrchr(src, '/') ? strrchr(src, '/') + 1 : src;
+	const char *dot = strrchr(base, '.');
+	int stem = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+	const char *sep = dir[strlen(dir) - 1] == '/' ? "" : "/";
+
+	for (int i = 0; i < 1000; i++) {
+		char *path = i ? bson_strdup_printf("%s%s%.*s-%d.%s", dir, sep, stem, base, i, suffix)
+			       : bson_strdup_printf("%s%s%.*s.%s", dir, sep, stem, base, suffix);
+		if (create_new(path) == 0)
+			return path;
+		bson_free(path);
+		if (errno != EEXIST) {
+			fail(why, n, "cannot create a file in %s: %s", dir, strerror(errno));
+			return NULL;
+		}
+	}
+	fail(why, n, "no free name for %.*s.%s in %s", stem, base, suffix, dir);
+	return NULL;
+}
+
+/* IN OUT's output: a new OUT.PID.tmp beside OUT, renamed over it once complete, so that a
+ * failure leaves OUT as it was.  OUT may be a regular file but not IN itself. */
+static char *create_temp(const char *in, const char *out, int *rc, char *why, size_t n)
+{
+	struct stat a, b;
+	char *tmp;
+
+	if (stat(out, &b) == 0) {
+		if (stat(in, &a) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			*rc = EX_USAGE;
+			fail(why, n, "%s is the input; shrink never overwrites its input", out);
+			return NULL;
+		}
+		if (!S_ISREG(b.st_mode)) {
+			*rc = EX_CANTCREAT;
+			fail(why, n, "%s is not a regular file", out);
+			return NULL;
+		}
+	}
+	tmp = bson_strdup_printf("%s.%ld.tmp", out, (long)getpid());
+	if (create_new(tmp) < 0) {
+		*rc = EX_CANTCREAT;
+		fail(why, n, "cannot create %s: %s", out, strerror(errno));
+		bson_free(tmp);
+		return NULL;
+	}
+	return tmp;
+}
+
+/* The output format: --format, else the one OUT's suffix names, else the input's. */
+static const struct format *output_format(const struct options *o, const char *out,
+					  const struct format *from)
+{
+	const char *dot = out ? strrchr(out, '.') : NULL;
+
+	if (o->format)
+		return o->format;
+	if (dot && !strchr(dot, '/') && format_named(dot + 1))
+		return format_named(dot + 1);
+	return from;
+}
+
+/* Why the pipeline failed: libvips names the file in errors writing it; any other error
+ * is in the input's data, decoded only now. */
+static int fail_convert(const char *path, const char *shown, const struct format *from,
+			char *why, size_t n)
+{
+	const char *msg = vips_error_buffer();
+	char what[1024];
+
+	if (strncmp(msg, path, strlen(path)) == 0) {
+		snprintf(what, sizeof what, "cannot write %s", shown);
+		fail_vips(why, n, what);
+		return EX_CANTCREAT;
+	}
+	fail_corrupt(from, why, n);
+	return EX_DATAERR;
+}
+
+/* ---- one image ---- */
+
+/* Shrinks the image at in into out, or when out is NULL into a new file in --out-dir.
+ * Returns 0 with r filled in (r->path to bson_free), EX_DATAERR for a bad image,
+ * EX_USAGE for an OUT that is IN, or EX_CANTCREAT for an output that cannot be
+ * written, with the reason in why. */
+static int shrink(const char *in, const char *out, const struct options *o,
+		  struct result *r, char *why, size_t n)
+{
+	const struct format *from = NULL, *to;
+	VipsImage *img;
+	struct stat st;
+	char *path;
+	int rc = EX_CANTCREAT;
+
+	if (open_image(in, o, &img, &from, why, n) < 0)
+		return EX_DATAERR;
+	to = output_format(o, out, from);
+	path = out ? create_temp(in, out, &rc, why, n) : create_output(o->out_dir, in, to->suffix, why, n);
+	if (!path) {
+		g_object_unref(img);
+		return rc;
+	}
+	if (convert(img, to, o, path, r) < 0)
+		rc = fail_convert(path, out ? out : path, from, why, n);
+	else if (stat(path, &st) < 0)
+		fail(why, n, "cannot stat %s: %s", path, strerror(errno));
+	else if (out && rename(path, out) < 0)
+		fail(why, n, "cannot rename %s to %s: %s", path, out, strerror(errno));
+	else
+		rc = EX_OK;
+	g_object_unref(img);
+	if (rc != EX_OK) {
+		unlink(path);
+		bson_free(path);
+		return rc;
+	}
+	r->bytes = st.st_size;
+	r->path = out ? bson_strdup(out) : path;
+	if (out)
+		bson_free(path);
+	return EX_OK;
+}
+
+/* ---- the two modes ---- */
+
+/* Record mode: each record with "file" gains the output fields, or an "error". */
+static bson_t *shrink_record(const bson_t *rec, const struct options *o)
+{
+	const char *file = rec_str(rec, "file");
+	struct result r = {0};
+	char why[1024];
+	bson_t *out;
+
+	if (!file)
+		return rec_error(rec, "\"file\" is not a string");
+	if (shrink(file, NULL, o, &r, why, sizeof why) != EX_OK)
+		return rec_error(rec, "%s", why);
+	out = bson_new();
+	bson_copy_to_excluding_noinit(rec, out, "output_file", "output_bytes", "format", "width",
+				      "height", NULL);
+	BSON_APPEND_UTF8(out, "output_file", r.path);
+	BSON_APPEND_INT64(out, "output_bytes", r.bytes);
+	BSON_APPEND_UTF8(out, "format", r.format->name);
+	BSON_APPEND_INT32(out, "width", r.width);
+	BSON_APPEND_INT32(out, "height", r.height);
+	bson_free(r.path);
+	return out;
+}
+
+/* Filters stdin to stdout; records with "error" or without "file" pass untouched.
+ * Returns EX_DATAERR when a line was not a JSON object (it became an error record). */
+static int run_records(const struct options *o)
+{
+	struct ndjson_reader rd;
+	bson_error_t jerr;
+	bson_t *rec, *out;
+	int rc, status = EX_OK;
+
+	ndjson_reader_init(&rd, stdin);
+	while ((rc = ndjson_read(&rd, &rec, &jerr)) != 0) {
+		if (rc < 0) {
+			status = EX_DATAERR;
+			if (ndjson_write_bad_line(stdout, rd.lineno, jerr.message) < 0)
+				err(EX_IOERR, "stdout");
+		} else {
+			int pass = rec_has_error(rec) || !bson_has_field(rec, "file");
+			out = pass ? NULL : shrink_record(rec, o);
+			if (ndjson_write(stdout, out ? out : rec) < 0)
+				err(EX_IOERR, "stdout");
+			if (out)
+				bson_destroy(out);
+			bson_destroy(rec);
+		}
+		if (fflush(stdout) == EOF)
+			err(EX_IOERR, "stdout");
+	}
+	ndjson_reader_free(&rd);
+	return status;
+}
+
+/* shrink IN OUT: the outcome is the exit status, the reason on stderr. */
+static int run_pair(const char *in, const char *out, const struct options *o)
+{
+	struct result r = {0};
+	char why[1024];
+	int rc = shrink(in, out, o, &r, why, sizeof why);
+
+	if (rc != EX_OK)
+		warnx("%s: %s", in, why);
+	bson_free(r.path);
+	return rc;
+}
+
+/* Keeps freed memory in one heap for the next image.  Huffman optimisation makes libjpeg
+ * hold a whole image's DCT coefficients (30 MB for the luma of a 15-megapixel photo);
+ * glibc would mmap such blocks and hand them back, so every image paid again to fault in
+ * and zero them: a tenth of shrink's CPU time on big photos (see bench/shrink --perf). */
+static void keep_memory(void)
+{
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);    /* glibc's largest */
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+	mallopt(M_TOP_PAD, 64 << 20);
+}
+
+/* ---- command line ---- */
+
+static double parse_scale(const char *s)
+{
+	char *end;
+	double f;
+
+	errno = 0;
+	f = strtod(s, &end);
+	if (errno || end == s || *end || !(f > 0 && f <= 1))
+		cli_usage_error(usage, "--scale wants a factor over 0 and at most 1, not '%s'", s);
+	return f;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	enum { OPT_FORMAT = 256, OPT_SCALE, OPT_MAX_PIXELS, OPT_OUT_DIR };
+	static const struct option longopts[] = {
+		{"quality", required_argument, NULL, 'q'},
+		{"format", required_argument, NULL, OPT_FORMAT},
+		{"scale", required_argument, NULL, OPT_SCALE},
+		{"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
+		{"out-dir", required_argument, NULL, OPT_OUT_DIR},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	*o = (struct options){.quality = 50, .scale = 1, .max_mp = 100, .out_dir = "."};
+	while ((c = getopt_long(argc, argv, "q:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'q':
+			o->quality = (int)cli_long("-q", optarg, 1, 100);
+			break;
+		case OPT_FORMAT:
+			if (!(o->format = format_named(optarg)))
+				cli_usage_error(usage, "unknown --format '%s'", optarg);
+			break;
+		case OPT_SCALE:
+			o->scale = parse_scale(optarg);
+			break;
+		case OPT_MAX_PIXELS:
+			o->max_mp = cli_long("--max-pixels", optarg, 1, 1000000);
+			break;
+		case OPT_OUT_DIR:
+			o->out_dir = optarg;
+			break;
+		default:
+			cli_usage_error(usage, "unknown option");
+		}
+	}
+}
 
 int main(int argc, char **argv)
 {
+	struct options o;
+	struct stat st;
+	int rc;
+
 	cli_common(argc, argv, usage);
-	errx(EX_UNAVAILABLE, "not implemented yet");
+	parse_options(argc, argv, &o);
+	if (argc - optind != 0 && argc - optind != 2)
+		cli_usage_error(usage, "want IN OUT, or no arguments to read records");
+	if (argc - optind == 2 && strcmp(o.out_dir, ".") != 0)
+		cli_usage_error(usage, "--out-dir is for records; IN OUT names its output");
+	if (stat(o.out_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		cli_usage_error(usage, "--out-dir %s is not a directory", o.out_dir);
+
+	keep_memory();
+	g_set_prgname(program_invocation_short_name);  /* names libvips' warnings */
+	if (VIPS_INIT(argv[0]))
+		errx(EX_UNAVAILABLE, "cannot start libvips: %s", vips_error_buffer());
+	vips_cache_set_max(0);          /* every image is new: caching only holds memory */
+	vips_block_untrusted_set(TRUE); /* no ImageMagick, PDF, SVG, ... loaders */
+
+	rc = argc - optind == 2 ? run_pair(argv[optind], argv[optind + 1], &o) : run_records(&o);
+	vips_shutdown();
+	return rc;
 }
