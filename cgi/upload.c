@@ -10,8 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cgi.h"
-/* TEMPORARY until lib/csvin.h is merged from the csvsplit branch */
-int csvin_check(const char *buf, size_t len, char *why, size_t whylen);
+#include "csvin.h"
 #include "db.h"
 #include "s3.h"
 
