@@ -240,7 +240,7 @@ leftovers() {
 	assert_answer 404 "no batch 0123456789abcdef0123456789abcdef"
 	for id in ../../../etc/passwd "$(printf 'a%.0s' {1..64})" 0123456789ABCDEF0123456789ABCDEF ""; do
 		# MONGODB_URI unset: the database is never asked about such ids
-		MONGODB_URI= run --separate-stderr cgi GET "/status/$id"
+		MONGODB_URI='' run --separate-stderr cgi GET "/status/$id"
 		assert_answer 404 "no such batch: a batch id is 32 lowercase hex digits"
 	done
 	run --separate-stderr cgi GET /nothing-here
