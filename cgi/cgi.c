@@ -1,12 +1,117 @@
-/* imgpipe.cgi: not built yet; see its issue. */
-#include "imgpipe.h"
+/* imgpipe.cgi: the HTTP endpoint of imgpipe, a CGI program (RFC 3875) that runs behind
+ * lighttpd in the local stack, or behind any web server.  This file reads the request
+ * from the CGI meta-variables and routes it on PATH_INFO, as cgit does. */
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "cgi.h"
 
 static const char usage[] =
 	"usage: imgpipe.cgi [--help] [--version]\n"
-	"imgpipe.cgi is not implemented yet.\n";
+	"Run by a web server as a CGI program (RFC 3875); see imgpipe.cgi(1).\n"
+	"  POST /upload                 a CSV (multipart/form-data part \"file\", or text/csv);\n"
+	"                               202 with the batch id\n"
+	"  GET  /status/ID              the batch's status JSON\n"
+	"  GET  /status/ID?format=csv   the batch's output CSV\n";
+
+struct route {
+	const char *path;
+	int prefix;                     /* path is a prefix; the rest goes to the handler */
+	const char *method;
+	void (*handler)(const struct request *, const char *);
+};
+
+static const struct route routes[] = {
+	{ "/upload",  0, "POST", upload },
+	{ "/status/", 1, "GET",  status },
+};
+
+/* The variable's value, or NULL when unset or empty (RFC 3875 treats both alike). */
+static const char *meta(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
+static void route(const struct request *rq)
+{
+	for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
+		const struct route *r = &routes[i];
+		size_t n = strlen(r->path);
+
+		if (r->prefix ? strncmp(rq->path, r->path, n) != 0 : strcmp(rq->path, r->path) != 0)
+			continue;
+		if (strcmp(rq->method, r->method) != 0) {
+			char allow[64];
+			snprintf(allow, sizeof allow, "Allow: %s\n", r->method);
+			reply_error(405, allow, "method %s not allowed on %s; use %s",
+				    rq->method, r->path, r->method);
+			return;
+		}
+		r->handler(rq, rq->path + n);
+		return;
+	}
+	reply_error(404, NULL, "no such route: %s", *rq->path ? rq->path : "/");
+}
+
+int query_parse(const char *query, const char *const *names, char **values,
+		char *why, size_t whylen)
+{
+	const char *p = query;
+
+	for (size_t i = 0; names[i]; i++)
+		values[i] = NULL;
+	while (*p) {
+		size_t len = strcspn(p, "&"), klen = strcspn(p, "=&");
+		size_t i;
+
+		for (i = 0; names[i]; i++)
+			if (strlen(names[i]) == klen && strncmp(p, names[i], klen) == 0)
+				break;
+		if (!names[i] || values[i] || klen == len) {
+			snprintf(why, whylen, "%s query parameter '%.*s'",
+				 !names[i] ? "unknown" : values[i] ? "repeated" : "no value for",
+				 (int)(klen > 64 ? 64 : klen), p);
+			query_free(names, values);
+			return -1;
+		}
+		/* curl's decoder; its handle argument is unused since curl 7.82 */
+		values[i] = curl_easy_unescape(NULL, p + klen + 1, (int)(len - klen - 1), NULL);
+		if (!values[i] || strlen(values[i]) == 0) {
+			snprintf(why, whylen, "query parameter '%s' is empty or not decodable", names[i]);
+			query_free(names, values);
+			return -1;
+		}
+		p += len + (p[len] == '&');
+	}
+	return 0;
+}
+
+void query_free(const char *const *names, char **values)
+{
+	for (size_t i = 0; names[i]; i++) {
+		curl_free(values[i]);
+		values[i] = NULL;
+	}
+}
 
 int main(int argc, char **argv)
 {
+	struct config cfg;
+	struct request rq;
+
 	cli_common(argc, argv, usage);
-	errx(EX_UNAVAILABLE, "not implemented yet");
+	if (!meta("REQUEST_METHOD"))
+		cli_usage_error(usage, "REQUEST_METHOD is not set: run me from a web server");
+	config_load(&cfg);
+	rq.method = meta("REQUEST_METHOD");
+	rq.path = meta("PATH_INFO") ? meta("PATH_INFO") : "";
+	rq.query = meta("QUERY_STRING") ? meta("QUERY_STRING") : "";
+	rq.content_type = meta("CONTENT_TYPE");
+	rq.content_length = meta("CONTENT_LENGTH");
+	rq.cfg = &cfg;
+	route(&rq);
+	config_free(&cfg);
+	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }

@@ -1,0 +1,73 @@
+/* imgpipe.cgi, the HTTP endpoint (RFC 3875): cgi.c reads the request and routes it,
+ * upload.c and status.c answer, multipart.c reads request bodies with GMime, queue.c hands
+ * jobs to the dispatcher through Redis, reply.c writes responses. */
+#ifndef IMGPIPE_CGI_H
+#define IMGPIPE_CGI_H
+
+#include <stddef.h>
+#include "imgpipe.h"
+
+#define BATCH_ID_LEN 32                 /* 128 random bits, lowercase hex */
+#define DEFAULT_MAX_UPLOAD 10485760L    /* IMGPIPE_MAX_UPLOAD when unset */
+#define JOBS_STREAM "imgpipe:jobs"      /* read by imgpipe-dispatch, group "dispatchers" */
+
+/* One request, from the CGI meta-variables. */
+struct request {
+	const char *method;             /* REQUEST_METHOD */
+	const char *path;               /* PATH_INFO, "" when unset */
+	const char *query;              /* QUERY_STRING, "" when unset */
+	const char *content_type;       /* CONTENT_TYPE, NULL when unset or empty */
+	const char *content_length;     /* CONTENT_LENGTH, NULL when unset or empty */
+	const struct config *cfg;
+};
+
+/* Handlers; rest is what follows the route's prefix in the path. */
+void upload(const struct request *rq, const char *rest);
+void status(const struct request *rq, const char *rest);
+
+/* ---- query strings (cgi.c) ----
+ * Splits query into name=value pairs.  Each name must be one of names (NULL-terminated)
+ * and appear once; values[i] gets the percent-decoded value of names[i] (free with
+ * query_free) or stays NULL.  Returns 0, or -1 with the reason in why. */
+int query_parse(const char *query, const char *const *names, char **values,
+		char *why, size_t whylen);
+void query_free(const char *const *names, char **values);
+
+/* ---- responses (reply.c) ----
+ * extra is more header lines ("Name: value\n" each) or NULL. */
+void reply(int status, const char *content_type, const char *extra,
+	   const void *body, size_t len);
+void reply_json(int status, const char *extra, const bson_t *doc);
+/* {"error": message}; 5xx messages also go to stderr, the server's error log. */
+void reply_error(int status, const char *extra, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- request bodies (multipart.c) ---- */
+enum body_type { BODY_UNSUPPORTED, BODY_CSV, BODY_FORM };
+
+/* What content_type announces; for BODY_UNSUPPORTED why says what is accepted. */
+enum body_type body_type(const char *content_type, char *why, size_t whylen);
+
+/* The fields of a multipart/form-data upload. */
+struct form {
+	char *file;                     /* the part named "file"; NUL-terminated */
+	size_t file_len;
+	char *webhook_url;              /* the part named "webhook_url", or NULL */
+};
+
+/* Reads a multipart/form-data body.  Returns 0, or -1 with a precise reason in why
+ * (truncated, no boundary, a missing or doubled part).  Free f with form_free. */
+int form_parse(const char *content_type, const char *body, size_t len, struct form *f,
+	       char *why, size_t whylen);
+void form_free(struct form *f);
+
+/* ---- the job queue (queue.c) ---- */
+struct redisContext;
+
+/* Connects to REDIS_URL (AUTH and SELECT as it asks).  Returns NULL with the reason in why. */
+struct redisContext *queue_open(const char *redis_url, char *why, size_t whylen);
+/* XADD imgpipe:jobs * batch ID.  Returns 0, or -1 with the reason in why. */
+int queue_push(struct redisContext *q, const char *batch_id, char *why, size_t whylen);
+void queue_close(struct redisContext *q);
+
+#endif

@@ -1,0 +1,71 @@
+/* Responses: a CGI header block (RFC 3875 section 6), then the body.  Every answer says
+ * Cache-Control: no-store, since a batch's status changes and uploads must not be replayed. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "cgi.h"
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	default: return "Unknown";
+	}
+}
+
+void reply(int status, const char *content_type, const char *extra, const void *body, size_t len)
+{
+	printf("Status: %d %s\n"
+	       "Content-Type: %s\n"
+	       "Content-Length: %zu\n"
+	       "Cache-Control: no-store\n"
+	       "X-Content-Type-Options: nosniff\n"
+	       "%s\n", status, reason(status), content_type, len, extra ? extra : "");
+	if (len && fwrite(body, 1, len, stdout) != len)
+		warn("writing the response");
+}
+
+void reply_json(int status, const char *extra, const bson_t *doc)
+{
+	size_t len;
+	char *json = bson_as_relaxed_extended_json(doc, &len);
+
+	if (!json) {
+		reply_error(500, NULL, "the response is not representable as JSON");
+		return;
+	}
+	json[len] = '\n';       /* over the terminating NUL: a text body ends in a newline */
+	reply(status, "application/json", extra, json, len + 1);
+	bson_free(json);
+}
+
+void reply_error(int status, const char *extra, const char *fmt, ...)
+{
+	bson_t doc = BSON_INITIALIZER;
+	va_list ap;
+	char *why;
+
+	va_start(ap, fmt);
+	why = bson_strdupv_printf(fmt, ap);
+	va_end(ap);
+	if (status >= 500)
+		warnx("%d: %s", status, why);
+	/* why may quote the client's bytes; keep the JSON valid whatever they are */
+	if (!bson_utf8_validate(why, strlen(why), false)) {
+		bson_free(why);
+		why = bson_strdup("the request holds bytes that are not UTF-8");
+	}
+	BSON_APPEND_UTF8(&doc, "error", why);
+	reply_json(status, extra, &doc);
+	bson_free(why);
+	bson_destroy(&doc);
+}

@@ -1,0 +1,244 @@
+/* POST /upload: checks the CSV, then stores it in S3, creates its batch "in queue" in
+ * MongoDB and queues its job in Redis, in that order; when a step fails, the steps
+ * before it are undone, so a failed upload leaves nothing behind. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+
+#include "cgi.h"
+#include "csvin.h"
+#include "db.h"
+#include "s3.h"
+
+#define MAX_URL 2048
+
+/* The CSV and the webhook of an upload. */
+struct upload {
+	char *body;                     /* the request body */
+	size_t len;
+	const char *csv;                /* the body itself, or the part "file" of a form */
+	size_t csv_len;
+	char *query_webhook;            /* ?webhook_url= */
+	struct form form;
+	const char *webhook_url;        /* either, or NULL */
+};
+
+/* IMGPIPE_MAX_UPLOAD, or -1 when it is set but not a size. */
+static long max_upload(void)
+{
+	const char *v = getenv("IMGPIPE_MAX_UPLOAD");
+	char *end;
+	long n;
+
+	if (!v || !*v)
+		return DEFAULT_MAX_UPLOAD;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	return errno || *end || n < 1 || n > (1L << 30) ? -1 : n;
+}
+
+/* Reads exactly len bytes of body from stdin; -1 when it ends before. */
+static int read_body(struct upload *up, size_t len)
+{
+	up->body = bson_malloc(len + 1);
+	up->len = fread(up->body, 1, len, stdin);
+	up->body[up->len] = '\0';
+	return up->len == len ? 0 : -1;
+}
+
+/* An absolute http(s) URL with a host, as curl's URL parser reads it. */
+static int webhook_valid(const char *url, char *why, size_t whylen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	int ok = 1;
+
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+			ok = 0;
+	ok = ok && strlen(url) <= MAX_URL && u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	     (!strcmp(scheme, "http") || !strcmp(scheme, "https")) &&
+	     curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && *host;
+	if (!ok)
+		snprintf(why, whylen, "webhook_url must be an absolute http(s) URL of at most %d "
+			 "printable ASCII characters", MAX_URL);
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok ? 0 : -1;
+}
+
+/* Puts the reason in why and returns the HTTP status code. */
+__attribute__((format(printf, 4, 5)))
+static int refuse(int code, char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* Checks the request and reads its CSV and webhook into up.  Returns 0, or the HTTP
+ * status to answer with the reason in why. */
+static int check(const struct request *rq, struct upload *up, char *why, size_t whylen)
+{
+	static const char *const names[] = { "webhook_url", NULL };
+	enum body_type type = body_type(rq->content_type, why, whylen);
+	long max = max_upload();
+	unsigned long long len;
+	char *end;
+
+	if (type == BODY_UNSUPPORTED)
+		return 415;
+	if (!rq->content_length)
+		return refuse(411, why, whylen, "no Content-Length: send the body with its length");
+	errno = 0;
+	len = strtoull(rq->content_length, &end, 10);
+	if (errno || *end || !strchr("0123456789", rq->content_length[0]))
+		return refuse(400, why, whylen, "Content-Length is not a number");
+	if (max < 0)
+		return refuse(500, why, whylen, "IMGPIPE_MAX_UPLOAD is not a size in bytes");
+	if (len > (unsigned long long)max)
+		return refuse(413, why, whylen, "the upload has %llu bytes, more than the %ld allowed",
+				len, max);
+	if (query_parse(rq->query, names, &up->query_webhook, why, whylen))
+		return 400;
+	if (read_body(up, len))
+		return refuse(400, why, whylen, "truncated body: %zu of %llu bytes", up->len, len);
+
+	up->csv = up->body;
+	up->csv_len = up->len;
+	up->webhook_url = up->query_webhook;
+	if (type == BODY_FORM) {
+		if (form_parse(rq->content_type, up->body, up->len, &up->form, why, whylen))
+			return 400;
+		if (up->form.webhook_url && up->query_webhook)
+			return refuse(400, why, whylen, "webhook_url given both in the query and the form");
+		up->csv = up->form.file;
+		up->csv_len = up->form.file_len;
+		if (up->form.webhook_url)
+			up->webhook_url = up->form.webhook_url;
+	}
+	if (up->webhook_url && webhook_valid(up->webhook_url, why, whylen))
+		return 400;
+	if (up->csv_len == 0)
+		return refuse(400, why, whylen, "the CSV is empty");
+	if (csvin_check(up->csv, up->csv_len, why, whylen))
+		return 400;
+	return 0;
+}
+
+/* 128 bits from the OS's random source, as 32 lowercase hex digits. */
+static int batch_id_new(char id[BATCH_ID_LEN + 1])
+{
+	unsigned char r[BATCH_ID_LEN / 2];
+
+	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+		return -1;
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(id + 2 * i, 3, "%02x", r[i]);
+	return 0;
+}
+
+/* Which configuration a backend lacks, or NULL. */
+static const char *unconfigured(const struct config *cfg)
+{
+	return !cfg->s3_endpoint ? "S3 unavailable: S3_ENDPOINT is not set" :
+	       !cfg->aws_access_key ? "S3 unavailable: AWS_ACCESS_KEY_ID is not set" :
+	       !cfg->aws_secret_key ? "S3 unavailable: AWS_SECRET_ACCESS_KEY is not set" :
+	       !cfg->mongodb_uri ? "MongoDB unavailable: MONGODB_URI is not set" : NULL;
+}
+
+/* Stores, records and queues the batch; on a failure undoes what was done and answers 503. */
+static void submit(const struct config *cfg, const struct upload *up)
+{
+	char id[BATCH_ID_LEN + 1], key[64], path[64], why[512];
+	redisContext *q = NULL;
+	struct db d;
+	struct s3 s;
+	bson_error_t err;
+	bson_t doc = BSON_INITIALIZER;
+	int opened_db = 0, opened_s3 = 0, stored = 0;
+
+	if (unconfigured(cfg)) {
+		reply_error(503, NULL, "%s", unconfigured(cfg));
+		return;
+	}
+	if (batch_id_new(id)) {
+		reply_error(503, NULL, "random source unavailable: %s", strerror(errno));
+		return;
+	}
+	snprintf(key, sizeof key, "uploads/%s.csv", id);
+	snprintf(path, sizeof path, "/status/%s", id);
+
+	/* Connect to all three first, so that a backend that is down costs no undoing. */
+	if (!(q = queue_open(cfg->redis_url, why, sizeof why))) {
+		reply_error(503, NULL, "Redis unavailable: %s", why);
+		goto out;
+	}
+	if (db_open(&d, cfg, &err)) {
+		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		goto out;
+	}
+	opened_db = 1;
+	s3_open(&s, cfg);
+	opened_s3 = 1;
+
+	if (s3_put_buffer(&s, up->csv, up->csv_len, key, "text/csv", 0)) {
+		reply_error(503, NULL, "S3 unavailable: %s", s.error);
+		goto out;
+	}
+	stored = 1;
+	if (db_batch_create(&d, id, "in queue", key, up->webhook_url, &err)) {
+		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		goto undo;
+	}
+	if (queue_push(q, id, why, sizeof why)) {
+		reply_error(503, NULL, "Redis unavailable: %s", why);
+		if (db_batch_delete(&d, id, &err))
+			warnx("batch %s left behind: %s", id, err.message);
+		goto undo;
+	}
+	BSON_APPEND_UTF8(&doc, "batch_id", id);
+	BSON_APPEND_UTF8(&doc, "status", "in queue");
+	BSON_APPEND_UTF8(&doc, "status_url", path);
+	snprintf(why, sizeof why, "Location: %s\n", path);
+	reply_json(202, why, &doc);
+	stored = 0;
+undo:
+	if (stored && s3_delete(&s, key))
+		warnx("S3 object %s left behind: %s", key, s.error);
+out:
+	if (opened_s3)
+		s3_close(&s);
+	if (opened_db)
+		db_close(&d);
+	if (q)
+		queue_close(q);
+	bson_destroy(&doc);
+}
+
+void upload(const struct request *rq, const char *rest)
+{
+	struct upload up;
+	char why[512];
+	int code;
+
+	(void)rest;
+	memset(&up, 0, sizeof up);
+	code = check(rq, &up, why, sizeof why);
+	if (code)
+		reply_error(code, NULL, "%s", why);
+	else
+		submit(rq->cfg, &up);
+	bson_free(up.body);
+	curl_free(up.query_webhook);
+	form_free(&up.form);
+}

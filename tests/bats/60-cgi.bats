@@ -1,0 +1,313 @@
+#!/usr/bin/env bats
+# imgpipe.cgi run as a web server runs it (RFC 3875: meta-variables in the environment,
+# the body on stdin) against the real Redis, FerretDB and versitygw: every status code of
+# the upload and status routes, what a 202 leaves in S3, MongoDB and the Redis stream, and
+# what a 503 does not leave behind.
+
+load helpers
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+	stack_start redis ferretdb versitygw
+	local d=$BATS_FILE_TMPDIR
+	printf 'S. No.,Product Name,Input Image Urls\r\n1,Kite,"http://127.0.0.1/a.jpg, http://127.0.0.1/b.jpg"\r\n' >"$d/ok.csv"
+	printf 'S. No.,Product Name,Input Image Urls\n1,Caf\351,http://127.0.0.1/a.jpg\n' >"$d/latin1.csv"
+	printf 'S. No.,Product Name\n1,Kite\n' >"$d/no-urls.csv"
+	: >"$d/empty"
+	form "$d/form.body" file "$d/ok.csv" webhook_url "http://127.0.0.1:9/hook"
+	form "$d/form-no-hook.body" file "$d/ok.csv"
+	printf 'yes' >"$d/yes"
+	form "$d/no-file.body" submit "$d/yes"
+	printf 'ftp://127.0.0.1/hook' >"$d/ftp"
+	form "$d/ftp-hook.body" file "$d/ok.csv" webhook_url "$d/ftp"
+	head -c 100 "$d/form.body" >"$d/truncated.body"
+	head -c -8 "$d/form.body" >"$d/unclosed.body"
+	head -c 2000 /dev/urandom >"$d/garbage.body"
+}
+
+teardown_file() {
+	stack_stop
+}
+
+BOUNDARY=imgpipe-test-boundary
+FORM="multipart/form-data; boundary=$BOUNDARY"
+
+# Writes a multipart/form-data body to OUT: form OUT NAME VALUE... where a VALUE that is a
+# file is the part's content, sent as a file; any other VALUE is sent as text.
+form() {
+	local out=$1 name value
+	shift
+	{
+		while [ $# -gt 0 ]; do
+			name=$1 value=$2
+			shift 2
+			printf -- '--%s\r\n' "$BOUNDARY"
+			if [ -f "$value" ]; then
+				printf 'Content-Disposition: form-data; name="%s"; filename="%s"\r\n' "$name" "${value##*/}"
+				printf 'Content-Type: text/csv\r\n\r\n'
+				cat "$value"
+			else
+				printf 'Content-Disposition: form-data; name="%s"\r\n\r\n%s' "$name" "$value"
+			fi
+			printf '\r\n'
+		done
+		printf -- '--%s--\r\n' "$BOUNDARY"
+	} >"$out"
+}
+
+# cgi METHOD PATH_INFO [QUERY_STRING] [CONTENT_TYPE] [BODY_FILE]: one request; CONTENT_LENGTH
+# is the body's size unless LENGTH says otherwise.
+cgi() {
+	local body=${5:-/dev/null}
+	local length=${LENGTH-$([ -n "${5:-}" ] && stat -c %s "$body")}
+	REQUEST_METHOD=$1 PATH_INFO=$2 QUERY_STRING=${3:-} CONTENT_TYPE=${4:-} \
+		CONTENT_LENGTH=$length imgpipe.cgi <"$body"
+}
+
+# After `run --separate-stderr cgi ...`: the status code and the JSON error of the response.
+assert_answer() {
+	assert_line --index 0 --regexp "^Status: $1 "
+	assert_line 'Content-Type: application/json'
+	assert_line 'Cache-Control: no-store'
+	[ -z "${2:-}" ] || assert_equal "$(jq -r .error <<<"${lines[-1]}")" "$2"
+}
+
+# Sets BATCH from a 202 response and checks its JSON.
+accepted() {
+	assert_answer 202
+	BATCH=$(jq -r .batch_id <<<"${lines[-1]}")
+	[[ $BATCH =~ ^[0-9a-f]{32}$ ]]
+	assert_equal "$(jq -c . <<<"${lines[-1]}")" \
+		"{\"batch_id\":\"$BATCH\",\"status\":\"in queue\",\"status_url\":\"/status/$BATCH\"}"
+	assert_line "Location: /status/$BATCH"
+}
+
+mongo() {
+	/usr/bin/python3 - "$MONGODB_URI" "$@" <<'PY'
+import json, sys, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database()
+if sys.argv[2] == "count":
+    print(db.batches.count_documents({}))
+else:
+    b = db.batches.find_one({"_id": sys.argv[3]})
+    print(json.dumps(b and {k: b.get(k) for k in ("status", "s3Key", "webhook_url")}))
+PY
+}
+
+# The number of objects under uploads/, and of batches: what a failed upload must not change.
+leftovers() {
+	local keys
+	keys=$(curl -sSf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=uploads/")
+	echo "$(grep -o '<Key>' <<<"$keys" | wc -l) objects, $(mongo count) batches"
+}
+
+@test "--help, --version, and a refusal to run outside a web server" {
+	run imgpipe.cgi --help
+	assert_success
+	assert_line --partial 'POST /upload'
+	run imgpipe.cgi --version
+	assert_output "imgpipe.cgi 0.1.0"
+	run env -u REQUEST_METHOD imgpipe.cgi
+	assert_failure 64
+}
+
+@test "text/csv upload: 202, the CSV byte for byte in S3, the batch in MongoDB, the job on the stream" {
+	run --separate-stderr cgi POST /upload "" "text/csv; charset=utf-8" "$BATS_FILE_TMPDIR/ok.csv"
+	accepted
+	run s3get "uploads/$BATCH.csv"
+	assert_success
+	cmp <(s3get "uploads/$BATCH.csv") "$BATS_FILE_TMPDIR/ok.csv"
+	run mongo batch "$BATCH"
+	assert_output --regexp "^\{\"status\": \"(in queue|in progress|completed|failed)\", \"s3Key\": \"uploads/$BATCH.csv\", \"webhook_url\": null\}$"
+	run redis-cli -u "$REDIS_URL" --raw XRANGE imgpipe:jobs - +
+	assert_output --partial "$(printf 'batch\n%s' "$BATCH")"
+}
+
+@test "multipart upload: 202, the part \"file\" in S3, the part \"webhook_url\" on the batch" {
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/form.body"
+	accepted
+	cmp <(s3get "uploads/$BATCH.csv") "$BATS_FILE_TMPDIR/ok.csv"
+	run mongo batch "$BATCH"
+	assert_output --partial "\"s3Key\": \"uploads/$BATCH.csv\", \"webhook_url\": \"http://127.0.0.1:9/hook\""
+	run redis-cli -u "$REDIS_URL" --raw XRANGE imgpipe:jobs - +
+	assert_output --partial "$(printf 'batch\n%s' "$BATCH")"
+}
+
+@test "text/csv upload takes its webhook from ?webhook_url=, percent-decoded" {
+	run --separate-stderr cgi POST /upload "webhook_url=https%3A%2F%2Fhooks.example%2Fa%3Fb%3Dc" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	accepted
+	run mongo batch "$BATCH"
+	assert_output --partial '"webhook_url": "https://hooks.example/a?b=c"'
+}
+
+@test "two uploads get two different batch ids" {
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	accepted
+	first=$BATCH
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/form-no-hook.body"
+	accepted
+	[ "$first" != "$BATCH" ]
+}
+
+@test "GET /status/ID answers the JSON of DESIGN.md; ?format=csv the output CSV" {
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	accepted
+	run --separate-stderr cgi GET "/status/$BATCH"
+	assert_answer 200
+	run jq -r '[.batch_id, .s3Key, (.status | IN("in queue", "in progress", "completed", "failed")),
+		(keys - ["webhook_url", "attempts"] | join(" ")),
+		(.progress | keys | join(" ")), (.products | type)] | join("|")' <<<"${lines[-1]}"
+	assert_output "$BATCH|uploads/$BATCH.csv|true|batch_id created_at message products progress s3Key status updated_at|images_done images_failed images_total rows_done rows_failed rows_total|array"
+	run --separate-stderr cgi GET "/status/$BATCH" "format=json"
+	assert_answer 200
+	run --separate-stderr cgi GET "/status/$BATCH" "format=csv"
+	assert_line --index 0 'Status: 200 OK'
+	assert_line 'Content-Type: text/csv; charset=utf-8'
+	assert_line "Content-Disposition: attachment; filename=\"$BATCH.csv\""
+	assert_line --regexp '^S\. No\.,Product Name,Input Image Urls,Output Image Urls'
+}
+
+@test "400: an empty CSV, as text/csv and as the part \"file\"" {
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/empty"
+	assert_answer 400 "the CSV is empty"
+	form "$BATS_TEST_TMPDIR/body" file "$BATS_FILE_TMPDIR/empty"
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_TEST_TMPDIR/body"
+	assert_answer 400 "the CSV is empty"
+}
+
+@test "400: a CSV that is not UTF-8" {
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/latin1.csv"
+	assert_answer 400
+	assert_line --partial '"the input is not UTF-8 text (line 2'
+}
+
+@test "400: a header that lacks a required column" {
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/no-urls.csv"
+	assert_answer 400
+	assert_line --partial "lacks the column 'Input Image Urls'"
+}
+
+@test "400: a form without the part \"file\"" {
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/no-file.body"
+	assert_answer 400 'no part named "file" in the multipart/form-data body'
+}
+
+@test "400: a truncated multipart body, and one whose closing boundary never comes" {
+	for body in truncated unclosed; do
+		run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/$body.body"
+		assert_answer 400 "truncated multipart/form-data body: the closing boundary \"--$BOUNDARY--\" never comes"
+	done
+}
+
+@test "400: binary garbage, and a form without a boundary" {
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/garbage.body"
+	assert_answer 400 "no part in the multipart/form-data body: no line \"--$BOUNDARY\" opens one"
+	run --separate-stderr cgi POST /upload "" "multipart/form-data" "$BATS_FILE_TMPDIR/form.body"
+	assert_answer 400 "multipart/form-data needs a boundary parameter"
+}
+
+@test "400: a webhook_url that is not an absolute http(s) URL, in the form or the query" {
+	local why="webhook_url must be an absolute http(s) URL of at most 2048 printable ASCII characters"
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/ftp-hook.body"
+	assert_answer 400 "$why"
+	for hook in /hook javascript:alert%281%29 http%3A%2F%2F "http://a%20b/"; do
+		run --separate-stderr cgi POST /upload "webhook_url=$hook" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+		assert_answer 400 "$why"
+	done
+	run --separate-stderr cgi POST /upload "webhook_url=http://a/" "$FORM" "$BATS_FILE_TMPDIR/form.body"
+	assert_answer 400 "webhook_url given both in the query and the form"
+	run --separate-stderr cgi POST /upload "hook=http://a/" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 400 "unknown query parameter 'hook'"
+}
+
+@test "400: a body shorter than its Content-Length, and a Content-Length that is no number" {
+	LENGTH=1000 run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 400 "truncated body: $(stat -c %s "$BATS_FILE_TMPDIR/ok.csv") of 1000 bytes"
+	LENGTH=-5 run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 400 "Content-Length is not a number"
+}
+
+@test "400: a status query other than format=csv or format=json" {
+	run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef "format=xml"
+	assert_answer 400 "format must be csv or json"
+	run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef "id=1"
+	assert_answer 400 "unknown query parameter 'id'"
+}
+
+@test "404: an unknown id, a path traversal, a long id, an upper-case id, an unknown route" {
+	run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef
+	assert_answer 404 "no batch 0123456789abcdef0123456789abcdef"
+	for id in ../../../etc/passwd "$(printf 'a%.0s' {1..64})" 0123456789ABCDEF0123456789ABCDEF ""; do
+		# MONGODB_URI unset: the database is never asked about such ids
+		MONGODB_URI='' run --separate-stderr cgi GET "/status/$id"
+		assert_answer 404 "no such batch: a batch id is 32 lowercase hex digits"
+	done
+	run --separate-stderr cgi GET /nothing-here
+	assert_answer 404 "no such route: /nothing-here"
+}
+
+@test "405 with an Allow header: wrong methods on both routes" {
+	run --separate-stderr cgi GET /upload
+	assert_answer 405 "method GET not allowed on /upload; use POST"
+	assert_line "Allow: POST"
+	run --separate-stderr cgi DELETE /status/0123456789abcdef0123456789abcdef
+	assert_answer 405 "method DELETE not allowed on /status/; use GET"
+	assert_line "Allow: GET"
+}
+
+@test "411: an upload without Content-Length" {
+	run --separate-stderr cgi POST /upload "" text/csv
+	assert_answer 411 "no Content-Length: send the body with its length"
+}
+
+@test "413: an upload over IMGPIPE_MAX_UPLOAD, refused without reading the body" {
+	# stdin is empty: had the body been read, the answer would be 400 "truncated body"
+	LENGTH=10485761 run --separate-stderr cgi POST /upload "" text/csv
+	assert_answer 413 "the upload has 10485761 bytes, more than the 10485760 allowed"
+	IMGPIPE_MAX_UPLOAD=10 run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 413 "the upload has $(stat -c %s "$BATS_FILE_TMPDIR/ok.csv") bytes, more than the 10 allowed"
+}
+
+@test "415: other content types, other charsets, no content type" {
+	run --separate-stderr cgi POST /upload "" application/json "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 415 'unsupported Content-Type application/json: send multipart/form-data (part "file") or text/csv'
+	run --separate-stderr cgi POST /upload "" "text/csv; charset=iso-8859-1" "$BATS_FILE_TMPDIR/latin1.csv"
+	assert_answer 415 "text/csv in charset iso-8859-1 is not supported: send UTF-8"
+	run --separate-stderr cgi POST /upload "" "" "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 415 'no Content-Type: send multipart/form-data (part "file") or text/csv'
+}
+
+@test "503 when Redis is down, and nothing left in S3 or MongoDB" {
+	before=$(leftovers)
+	imgpipe stack down redis
+	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/form.body"
+	imgpipe stack up redis 3>&-   # the server must not hold bats's output open
+	assert_answer 503 "Redis unavailable: 127.0.0.1:${REDIS_URL##*:}: Connection refused"
+	assert_equal "$(leftovers)" "$before"
+}
+
+@test "503 when the job cannot be queued: the CSV and the batch already made are undone" {
+	# In database 1 the stream's name holds a string, so XADD fails after the S3 PUT and
+	# the batch insert have succeeded.
+	redis-cli -u "$REDIS_URL" -n 1 SET imgpipe:jobs not-a-stream >/dev/null
+	before=$(leftovers)
+	REDIS_URL="$REDIS_URL/1" run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	redis-cli -u "$REDIS_URL" -n 1 DEL imgpipe:jobs >/dev/null
+	assert_answer 503
+	assert_line --partial '"Redis unavailable: XADD: WRONGTYPE'
+	assert_equal "$(leftovers)" "$before"
+}
+
+@test "503 when MongoDB or S3 is unreachable, and nothing left behind" {
+	before=$(leftovers)
+	MONGODB_URI="mongodb://127.0.0.1:1/imgpipe" run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 503
+	assert_line --partial '"MongoDB unavailable: '
+	MONGODB_URI="mongodb://127.0.0.1:1/imgpipe" run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef
+	assert_answer 503
+	S3_ENDPOINT=http://127.0.0.1:1 run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
+	assert_answer 503
+	assert_line --partial '"S3 unavailable: '
+	assert_equal "$(leftovers)" "$before"
+}
