@@ -99,12 +99,13 @@ PY
 
 @test "the output CSV lists every valid product with its URLs in one quoted field each" {
 	out() { jq -r ".products[] | select(.serial_no == $1) | .output_image_urls | join(\",\")" < <(status_json); }
+	[[ $(out 1) == "$S3_PUBLIC_URL/images/$BATCH/1-0.jpg,$S3_PUBLIC_URL/images/$BATCH/1-1.jpg" ]]
 	run imgpipe status "$BATCH" --csv
 	assert_success
-	assert_output "$(printf '%s\r\n' 'S. No.,Product Name,Input Image Urls,Output Image Urls' \
-		"1,Autumn Print,\"$HTTPD_URL/autumn.jpg,$HTTPD_URL/path.jpg\",\"$(out 1)\"" \
-		"2,Kite Poster,$HTTPD_URL/kite.jpg,$(out 2)" \
-		"4,Missing Poster,$HTTPD_URL/no-such-photo.jpg,")"
+	assert_output "$(printf '%s\n' 'S. No.,Product Name,Input Image Urls,Output Image Urls' \
+		"1,\"Autumn Print\",\"$HTTPD_URL/autumn.jpg,$HTTPD_URL/path.jpg\",\"$(out 1)\"" \
+		"2,\"Kite Poster\",\"$HTTPD_URL/kite.jpg\",\"$(out 2)\"" \
+		"4,\"Missing Poster\",\"$HTTPD_URL/no-such-photo.jpg\",\"\"")"
 }
 
 @test "HTTP errors: 400, 404, 405, 411, 413, 415 through the real web server" {
