@@ -19,6 +19,8 @@
 #                                 restarts its peak RSS, so a server running since before
 #                                 counts only what this run cost it
 #   bench_watch_aside NAME PID    the same, but shown apart and left out of the totals
+#   bench_measured NAME CPU_S RSS_KIB   a row measured some other way (a sampled process
+#                                 tree, say), counted in the totals
 #   bench_report DESIGN IMAGES WALL   the table of what the watched processes used since
 #                                 bench_watch, then one line for machines:
 #     figures design=D images=N wall_s=S images_per_s=R cpu_s=C cpu_ms_per_image=P rss_mib=M
@@ -39,7 +41,7 @@ BENCH_ROOT=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_TICKS=$(getconf CLK_TCK)
 BENCH_PHOTOS=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple
 	bythewater summer_1am darkesthour grey)
-BENCH_NAMES=() BENCH_PIDS=() BENCH_CPU0=() BENCH_ASIDE=() BENCH_MACHINE0=
+BENCH_NAMES=() BENCH_PIDS=() BENCH_CPU0=() BENCH_ASIDE=() BENCH_MACHINE0="" BENCH_MEASURED=()
 
 bench_photos_start() {
 	local dir=$1 portfile=$1/photos.port
@@ -111,6 +113,8 @@ bench_watch() {
 
 bench_watch_aside() { bench_watch "$1" "$2" 1; }
 
+bench_measured() { BENCH_MEASURED+=("$1 0 0 $2 $3"); }
+
 bench_report() {
 	local design=$1 images=$2 wall=$3 i cpu rss machine
 	machine=$(awk -v t0="$BENCH_MACHINE0" -v t1="$(machine_cpu)" 'BEGIN { printf "%.2f", t1 - t0 }')
@@ -120,6 +124,7 @@ bench_report() {
 			rss=$(proc_rss_peak "${BENCH_PIDS[i]}") || rss=nan
 			echo "${BENCH_NAMES[i]} ${BENCH_ASIDE[i]} ${BENCH_CPU0[i]} $cpu $rss"
 		done
+		[ ${#BENCH_MEASURED[@]} -eq 0 ] || printf '%s\n' "${BENCH_MEASURED[@]}"
 	} | awk -v design="$design" -v images="$images" -v wall="$wall" -v machine="$machine" '
 	{ name[NR] = $1; aside[NR] = $2; cpu[NR] = $4 - $3; rss[NR] = $5 / 1024 }
 	END {
