@@ -192,7 +192,7 @@ big_batch() {
 	# 190 products, 10 invalid rows; 380 images of which 30 (the second of every fifth
 	# product, every twentieth row being invalid) failed.
 	want='{"rows_total":200,"rows_done":190,"rows_failed":10,"images_total":380,"images_done":350,"images_failed":30}'
-	for round in 1 2; do
+	for _ in 1 2; do
 		dbrecord <"$BATS_TEST_TMPDIR/a" >"$BATS_TEST_TMPDIR/a.out" 2>"$BATS_TEST_TMPDIR/a.err" 3>&- &
 		a=$!
 		dbrecord <"$BATS_TEST_TMPDIR/b" >"$BATS_TEST_TMPDIR/b.out" 2>"$BATS_TEST_TMPDIR/b.err" 3>&- &
@@ -229,7 +229,7 @@ big_batch() {
 
 @test "batch refuses a status that is not one of the four" {
 	dbrecord batch "$ID" "in queue"
-	for bad in done "In Queue" "" completed-ok; do
+	for bad in 'done' "In Queue" "" completed-ok; do
 		run dbrecord batch "$ID" "$bad"
 		assert_failure 64
 		assert_output "dbrecord: status '$bad' is not one of 'in queue', 'in progress', 'completed', 'failed'"
@@ -338,6 +338,7 @@ PY
 	run --separate-stderr dbrecord --retry-for 1 < <(records)
 	assert_failure 69
 	assert_output ""
+	# shellcheck disable=SC2154 # run --separate-stderr sets stderr_lines
 	assert_equal "${#stderr_lines[@]}" 2
 	assert_regex "${stderr_lines[1]}" "^dbrecord: MongoDB at 127\.0\.0\.1:[0-9]+ unreachable for 1 s: .*connection refused"
 	run dbrecord --retry-for 0 batch "$ID" failed
@@ -350,7 +351,7 @@ PY
 	assert_success
 	for word in --retry-for batch show --csv MONGODB_URI; do
 		assert_output --partial -- "$word"
-		grep -qF -- "$(sed 's/-/\\-/g' <<<"$word")" "$ROOT/tools/dbrecord/dbrecord.1"
+		grep -qF -- "${word//-/\\-}" "$ROOT/tools/dbrecord/dbrecord.1"
 	done
 	run dbrecord --version
 	assert_output "dbrecord 0.1.0"

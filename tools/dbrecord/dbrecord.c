@@ -113,11 +113,8 @@ static void connect_db(void)
 
 /* ---- records ---- */
 
-static int positive(int64_t n)
-{
-	return n > 0;
-}
-
+/* The number of strings in the array key of rec; 0 when it is missing or holds other
+ * things. */
 static int string_array(const bson_t *rec, const char *key)
 {
 	bson_iter_t it, el;
@@ -149,7 +146,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return DELIVERY;
 	if (bson_has_field(rec, "index")) {
 		int64_t index = rec_int(rec, "index", -1);
-		if (!positive(serial) || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
+		if (serial <= 0 || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
 		    !(rec_str(rec, "error") || rec_str(rec, "output_url"))) {
 			*why = "an image record needs serial_no, index, url and output_url or error";
 			return PASS;
@@ -157,7 +154,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return IMAGE;
 	}
 	if (bson_has_field(rec, "product_name") && !rec_has_error(rec)) {
-		if (!positive(serial) || !rec_str(rec, "product_name") ||
+		if (serial <= 0 || !rec_str(rec, "product_name") ||
 		    !string_array(rec, "input_image_urls")) {
 			*why = "a product record needs serial_no, product_name and input_image_urls";
 			return PASS;
@@ -165,7 +162,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return PRODUCT;
 	}
 	if (!bson_has_field(rec, "serial_no") && rec_str(rec, "error") &&
-	    positive(rec_int(rec, "line", 0)))
+	    rec_int(rec, "line", 0) > 0)
 		return ROW_ERROR;
 	return PASS;
 }
