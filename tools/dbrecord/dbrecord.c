@@ -36,6 +36,8 @@ enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
 struct item {
 	bson_t *rec;
 	enum kind kind;
+	char *id;                  /* products and images: the product's _id */
+	int64_t urls;              /* its number of input URLs; -1 while unknown */
 };
 
 /* Exponential backoff within --retry-for seconds of the first failure. */
@@ -111,11 +113,8 @@ static void connect_db(void)
 
 /* ---- records ---- */
 
-static int positive(int64_t n)
-{
-	return n > 0;
-}
-
+/* The number of strings in the array key of rec; 0 when it is missing or holds other
+ * things. */
 static int string_array(const bson_t *rec, const char *key)
 {
 	bson_iter_t it, el;
@@ -147,7 +146,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return DELIVERY;
 	if (bson_has_field(rec, "index")) {
 		int64_t index = rec_int(rec, "index", -1);
-		if (!positive(serial) || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
+		if (serial <= 0 || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
 		    !(rec_str(rec, "error") || rec_str(rec, "output_url"))) {
 			*why = "an image record needs serial_no, index, url and output_url or error";
 			return PASS;
@@ -155,7 +154,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return IMAGE;
 	}
 	if (bson_has_field(rec, "product_name") && !rec_has_error(rec)) {
-		if (!positive(serial) || !rec_str(rec, "product_name") ||
+		if (serial <= 0 || !rec_str(rec, "product_name") ||
 		    !string_array(rec, "input_image_urls")) {
 			*why = "a product record needs serial_no, product_name and input_image_urls";
 			return PASS;
@@ -163,7 +162,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 		return PRODUCT;
 	}
 	if (!bson_has_field(rec, "serial_no") && rec_str(rec, "error") &&
-	    positive(rec_int(rec, "line", 0)))
+	    rec_int(rec, "line", 0) > 0)
 		return ROW_ERROR;
 	return PASS;
 }
@@ -173,7 +172,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 static struct item item_new(bson_t *rec, unsigned long lineno)
 {
 	const char *why;
-	struct item it = { rec, classify(rec, &why) };
+	struct item it = { rec, classify(rec, &why), NULL, -1 };
 
 	if (it.kind == PASS) {
 		warnx("input line %lu not recorded: %s", lineno, why);
@@ -181,8 +180,25 @@ static struct item item_new(bson_t *rec, unsigned long lineno)
 			it.rec = rec_error(rec, "not recorded: %s", why);
 			bson_destroy(rec);
 		}
+	} else if (it.kind == PRODUCT || it.kind == IMAGE) {
+		/* batch id and serial number, so that a rerun finds the same product */
+		it.id = bson_strdup_printf("%s-%lld", rec_str(rec, "batch_id"),
+					   (long long)rec_int(rec, "serial_no", 0));
+		if (it.kind == PRODUCT)
+			it.urls = string_array(rec, "input_image_urls");
 	}
 	return it;
+}
+
+/* Replaces the item's record by a copy with the reason it was not recorded. */
+static void reject(struct item *it, const char *why)
+{
+	bson_t *marked = rec_error(it->rec, "not recorded: %s", why);
+
+	warnx("not recorded: %s", why);
+	bson_destroy(it->rec);
+	it->rec = marked;
+	it->kind = PASS;
 }
 
 /* ---- the updates ---- */
@@ -200,29 +216,6 @@ static void append_int(bson_t *doc, const char *key, int64_t n)
 		BSON_APPEND_INT32(doc, key, (int32_t)n);
 	else
 		BSON_APPEND_INT64(doc, key, n);
-}
-
-/* The product's _id: batch id and serial number, so a rerun finds the same document. */
-static bson_t *product_selector(const bson_t *rec)
-{
-	char *id = bson_strdup_printf("%s-%lld", rec_str(rec, "batch_id"),
-				      (long long)rec_int(rec, "serial_no", 0));
-	bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
-
-	bson_free(id);
-	return sel;
-}
-
-/* An image's product, only while the product has that image: an index out of range
- * then matches nothing instead of growing output_image_urls. */
-static bson_t *image_selector(const bson_t *rec)
-{
-	bson_t *sel = product_selector(rec);
-	char key[48];
-
-	snprintf(key, sizeof key, "input_image_urls.%lld", (long long)rec_int(rec, "index", 0));
-	BCON_APPEND(sel, key, "{", "$exists", BCON_BOOL(true), "}");
-	return sel;
 }
 
 /* Refreshes the product's row fields; output_image_urls and createdAt are set only when
@@ -309,12 +302,15 @@ static bson_t *batch_update(const struct item *it, int64_t now)
 	return u;
 }
 
-/* Adds one upsert (or plain update) to the bulk; false with err when it is malformed. */
+/* Adds one upsert (or plain update) to the bulk; false with err when it is malformed.
+ * Every selector is an _id, so update_many changes one document; it is used because
+ * FerretDB 1.24 on SQLite holds a connection for each update_one that matched until the
+ * whole command ends, and deadlocks once a hundred are held, while update_many does not. */
 static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, bool upsert,
 		       bson_error_t *err)
 {
 	bson_t *opts = BCON_NEW("upsert", BCON_BOOL(upsert));
-	bool ok = mongoc_bulk_operation_update_one_with_opts(b, sel, update, opts, err);
+	bool ok = mongoc_bulk_operation_update_many_with_opts(b, sel, update, opts, err);
 
 	bson_destroy(sel);
 	bson_destroy(update);
@@ -333,10 +329,10 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	int on_product = it->kind == PRODUCT || it->kind == IMAGE;
 
 	if (it->kind == PRODUCT &&
-	    !add_update(pb, product_selector(it->rec), product_update(it->rec, now), true, err))
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), product_update(it->rec, now), true, err))
 		return false;
 	if (it->kind == IMAGE &&
-	    !add_update(pb, image_selector(it->rec), image_update(it->rec, now), false, err))
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), image_update(it->rec, now), false, err))
 		return false;
 	*np += on_product;
 	if (on_product && *last_batch && strcmp(*last_batch, batch) == 0)
@@ -346,108 +342,121 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	return add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_update(it, now), true, err);
 }
 
-static mongoc_bulk_operation_t *new_bulk(mongoc_collection_t *c)
+/* Sets the number of input URLs of each image's product: from a product record earlier
+ * in these items, else from the database, in one query for them all. */
+static bool count_urls(struct item *items, size_t n, bson_error_t *err)
 {
-	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
-	mongoc_bulk_operation_t *b = mongoc_collection_create_bulk_operation_with_opts(c, opts);
+	bson_t *filter = bson_new(), *opts, in, ids;
+	mongoc_cursor_t *c;
+	const bson_t *doc;
+	char idx[16];
+	const char *key;
+	uint32_t asked = 0;
+	bool ok;
 
+	BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind != IMAGE)
+			continue;
+		items[i].urls = -1;
+		for (size_t j = i; j-- > 0;)
+			if (items[j].kind == PRODUCT && strcmp(items[j].id, items[i].id) == 0) {
+				items[i].urls = items[j].urls;
+				break;
+			}
+		if (items[i].urls < 0) {
+			bson_uint32_to_string(asked++, &key, idx, sizeof idx);
+			BSON_APPEND_UTF8(&ids, key, items[i].id);
+		}
+	}
+	bson_append_array_end(&in, &ids);
+	bson_append_document_end(filter, &in);
+	if (asked == 0) {
+		bson_destroy(filter);
+		return true;
+	}
+
+	opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1), "}");
+	c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
+	while (mongoc_cursor_next(c, &doc))
+		for (size_t i = 0; i < n; i++)
+			if (items[i].kind == IMAGE && items[i].urls < 0 &&
+			    strcmp(items[i].id, rec_str(doc, "_id") ? rec_str(doc, "_id") : "") == 0)
+				items[i].urls = string_array(doc, "input_image_urls");
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
 	bson_destroy(opts);
-	return b;
+	bson_destroy(filter);
+	return ok;
 }
 
-/* Runs a bulk of n operations (none: nothing to do); *acked counts the documents they
- * matched or inserted.  reply is initialised before and after. */
-static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, int64_t *acked, bson_t *reply,
-		     bson_error_t *err)
+/* Image records whose product lacks that image are not recorded: setting their slot
+ * would make a product that does not exist, or grow output_image_urls past its inputs. */
+static void reject_strays(struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind != IMAGE || rec_int(items[i].rec, "index", 0) < items[i].urls)
+			continue;
+		char *why = bson_strdup_printf("no product %s with image %lld", items[i].id,
+					       (long long)rec_int(items[i].rec, "index", 0));
+		reject(&items[i], why);
+		bson_free(why);
+	}
+}
+
+/* Runs a bulk of n operations (none: nothing to do).  reply is initialised before and
+ * after. */
+static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_error_t *err)
 {
 	if (n == 0)
 		return true;
 	bson_destroy(reply);
-	if (!mongoc_bulk_operation_execute(b, reply, err))
-		return false;
-	*acked += rec_int(reply, "nMatched", 0) + rec_int(reply, "nUpserted", 0);
-	return true;
+	return mongoc_bulk_operation_execute(b, reply, err) != 0;
 }
 
-/* Writes the items' updates, one unordered bulk a collection (the updates are
- * independent).  *missed is the number of image updates that found no product. */
-static bool write_items(const struct item *items, size_t n, int64_t now, int64_t *missed,
-			bson_t *reply, bson_error_t *err)
+/* Writes the items' updates in one ordered bulk a collection: ordered, so that an image
+ * follows its product when both are in the same bulk. */
+static bool write_items(const struct item *items, size_t n, int64_t now, bson_t *reply,
+			bson_error_t *err)
 {
-	mongoc_bulk_operation_t *pb = new_bulk(db.products), *bb = new_bulk(db.batches);
+	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
+	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
 	const char *last_batch = NULL;
 	size_t np = 0, nb = 0;
-	int64_t acked = 0, ignored = 0;
 	bool ok = true;
 
-	for (size_t i = 0; ok && i < n; i++) {
+	for (size_t i = 0; ok && i < n; i++)
 		if (items[i].kind != PASS)
 			ok = queue_item(&items[i], pb, &np, bb, &nb, &last_batch, now, err);
-	}
-	ok = ok && run_bulk(pb, np, &acked, reply, err) && run_bulk(bb, nb, &ignored, reply, err);
-	*missed = (int64_t)np - acked;
+	ok = ok && run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
 	mongoc_bulk_operation_destroy(pb);
 	mongoc_bulk_operation_destroy(bb);
 	return ok;
 }
 
-/* 1 when a document matches filter, 0 when none does, -1 on error. */
-static int exists(mongoc_collection_t *c, bson_t *filter, bson_error_t *err)
-{
-	bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
-	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, opts, NULL);
-	const bson_t *doc;
-	int rc = mongoc_cursor_next(cur, &doc) ? 1 : mongoc_cursor_error(cur, err) ? -1 : 0;
-
-	mongoc_cursor_destroy(cur);
-	bson_destroy(opts);
-	return rc;
-}
-
-/* Marks the image records whose product (or whose index in it) does not exist. */
-static void mark_orphans(struct item *items, size_t n)
-{
-	struct retry r = { 0 };
-	bson_error_t error;
-
-	for (size_t i = 0; i < n; i++) {
-		if (items[i].kind != IMAGE)
-			continue;
-		bson_t *sel = image_selector(items[i].rec);
-		int rc;
-		while ((rc = exists(db.products, sel, &error)) < 0)
-			retry_or_exit(&r, &error, NULL);
-		bson_destroy(sel);
-		if (rc == 1)
-			continue;
-		bson_t *marked = rec_error(items[i].rec, "not recorded: no product %s-%lld with image %lld",
-					   rec_str(items[i].rec, "batch_id"),
-					   (long long)rec_int(items[i].rec, "serial_no", 0),
-					   (long long)rec_int(items[i].rec, "index", 0));
-		warnx("%s", rec_str(marked, "error"));
-		bson_destroy(items[i].rec);
-		items[i] = (struct item){ marked, PASS };
-	}
-}
-
-/* Records the items, retrying the whole write batch while MongoDB is away (the updates
- * are idempotent), then echoes them and empties the batch. */
+/* Records the items, retrying while MongoDB is away (every update is idempotent, so a
+ * write batch cut short is simply written again), then echoes them and empties the batch. */
 static void flush(struct item *items, size_t *n)
 {
 	struct retry r = { 0 };
 	bson_t reply = BSON_INITIALIZER;
 	bson_error_t error;
-	int64_t now = now_ms(), missed = 0;
+	int64_t now = now_ms();
 
-	while (*n > 0 && !write_items(items, *n, now, &missed, &reply, &error))
-		retry_or_exit(&r, &error, &reply);
+	if (*n > 0) {
+		while (!count_urls(items, *n, &error))
+			retry_or_exit(&r, &error, NULL);
+		reject_strays(items, *n);
+		while (!write_items(items, *n, now, &reply, &error))
+			retry_or_exit(&r, &error, &reply);
+	}
 	bson_destroy(&reply);
-	if (*n > 0 && missed > 0)
-		mark_orphans(items, *n);
 	for (size_t i = 0; i < *n; i++) {
 		if (ndjson_write(stdout, items[i].rec) < 0)
 			err(EX_IOERR, "stdout");
 		bson_destroy(items[i].rec);
+		bson_free(items[i].id);
 	}
 	*n = 0;
 	if (fflush(stdout) == EOF)

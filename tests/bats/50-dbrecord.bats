@@ -1,0 +1,362 @@
+#!/usr/bin/env bats
+# dbrecord against the real FerretDB: the documents of DESIGN.md after a run, after the same
+# run again and with two writers at once; batch status; the status JSON and CSV; MongoDB
+# going away.  Documents are read back with an independent client (pymongo).
+
+load helpers
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+	stack_start redis ferretdb versitygw
+}
+
+teardown_file() {
+	stack_stop
+}
+
+setup() {
+	ID=$(cat /proc/sys/kernel/random/uuid)
+}
+
+teardown() {
+	# A test that stops FerretDB brings it back even when it fails half-way.
+	ferretdb up >/dev/null 2>&1 || true
+}
+
+# Stops or starts FerretDB.  The server must not inherit bats' fd 3 nor a test's fifos,
+# or bats and dbrecord would wait for them to close.
+ferretdb() {
+	imgpipe stack "$1" ferretdb 3>&- 4>&- 5>&-
+}
+
+# The documents of a collection matching FILTER (JSON), one sorted JSON line each, as an
+# independent client reads them; dates show as "<date>" unless KEEP names a date field to
+# show as ISO 8601 (to compare it across runs).
+docs() {
+	/usr/bin/python3 - "$MONGODB_URI" "$@" <<'PY'
+import sys, json, datetime, pymongo
+uri, coll, flt = sys.argv[1:4]
+keep = sys.argv[4] if len(sys.argv) > 4 else None
+db = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000).get_default_database()
+def norm(v, key=None):
+    if isinstance(v, datetime.datetime):
+        return v.isoformat() if key == keep else "<date>"
+    if isinstance(v, dict):
+        return {k: norm(x, k) for k, x in v.items()}
+    if isinstance(v, list):
+        return [norm(x) for x in v]
+    return v
+for d in db[coll].find(json.loads(flt)).sort([("serial_no", 1), ("_id", 1)]):
+    print(json.dumps(norm(d), sort_keys=True))
+PY
+}
+
+products() { docs products "{\"batch_id\": \"$ID\"}" "$@"; }
+
+# A small batch: three products, one invalid row, five images of which two failed.
+records() {
+	cat <<EOF
+{"line": 2, "batch_id": "$ID", "serial_no": 1, "product_name": "Widget", "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"]}
+{"line": 3, "batch_id": "$ID", "error": "S. No. is not a positive integer"}
+{"line": 4, "batch_id": "$ID", "serial_no": 2, "product_name": "Tea, \"green\"", "input_image_urls": ["http://img/2a.jpg"]}
+{"line": 5, "batch_id": "$ID", "serial_no": 3, "product_name": "Lamp", "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"]}
+{"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/images/$ID/1-0.jpg"}
+{"batch_id": "$ID", "serial_no": 1, "index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}
+{"batch_id": "$ID", "serial_no": 2, "index": 0, "url": "http://img/2a.jpg", "output_url": "http://s3/images/$ID/2-0.jpg"}
+{"batch_id": "$ID", "serial_no": 3, "index": 2, "url": "http://img/3c.jpg", "output_url": "http://s3/images/$ID/3-2.jpg"}
+{"batch_id": "$ID", "serial_no": 3, "index": 1, "url": "http://img/3b.jpg", "error": "not an image"}
+{"batch_id": "$ID", "serial_no": 3, "index": 0, "url": "http://img/3a.jpg", "output_url": "http://s3/images/$ID/3-0.jpg"}
+EOF
+}
+
+expected_products() {
+	cat <<EOF
+{"_id": "$ID-1", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "HTTP 404", "url": "http://img/1b.jpg"}}, "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"], "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "product_name": "Widget", "serial_no": 1, "updatedAt": "<date>"}
+{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
+{"_id": "$ID-3", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "not an image", "url": "http://img/3b.jpg"}}, "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"], "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"], "product_name": "Lamp", "serial_no": 3, "updatedAt": "<date>"}
+EOF
+}
+
+PROGRESS='{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
+
+@test "a run leaves the product documents of DESIGN.md and echoes every record" {
+	records >"$BATS_TEST_TMPDIR/in"
+	run dbrecord <"$BATS_TEST_TMPDIR/in"
+	assert_success
+	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . "$BATS_TEST_TMPDIR/in")"
+	run products
+	assert_output "$(expected_products)"
+	run docs batches "{\"_id\": \"$ID\"}"
+	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"row_errors\": [{\"error\": \"S. No. is not a positive integer\", \"line\": 3}], \"status\": \"in progress\", \"updatedAt\": \"<date>\"}"
+}
+
+@test "the same run again duplicates nothing and changes no counter" {
+	records | dbrecord >/dev/null
+	first=$(products createdAt)
+	run dbrecord show "$ID"
+	progress=$(jq -c .progress <<<"$output")
+	assert_equal "$progress" "$PROGRESS"
+
+	records | dbrecord >/dev/null
+	assert_equal "$(products createdAt)" "$first"
+	run docs products "{\"_id\": {\"\$regex\": \"^$ID\"}}"
+	assert_equal "${#lines[@]}" 3
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c .progress <<<"$output")" "$PROGRESS"
+	assert_equal "$(jq -c .row_errors <<<"$output")" '[{"line":3,"error":"S. No. is not a positive integer"}]'
+}
+
+@test "a rerun of the product records keeps the finished image slots" {
+	records | dbrecord >/dev/null
+	records | grep product_name | dbrecord >/dev/null
+	run products
+	assert_output "$(expected_products)"
+}
+
+@test "a later outcome of an image replaces the earlier one" {
+	records | dbrecord >/dev/null
+	dbrecord >/dev/null <<EOF
+{"batch_id": "$ID", "serial_no": 1, "index": 1, "url": "http://img/1b.jpg", "output_url": "http://s3/images/$ID/1-1.jpg"}
+{"batch_id": "$ID", "serial_no": 3, "index": 0, "url": "http://img/3a.jpg", "error": "timed out"}
+EOF
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c '[.products[] | {output_image_urls, errors}]' <<<"$output")" \
+		"[{\"output_image_urls\":[\"http://s3/images/$ID/1-0.jpg\",\"http://s3/images/$ID/1-1.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"http://s3/images/$ID/2-0.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"\",\"\",\"http://s3/images/$ID/3-2.jpg\"],\"errors\":[{\"index\":0,\"url\":\"http://img/3a.jpg\",\"error\":\"timed out\"},{\"index\":1,\"url\":\"http://img/3b.jpg\",\"error\":\"not an image\"}]}]"
+	assert_equal "$(jq -c .progress <<<"$output")" \
+		'{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
+}
+
+@test "show prints the status JSON of GET /status/ID" {
+	dbrecord batch "$ID" "in queue"
+	records | dbrecord >/dev/null
+	dbrecord batch "$ID" completed "3 products, 1 row and 2 images failed"
+	run dbrecord show "$ID"
+	assert_success
+	iso='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$'
+	[[ $(jq -r .created_at <<<"$output") =~ $iso ]]
+	[[ $(jq -r .updated_at <<<"$output") =~ $iso ]]
+	assert_equal "$(jq -c 'del(.created_at, .updated_at)' <<<"$output")" "$(jq -c . <<EOF
+{"batch_id": "$ID", "status": "completed", "message": "3 products, 1 row and 2 images failed", "s3Key": null,
+ "progress": $PROGRESS,
+ "products": [
+  {"serial_no": 1, "product_name": "Widget", "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"],
+   "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "errors": [{"index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}]},
+  {"serial_no": 2, "product_name": "Tea, \"green\"", "input_image_urls": ["http://img/2a.jpg"],
+   "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "errors": []},
+  {"serial_no": 3, "product_name": "Lamp", "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"],
+   "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"],
+   "errors": [{"index": 1, "url": "http://img/3b.jpg", "error": "not an image"}]}],
+ "row_errors": [{"line": 3, "error": "S. No. is not a positive integer"}]}
+EOF
+)"
+}
+
+@test "show --csv prints the output CSV" {
+	records | dbrecord >/dev/null
+	run dbrecord show "$ID" --csv
+	assert_success
+	assert_output "$(cat <<EOF
+S. No.,Product Name,Input Image Urls,Output Image Urls
+1,"Widget","http://img/1a.jpg,http://img/1b.jpg","http://s3/images/$ID/1-0.jpg,"
+2,"Tea, ""green""","http://img/2a.jpg","http://s3/images/$ID/2-0.jpg"
+3,"Lamp","http://img/3a.jpg,http://img/3b.jpg,http://img/3c.jpg","http://s3/images/$ID/3-0.jpg,,http://s3/images/$ID/3-2.jpg"
+EOF
+)"
+}
+
+# Writes N products of two images each, every fifth with a failed second image, and
+# every twentieth row invalid; products first, then the images in the given order.
+big_batch() {
+	local n=$1 order=$2 s
+	for s in $(seq "$n" | $order); do
+		if ((s % 20 == 0)); then
+			echo "{\"line\": $((s + 1)), \"batch_id\": \"$ID\", \"error\": \"row $s is bad\"}"
+		else
+			echo "{\"line\": $((s + 1)), \"batch_id\": \"$ID\", \"serial_no\": $s, \"product_name\": \"P$s\", \"input_image_urls\": [\"http://img/$s-0\", \"http://img/$s-1\"]}"
+		fi
+	done
+	for s in $(seq "$n" | $order); do
+		((s % 20 == 0)) && continue
+		echo "{\"batch_id\": \"$ID\", \"serial_no\": $s, \"index\": 0, \"url\": \"http://img/$s-0\", \"output_url\": \"http://s3/$s-0\"}"
+		if ((s % 5 == 0)); then
+			echo "{\"batch_id\": \"$ID\", \"serial_no\": $s, \"index\": 1, \"url\": \"http://img/$s-1\", \"error\": \"HTTP 500\"}"
+		else
+			echo "{\"batch_id\": \"$ID\", \"serial_no\": $s, \"index\": 1, \"url\": \"http://img/$s-1\", \"output_url\": \"http://s3/$s-1\"}"
+		fi
+	done
+}
+
+@test "two dbrecord processes writing the same batch at once leave exact documents" {
+	big_batch 200 cat >"$BATS_TEST_TMPDIR/a"
+	big_batch 200 tac >"$BATS_TEST_TMPDIR/b"
+	# 190 products, 10 invalid rows; 380 images of which 30 (the second of every fifth
+	# product, every twentieth row being invalid) failed.
+	want='{"rows_total":200,"rows_done":190,"rows_failed":10,"images_total":380,"images_done":350,"images_failed":30}'
+	for _ in 1 2; do
+		dbrecord <"$BATS_TEST_TMPDIR/a" >"$BATS_TEST_TMPDIR/a.out" 2>"$BATS_TEST_TMPDIR/a.err" 3>&- &
+		a=$!
+		dbrecord <"$BATS_TEST_TMPDIR/b" >"$BATS_TEST_TMPDIR/b.out" 2>"$BATS_TEST_TMPDIR/b.err" 3>&- &
+		b=$!
+		wait "$a"
+		wait "$b"
+		assert_equal "$(cat "$BATS_TEST_TMPDIR/a.err" "$BATS_TEST_TMPDIR/b.err")" ""
+		assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/a.out")" "$(wc -l <"$BATS_TEST_TMPDIR/a")"
+		assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/b.out")" "$(wc -l <"$BATS_TEST_TMPDIR/b")"
+		run dbrecord show "$ID"
+		assert_equal "$(jq -c .progress <<<"$output")" "$want"
+		assert_equal "$(jq '[.products[].serial_no] == ([range(1; 201)] | map(select(. % 20 != 0)))' <<<"$output")" true
+		assert_equal "$(jq '.row_errors | length' <<<"$output")" 10
+		run docs products "{\"batch_id\": \"$ID\", \"serial_no\": 55}"
+		assert_output "{\"_id\": \"$ID-55\", \"batch_id\": \"$ID\", \"createdAt\": \"<date>\", \"image_errors\": {\"1\": {\"error\": \"HTTP 500\", \"url\": \"http://img/55-1\"}}, \"input_image_urls\": [\"http://img/55-0\", \"http://img/55-1\"], \"output_image_urls\": [\"http://s3/55-0\", \"\"], \"product_name\": \"P55\", \"serial_no\": 55, \"updatedAt\": \"<date>\"}"
+	done
+}
+
+@test "batch sets status and message, creating the batch when missing" {
+	run dbrecord batch "$ID" "in queue"
+	assert_success
+	run docs batches "{\"_id\": \"$ID\"}"
+	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"status\": \"in queue\", \"updatedAt\": \"<date>\"}"
+	created=$(docs batches "{\"_id\": \"$ID\"}" createdAt | jq -r .createdAt)
+
+	dbrecord batch "$ID" failed "CSV header lacks Product Name"
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c '[.status, .message]' <<<"$output")" '["failed","CSV header lacks Product Name"]'
+	dbrecord batch "$ID" "in progress"
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c '[.status, .message]' <<<"$output")" '["in progress",null]'
+	assert_equal "$(docs batches "{\"_id\": \"$ID\"}" createdAt | jq -r .createdAt)" "$created"
+}
+
+@test "batch refuses a status that is not one of the four" {
+	dbrecord batch "$ID" "in queue"
+	for bad in 'done' "In Queue" "" completed-ok; do
+		run dbrecord batch "$ID" "$bad"
+		assert_failure 64
+		assert_output "dbrecord: status '$bad' is not one of 'in queue', 'in progress', 'completed', 'failed'"
+	done
+	run dbrecord batch "$ID"
+	assert_failure 64
+	run dbrecord show "$ID"
+	assert_equal "$(jq -r .status <<<"$output")" "in queue"
+}
+
+@test "show of an unknown id exits 65" {
+	run dbrecord show "$ID"
+	assert_failure 65
+	assert_output "dbrecord: no batch $ID"
+	run dbrecord show "$ID" --csv
+	assert_failure 65
+	assert_output "dbrecord: no batch $ID"
+}
+
+@test "records that cannot be recorded pass through with the reason" {
+	records | head -1 | dbrecord >/dev/null
+	run --separate-stderr dbrecord <<EOF
+{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg"}
+{"batch_id": "$ID", "hello": "world"}
+{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg"}
+{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg"}
+{"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/1a.jpg"}
+{"url": "http://img/y.jpg", "error": "fetch failed"}
+not json
+EOF
+	assert_success
+	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . <<EOF
+{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg", "error": "not recorded: it has no batch_id"}
+{"batch_id": "$ID", "hello": "world", "error": "not recorded: it is not a product, image, row error or webhook delivery record"}
+{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg", "error": "not recorded: no product $ID-7 with image 0"}
+{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg", "error": "not recorded: no product $ID-1 with image 2"}
+{"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/1a.jpg"}
+{"url": "http://img/y.jpg", "error": "fetch failed"}
+{"input_line": 7, "error": "input line 7 is not a JSON object: Got parse error at \"o\", position 1: \"SPECIAL_EXPECTED\""}
+EOF
+)"
+	run products
+	assert_output --partial '"output_image_urls": ["http://s3/1a.jpg", ""]'
+	assert_equal "${#lines[@]}" 1
+}
+
+@test "webhook delivery records are kept on the batch once" {
+	dbrecord batch "$ID" completed
+	delivery="{\"batch_id\": \"$ID\", \"event\": \"batch.completed\", \"delivery\": \"d-1\", \"attempts\": 2, \"status_code\": 200, \"delivered\": true, \"at\": \"2024-05-01T10:00:00Z\"}"
+	echo "$delivery" | dbrecord >/dev/null
+	echo "$delivery" | dbrecord >/dev/null
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c .webhook_deliveries <<<"$output")" \
+		'[{"delivery":"d-1","event":"batch.completed","attempts":2,"status_code":200,"delivered":true,"at":"2024-05-01T10:00:00Z"}]'
+}
+
+@test "products have the index on batch_id and serial_no" {
+	records | dbrecord >/dev/null
+	run /usr/bin/python3 - "$MONGODB_URI" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database()
+print(db.products.index_information()["batch_id_1_serial_no_1"]["key"])
+PY
+	assert_output "[('batch_id', 1), ('serial_no', 1)]"
+}
+
+@test "records are echoed once recorded, without waiting for more input" {
+	mkfifo "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+	dbrecord <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 3>&- &
+	pid=$!
+	exec 4>"$BATS_TEST_TMPDIR/in" 5<"$BATS_TEST_TMPDIR/out"
+	records | head -1 >&4
+	read -r line <&5
+	assert_equal "$(jq -r .product_name <<<"$line")" Widget
+	run products
+	assert_equal "${#lines[@]}" 1
+	exec 4>&-
+	wait "$pid"
+	exec 5<&-
+}
+
+@test "MongoDB going away mid-stream: dbrecord waits and then records everything" {
+	mkfifo "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+	dbrecord --retry-for 120 <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" 3>&- &
+	pid=$!
+	exec 4>"$BATS_TEST_TMPDIR/in" 5<"$BATS_TEST_TMPDIR/out"
+	records | head -4 >&4
+	for _ in 1 2 3 4; do read -r _ <&5; done
+
+	ferretdb down
+	records | tail -n +5 >&4
+	until grep -q retrying "$BATS_TEST_TMPDIR/err"; do kill -0 "$pid"; sleep 0.1; done
+	ferretdb up
+	exec 4>&-
+	wait "$pid"
+	assert_equal "$(wc -l <&5)" 6
+	exec 5<&-
+	run products
+	assert_output "$(expected_products)"
+	run cat "$BATS_TEST_TMPDIR/err"
+	assert_output --regexp "^dbrecord: MongoDB at 127\.0\.0\.1:[0-9]+: .*; retrying for up to 120 s$"
+}
+
+@test "MongoDB down for longer than --retry-for: exit 69 with the reason, nothing echoed" {
+	ferretdb down
+	run --separate-stderr dbrecord --retry-for 1 < <(records)
+	assert_failure 69
+	assert_output ""
+	# shellcheck disable=SC2154 # run --separate-stderr sets stderr_lines
+	assert_equal "${#stderr_lines[@]}" 2
+	assert_regex "${stderr_lines[1]}" "^dbrecord: MongoDB at 127\.0\.0\.1:[0-9]+ unreachable for 1 s: .*connection refused"
+	run dbrecord --retry-for 0 batch "$ID" failed
+	assert_failure 69
+	ferretdb up
+}
+
+@test "--help agrees with the man page; --version" {
+	run dbrecord --help
+	assert_success
+	for word in --retry-for batch show --csv MONGODB_URI; do
+		assert_output --partial -- "$word"
+		grep -qF -- "${word//-/\\-}" "$ROOT/tools/dbrecord/dbrecord.1"
+	done
+	run dbrecord --version
+	assert_output "dbrecord 0.1.0"
+	run dbrecord frobnicate
+	assert_failure 64
+	run dbrecord --csv batch "$ID" completed
+	assert_failure 64
+}
