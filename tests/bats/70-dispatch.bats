@@ -7,9 +7,15 @@ load helpers
 
 setup_file() {
 	stack_start redis
+	# the stack's own dispatcher would take these tests' jobs: pause it meanwhile
+	if imgpipe stack status dispatch >/dev/null 2>&1; then
+		imgpipe stack down dispatch
+		export RESTART_DISPATCH=1
+	fi
 }
 
 teardown_file() {
+	[ -z "${RESTART_DISPATCH:-}" ] || imgpipe stack up dispatch
 	stack_stop
 }
 

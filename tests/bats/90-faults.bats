@@ -68,8 +68,8 @@ PY
 	export IMGPIPE_PARALLEL=1
 	id=$(submit_products 12)
 	wait_for "$id" 60 '.progress.images_done > 2'
-	pid=$(cat "$IMGPIPE_HOME/run/dispatch.pid")
-	kill -KILL -- "-$pid"
+	# the dispatcher's whole session: parallel runs each pipeline in a process group of its own
+	pkill -KILL -s "$(cat "$IMGPIPE_HOME/run/dispatch.pid")"
 	run field "$id" '.status'
 	assert_output "in progress"
 	imgpipe stack up dispatch
