@@ -13,7 +13,10 @@ static const char usage[] =
 	"  POST /upload                 a CSV (multipart/form-data part \"file\", or text/csv);\n"
 	"                               202 with the batch id\n"
 	"  GET  /status/ID              the batch's status JSON\n"
-	"  GET  /status/ID?format=csv   the batch's output CSV\n";
+	"  GET  /status/ID?format=csv   the batch's output CSV\n"
+	"  GET  /                       a JSON index of these routes\n"
+	"A client whose Accept header names text/html (a browser) gets web pages instead:\n"
+	"GET / is an upload form, an upload answers 303 to its status page, errors are pages.\n";
 
 struct route {
 	const char *path;
@@ -23,6 +26,7 @@ struct route {
 };
 
 static const struct route routes[] = {
+	{ "/",        0, "GET",  home },
 	{ "/upload",  0, "POST", upload },
 	{ "/status/", 1, "GET",  status },
 };
@@ -32,6 +36,14 @@ static const char *meta(const char *name)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : NULL;
+}
+
+/* Browsers name text/html in Accept; curl (which sends any type) and API clients do not. */
+int wants_html(void)
+{
+	const char *accept = meta("HTTP_ACCEPT");
+
+	return accept && strstr(accept, "text/html") != NULL;
 }
 
 static void route(const struct request *rq)

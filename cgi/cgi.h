@@ -1,6 +1,7 @@
 /* imgpipe.cgi, the HTTP endpoint (RFC 3875): cgi.c reads the request and routes it,
- * upload.c and status.c answer, multipart.c reads request bodies with GMime, queue.c hands
- * jobs to the dispatcher through Redis, reply.c writes responses. */
+ * home.c, upload.c and status.c answer, html.c renders their web pages, multipart.c reads
+ * request bodies with GMime, queue.c hands jobs to the dispatcher through Redis, reply.c
+ * writes responses. */
 #ifndef IMGPIPE_CGI_H
 #define IMGPIPE_CGI_H
 
@@ -22,8 +23,13 @@ struct request {
 };
 
 /* Handlers; rest is what follows the route's prefix in the path. */
+void home(const struct request *rq, const char *rest);
 void upload(const struct request *rq, const char *rest);
 void status(const struct request *rq, const char *rest);
+
+/* Whether the client asks for HTML (its Accept header names text/html, as browsers' do):
+ * then answers and errors are web pages (html.h), else JSON as before. */
+int wants_html(void);
 
 /* ---- query strings (cgi.c) ----
  * Splits query into name=value pairs.  Each name must be one of names (NULL-terminated)
@@ -35,10 +41,12 @@ void query_free(const char *const *names, char **values);
 
 /* ---- responses (reply.c) ----
  * extra is more header lines ("Name: value\n" each) or NULL. */
+const char *http_reason(int status);
 void reply(int status, const char *content_type, const char *extra,
 	   const void *body, size_t len);
 void reply_json(int status, const char *extra, const bson_t *doc);
-/* {"error": message}; 5xx messages also go to stderr, the server's error log. */
+/* {"error": message}, or an error page for a client that wants HTML; 5xx messages also
+ * go to stderr, the server's error log. */
 void reply_error(int status, const char *extra, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

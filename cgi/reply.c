@@ -4,12 +4,14 @@
 #include <string.h>
 
 #include "cgi.h"
+#include "html.h"
 
-static const char *reason(int status)
+const char *http_reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
 	case 202: return "Accepted";
+	case 303: return "See Other";
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
@@ -29,7 +31,7 @@ void reply(int status, const char *content_type, const char *extra, const void *
 	       "Content-Length: %zu\n"
 	       "Cache-Control: no-store\n"
 	       "X-Content-Type-Options: nosniff\n"
-	       "%s\n", status, reason(status), content_type, len, extra ? extra : "");
+	       "%s\n", status, http_reason(status), content_type, len, extra ? extra : "");
 	if (len && fwrite(body, 1, len, stdout) != len)
 		warn("writing the response");
 }
@@ -64,8 +66,12 @@ void reply_error(int status, const char *extra, const char *fmt, ...)
 		bson_free(why);
 		why = bson_strdup("the request holds bytes that are not UTF-8");
 	}
-	BSON_APPEND_UTF8(&doc, "error", why);
-	reply_json(status, extra, &doc);
+	if (wants_html()) {
+		html_error(status, extra, why);
+	} else {
+		BSON_APPEND_UTF8(&doc, "error", why);
+		reply_json(status, extra, &doc);
+	}
 	bson_free(why);
 	bson_destroy(&doc);
 }

@@ -1,9 +1,11 @@
-/* GET /status/ID: the batch's status JSON, or with ?format=csv its output CSV. */
+/* GET /status/ID: the batch's status JSON, or with ?format=csv its output CSV; for a
+ * browser that names no format, the status page. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cgi.h"
 #include "db.h"
+#include "html.h"
 
 /* Only the ids upload.c makes; anything else (a path, a long id) never reaches the database. */
 static int id_valid(const char *id)
@@ -42,7 +44,7 @@ static void answer_csv(struct db *d, const char *id)
 	free(buf);
 }
 
-static void answer_json(struct db *d, const char *id)
+static void answer_status(struct db *d, const char *id, int html)
 {
 	bson_t out = BSON_INITIALIZER;
 	bson_error_t err;
@@ -52,6 +54,8 @@ static void answer_json(struct db *d, const char *id)
 		reply_error(404, NULL, "no batch %s", id);
 	else if (rc)
 		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+	else if (html)
+		html_status(&out);
 	else
 		reply_json(200, NULL, &out);
 	bson_destroy(&out);
@@ -81,7 +85,7 @@ void status(const struct request *rq, const char *id)
 		if (format && strcmp(format, "csv") == 0)
 			answer_csv(&d, id);
 		else
-			answer_json(&d, id);
+			answer_status(&d, id, !format && wants_html());
 		db_close(&d);
 	}
 	query_free(names, &format);

@@ -12,6 +12,7 @@
 #include "cgi.h"
 #include "csvin.h"
 #include "db.h"
+#include "html.h"
 #include "s3.h"
 
 #define MAX_URL 2048
@@ -119,12 +120,15 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 	if (type == BODY_FORM) {
 		if (form_parse(rq->content_type, up->body, up->len, &up->form, why, whylen))
 			return 400;
-		if (up->form.webhook_url && up->query_webhook)
-			return refuse(400, why, whylen, "webhook_url given both in the query and the form");
+		/* an empty field is no webhook: a browser sends the form's empty text input */
+		if (up->form.webhook_url && *up->form.webhook_url) {
+			if (up->query_webhook)
+				return refuse(400, why, whylen,
+					      "webhook_url given both in the query and the form");
+			up->webhook_url = up->form.webhook_url;
+		}
 		up->csv = up->form.file;
 		up->csv_len = up->form.file_len;
-		if (up->form.webhook_url)
-			up->webhook_url = up->form.webhook_url;
 	}
 	if (up->webhook_url && webhook_valid(up->webhook_url, why, whylen))
 		return 400;
@@ -206,11 +210,15 @@ static void submit(const struct config *cfg, const struct upload *up)
 			warnx("batch %s left behind: %s", id, err.message);
 		goto undo;
 	}
-	BSON_APPEND_UTF8(&doc, "batch_id", id);
-	BSON_APPEND_UTF8(&doc, "status", "in queue");
-	BSON_APPEND_UTF8(&doc, "status_url", path);
-	snprintf(why, sizeof why, "Location: %s\n", path);
-	reply_json(202, why, &doc);
+	if (wants_html()) {
+		html_see_other(path);   /* a browser goes on to the status page */
+	} else {
+		BSON_APPEND_UTF8(&doc, "batch_id", id);
+		BSON_APPEND_UTF8(&doc, "status", "in queue");
+		BSON_APPEND_UTF8(&doc, "status_url", path);
+		snprintf(why, sizeof why, "Location: %s\n", path);
+		reply_json(202, why, &doc);
+	}
 	stored = 0;
 undo:
 	if (stored && s3_delete(&s, key))

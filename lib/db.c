@@ -291,6 +291,30 @@ static void append_image_errors(bson_t *out, const bson_t *product, struct progr
 	bson_free(e);
 }
 
+/* The product's image_sizes {"INDEX": {input_bytes, output_bytes}} as an array beside
+ * input_image_urls: image i's sizes, or null while they are unknown. */
+static void append_image_sizes(bson_t *out, const bson_t *product)
+{
+	bson_iter_t it, sizes, size;
+	uint32_t n = bson_iter_init_find(&it, product, "input_image_urls") ? count_children(&it) : 0;
+	int has = bson_iter_init_find(&sizes, product, "image_sizes") &&
+		  BSON_ITER_HOLDS_DOCUMENT(&sizes);
+	bson_t arr;
+	char idx[16];
+	const char *key;
+
+	bson_append_array_begin(out, "image_sizes", -1, &arr);
+	for (uint32_t i = 0; i < n; i++) {
+		bson_uint32_to_string(i, &key, idx, sizeof idx);
+		if (has && bson_iter_recurse(&sizes, &size) && bson_iter_find(&size, key) &&
+		    BSON_ITER_HOLDS_DOCUMENT(&size))
+			bson_append_iter(&arr, key, -1, &size);
+		else
+			BSON_APPEND_NULL(&arr, key);
+	}
+	bson_append_array_end(out, &arr);
+}
+
 /* The batch's row_errors [{line, error}] sorted by line. */
 static void append_row_errors(bson_t *out, const bson_t *batch, struct progress *p)
 {
@@ -330,6 +354,7 @@ static void append_product(bson_t *arr, const char *key, const bson_t *product, 
 	append_copy_or_null(&doc, "input_image_urls", product, "input_image_urls");
 	append_copy_or_null(&doc, "output_image_urls", product, "output_image_urls");
 	append_image_errors(&doc, product, p);
+	append_image_sizes(&doc, product);
 	bson_append_document_end(arr, &doc);
 
 	p->rows_done++;

@@ -249,24 +249,44 @@ static bson_t *product_update(const bson_t *rec, int64_t now)
 	return u;
 }
 
-/* Sets the image's slot: its output URL, or "" and the error kept under its index, so a
+/* Sets the image's slot: its output URL and, when the record has them (from fetchimg and
+ * shrink), its sizes; or "" and the error.  Each is kept under the image's index, so a
  * rerun replaces the outcome rather than adding one. */
 static bson_t *image_update(const bson_t *rec, int64_t now)
 {
 	long long index = (long long)rec_int(rec, "index", 0);
+	int64_t in = rec_int(rec, "input_bytes", -1), out = rec_int(rec, "output_bytes", -1);
 	const char *error = rec_str(rec, "error");
-	char slot[48], errkey[48];
+	int sized = !error && in >= 0 && out >= 0;
+	char slot[48], errkey[48], sizekey[48];
+	bson_t *u = bson_new(), set, unset, doc;
 
 	snprintf(slot, sizeof slot, "output_image_urls.%lld", index);
 	snprintf(errkey, sizeof errkey, "image_errors.%lld", index);
-	if (error)
-		return BCON_NEW("$set", "{", slot, BCON_UTF8(""),
-				errkey, "{", "url", BCON_UTF8(rec_str(rec, "url")),
-				"error", BCON_UTF8(error), "}",
-				"updatedAt", BCON_DATE_TIME(now), "}");
-	return BCON_NEW("$set", "{", slot, BCON_UTF8(rec_str(rec, "output_url")),
-			"updatedAt", BCON_DATE_TIME(now), "}",
-			"$unset", "{", errkey, BCON_UTF8(""), "}");
+	snprintf(sizekey, sizeof sizekey, "image_sizes.%lld", index);
+	bson_append_document_begin(u, "$set", -1, &set);
+	BSON_APPEND_UTF8(&set, slot, error ? "" : rec_str(rec, "output_url"));
+	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	if (error) {
+		bson_append_document_begin(&set, errkey, -1, &doc);
+		BSON_APPEND_UTF8(&doc, "url", rec_str(rec, "url"));
+		BSON_APPEND_UTF8(&doc, "error", error);
+		bson_append_document_end(&set, &doc);
+	} else if (sized) {
+		bson_append_document_begin(&set, sizekey, -1, &doc);
+		BSON_APPEND_INT64(&doc, "input_bytes", in);
+		BSON_APPEND_INT64(&doc, "output_bytes", out);
+		bson_append_document_end(&set, &doc);
+	}
+	bson_append_document_end(u, &set);
+
+	bson_append_document_begin(u, "$unset", -1, &unset);
+	if (!error)
+		BSON_APPEND_UTF8(&unset, errkey, "");
+	if (!sized)
+		BSON_APPEND_UTF8(&unset, sizekey, "");
+	bson_append_document_end(u, &unset);
+	return u;
 }
 
 /* The batch's part of any record: it exists (as 'in progress' when this creates it) and
