@@ -31,7 +31,8 @@ int db_batch_set_status(struct db *d, const char *id, const char *status, const 
 			bson_error_t *err);
 int db_batch_delete(struct db *d, const char *id, bson_error_t *err);
 
-/* Fills out (initialised by the caller) with the JSON of GET /status/ID. */
+/* Fills out (initialised by the caller) with the JSON of GET /status/ID; each product
+ * also gets image_sizes, beside input_image_urls: {input_bytes, output_bytes} or null. */
 int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err);
 /* Writes the output CSV of GET /status/ID?format=csv. */
 int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err);

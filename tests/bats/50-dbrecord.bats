@@ -62,7 +62,7 @@ records() {
 {"line": 5, "batch_id": "$ID", "serial_no": 3, "product_name": "Lamp", "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"]}
 {"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/images/$ID/1-0.jpg"}
 {"batch_id": "$ID", "serial_no": 1, "index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}
-{"batch_id": "$ID", "serial_no": 2, "index": 0, "url": "http://img/2a.jpg", "output_url": "http://s3/images/$ID/2-0.jpg"}
+{"batch_id": "$ID", "serial_no": 2, "index": 0, "url": "http://img/2a.jpg", "output_url": "http://s3/images/$ID/2-0.jpg", "input_bytes": 1000, "output_bytes": 400}
 {"batch_id": "$ID", "serial_no": 3, "index": 2, "url": "http://img/3c.jpg", "output_url": "http://s3/images/$ID/3-2.jpg"}
 {"batch_id": "$ID", "serial_no": 3, "index": 1, "url": "http://img/3b.jpg", "error": "not an image"}
 {"batch_id": "$ID", "serial_no": 3, "index": 0, "url": "http://img/3a.jpg", "output_url": "http://s3/images/$ID/3-0.jpg"}
@@ -72,7 +72,7 @@ EOF
 expected_products() {
 	cat <<EOF
 {"_id": "$ID-1", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "HTTP 404", "url": "http://img/1b.jpg"}}, "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"], "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "product_name": "Widget", "serial_no": 1, "updatedAt": "<date>"}
-{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
+{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "image_sizes": {"0": {"input_bytes": 1000, "output_bytes": 400}}, "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
 {"_id": "$ID-3", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "not an image", "url": "http://img/3b.jpg"}}, "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"], "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"], "product_name": "Lamp", "serial_no": 3, "updatedAt": "<date>"}
 EOF
 }
@@ -126,6 +126,15 @@ EOF
 		'{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
 }
 
+@test "an image's sizes are kept with its output and dropped by a later error" {
+	records | dbrecord >/dev/null
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c '.products[1].image_sizes' <<<"$output")" '[{"input_bytes":1000,"output_bytes":400}]'
+	echo "{\"batch_id\": \"$ID\", \"serial_no\": 2, \"index\": 0, \"url\": \"http://img/2a.jpg\", \"error\": \"timed out\"}" | dbrecord >/dev/null
+	run dbrecord show "$ID"
+	assert_equal "$(jq -c '.products[1] | [.image_sizes, .output_image_urls]' <<<"$output")" '[[null],[""]]'
+}
+
 @test "show prints the status JSON of GET /status/ID" {
 	dbrecord batch "$ID" "in queue"
 	records | dbrecord >/dev/null
@@ -140,12 +149,15 @@ EOF
  "progress": $PROGRESS,
  "products": [
   {"serial_no": 1, "product_name": "Widget", "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"],
-   "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "errors": [{"index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}]},
+   "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "errors": [{"index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}],
+   "image_sizes": [null, null]},
   {"serial_no": 2, "product_name": "Tea, \"green\"", "input_image_urls": ["http://img/2a.jpg"],
-   "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "errors": []},
+   "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "errors": [],
+   "image_sizes": [{"input_bytes": 1000, "output_bytes": 400}]},
   {"serial_no": 3, "product_name": "Lamp", "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"],
    "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"],
-   "errors": [{"index": 1, "url": "http://img/3b.jpg", "error": "not an image"}]}],
+   "errors": [{"index": 1, "url": "http://img/3b.jpg", "error": "not an image"}],
+   "image_sizes": [null, null, null]}],
  "row_errors": [{"line": 3, "error": "S. No. is not a positive integer"}]}
 EOF
 )"

@@ -7,7 +7,6 @@
 # screenshots (docs/web-upload.png and docs/web-status.png come from there).
 
 load helpers
-bats_require_minimum_version 1.5.0
 
 setup_file() {
 	stack_start
@@ -177,8 +176,8 @@ submit_wait() {
 		fail "npm ci failed: $(cat "$BATS_FILE_TMPDIR/npm.log")"
 	[ -z "${WEB_SCREENSHOT_DIR:-}" ] || shots+=("$WEB_SCREENSHOT_DIR")
 
-	run --separate-stderr node "$browser/web.mjs" "$IMGPIPE_URL" "$BATS_FILE_TMPDIR/products.csv" "$HTTPD_URL/hook" "${shots[@]}"
-	[ "$status" -eq 0 ] || fail "web.mjs: $stderr"
+	run node "$browser/web.mjs" "$IMGPIPE_URL" "$BATS_FILE_TMPDIR/products.csv" "$HTTPD_URL/hook" "${shots[@]}" 2>"$BATS_TEST_TMPDIR/web.err"
+	[ "$status" -eq 0 ] || fail "$(cat "$BATS_TEST_TMPDIR/web.err")"
 	seen=$output
 	batch=$(jq -r .batch <<<"$seen")
 	[[ $batch =~ ^[0-9a-f]{32}$ ]]
