@@ -33,7 +33,7 @@ teardown_file() {
 	assert_output --partial "Input Image Urls"
 }
 
-@test "an empty inbox is a quiet success, and a second run waits for no lock it holds" {
+@test "an empty inbox is a quiet success; a missing one is a usage error" {
 	mkdir -p "$BATS_TEST_TMPDIR/empty"
 	run "$ROOT/scripts/inbox" "$BATS_TEST_TMPDIR/empty"
 	assert_success
