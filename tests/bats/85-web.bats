@@ -201,3 +201,23 @@ submit_wait() {
 	run jq -r 'select(.body | fromjson | .batch_id == "'"$batch"'") | .body | fromjson | .event' "$HOOK_LOG"
 	assert_output batch.completed
 }
+
+@test "every page under valgrind: no memory error, no definite leak" {
+	! nm -D "$ROOT/bin/imgpipe.cgi" | grep -q __asan_init || skip "built with AddressSanitizer, which valgrind cannot run"
+	id=$(openssl rand -hex 16)
+	jq -nc --arg b "$id" '{batch_id: $b, serial_no: 1, product_name: "A & B", input_image_urls: ["http://x.test/a.jpg", "http://x.test/b.jpg"]},
+		{batch_id: $b, serial_no: 1, index: 0, url: "http://x.test/a.jpg", output_url: "http://x.test/o.jpg", input_bytes: 2000, output_bytes: 500},
+		{batch_id: $b, serial_no: 1, index: 1, url: "http://x.test/b.jpg", error: "HTTP 404"},
+		{batch_id: $b, line: 3, error: "no name"}' | dbrecord >/dev/null
+	dbrecord batch "$id" completed "1 row"
+	get() {
+		HTTP_ACCEPT=text/html REQUEST_METHOD=GET PATH_INFO=$1 valgrind -q --leak-check=full \
+			--errors-for-leak-kinds=definite --error-exitcode=99 \
+			--log-file="$BATS_TEST_TMPDIR/vg.log" imgpipe.cgi
+	}
+	for path in / "/status/$id" /status/0123456789abcdef0123456789abcdef /upload; do
+		run get "$path"
+		[ "$status" -eq 0 ] || fail "GET $path: $(cat "$BATS_TEST_TMPDIR/vg.log")"
+	done
+	assert_line --index 0 "Status: 405 Method Not Allowed"
+}
