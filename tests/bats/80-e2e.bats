@@ -129,12 +129,11 @@ PY
 
 @test "HTTP 503 when a backend is down, with nothing left half-made" {
 	batches() { /usr/bin/python3 -c 'import sys, pymongo; print(pymongo.MongoClient(sys.argv[1]).get_default_database().batches.count_documents({}))' "$MONGODB_URI"; }
-	uploads() { s3list uploads/ | grep -o '<Key>' | wc -l; }
-	before="$(batches) $(uploads)"
+	before="$(batches) $(s3count uploads/)"
 	imgpipe stack down redis
 	run curl -s -w '\n%{http_code}' -F "file=@$BATS_FILE_TMPDIR/products.csv;type=text/csv" "$IMGPIPE_URL/upload"
 	imgpipe stack up redis
 	assert_line 503
 	assert_output --partial '"error"'
-	assert_equal "$(batches) $(uploads)" "$before"
+	assert_equal "$(batches) $(s3count uploads/)" "$before"
 }
