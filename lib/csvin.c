@@ -701,10 +701,10 @@ static int check_text(const char *buf, size_t len, char *why, size_t whylen)
 	for (const char *s = buf; s < end; line++) {
 		const char *nl = memchr(s, '\n', (size_t)(end - s));
 		size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s);
+		const char *flaw = text_flaw(s, n);
 
-		if (text_flaw(s, n)) {
-			snprintf(why, whylen, "the input is not UTF-8 text (line %lu %s)", line,
-				 memchr(s, '\0', n) ? "has a NUL byte" : "is not valid UTF-8");
+		if (flaw) {
+			snprintf(why, whylen, "the input is not UTF-8 text (line %lu %s)", line, flaw);
 			return -1;
 		}
 		s += n + 1;
