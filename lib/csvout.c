@@ -5,7 +5,7 @@
  * value.  Each row only refills their values (json-c reuses a string's buffer when the
  * new value fits, and its printing buffer always), so a row costs little more than
  * json-c's escaping.  json-c does not check UTF-8: csvin's rows are UTF-8 already.
- * (jansson, which does check, spends about 5 times as many instructions printing.) */
+ * (jansson, which does check, spends about 4 times as many instructions printing.) */
 #include <stdlib.h>
 
 #include <json-c/json.h>
