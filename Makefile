@@ -9,7 +9,7 @@
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0
+PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib \
            -DIMGPIPE_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
@@ -92,7 +92,10 @@ install: all
 	install -m 755 scripts/process-batch scripts/inbox $(DESTDIR)$(PREFIX)/lib/imgpipe
 	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1
 
+print-pkgs:
+	@echo $(PKGS)
+
 clean:
 	rm -f $(BINS) lib/*.o lib/*.a tests/fuzz/*-fuzz
 
-.PHONY: all test asan fuzz setup demo check-scripts install clean
+.PHONY: all test asan fuzz setup demo check-scripts install print-pkgs clean
