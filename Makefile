@@ -9,7 +9,7 @@
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0
+PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib \
            -DIMGPIPE_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
@@ -84,15 +84,25 @@ check-scripts:
 		.ci/run tests/lib/record-batch tests/fuzz/run tests/bats/*.bash \
 		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
+# Programs in PREFIX/bin; the imgpipe command, the CGI and the scripts, files and sample
+# it uses beside each other in PREFIX/lib/imgpipe (bin/imgpipe finds them from its path).
+LIBDIR = $(PREFIX)/lib/imgpipe
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-	           $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin $(DESTDIR)$(PREFIX)/share/imgpipe
+	           $(addprefix $(DESTDIR)$(LIBDIR)/,bin scripts etc tests/lib samples)
 	install -m 755 $(filter-out bin/imgpipe.cgi,$(BINS)) $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/imgpipe.cgi $(DESTDIR)$(PREFIX)/lib/imgpipe/cgi-bin
-	install -m 755 scripts/process-batch scripts/inbox $(DESTDIR)$(PREFIX)/lib/imgpipe
+	install -m 755 bin/imgpipe bin/imgpipe.cgi $(DESTDIR)$(LIBDIR)/bin
+	install -m 755 scripts/* $(DESTDIR)$(LIBDIR)/scripts
+	install -m 644 etc/imgpipe.env etc/lighttpd.conf.in $(DESTDIR)$(LIBDIR)/etc
+	install -m 755 tests/lib/httpd.py $(DESTDIR)$(LIBDIR)/tests/lib
+	install -m 644 samples/products.csv $(DESTDIR)$(LIBDIR)/samples
+	ln -sf ../lib/imgpipe/bin/imgpipe $(DESTDIR)$(PREFIX)/bin/imgpipe
 	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1
+
+print-pkgs:
+	@echo $(PKGS)
 
 clean:
 	rm -f $(BINS) lib/*.o lib/*.a tests/fuzz/*-fuzz
 
-.PHONY: all test asan fuzz setup demo check-scripts install clean
+.PHONY: all test asan fuzz setup demo check-scripts install print-pkgs clean

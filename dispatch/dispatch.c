@@ -296,8 +296,11 @@ static void shut_down(void)
 	warnx("stopped");
 }
 
+/* process-batch beside this program: scripts/ in the source tree, lib/imgpipe/scripts/
+ * where `make install` put it. */
 static void default_script(char *buf, size_t len)
 {
+	static const char *const places[] = { "../scripts", "../lib/imgpipe/scripts" };
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 
@@ -305,8 +308,14 @@ static void default_script(char *buf, size_t len)
 		err(EX_OSERR, "/proc/self/exe");
 	self[n] = '\0';
 	*strrchr(self, '/') = '\0';
-	if (snprintf(buf, len, "%s/../scripts/process-batch", self) >= (int)len)
-		errx(EX_USAGE, "%s: path too long; use --script", self);
+	for (size_t i = 0; i < sizeof places / sizeof *places; i++) {
+		if (snprintf(buf, len, "%s/%s/process-batch", self, places[i]) >= (int)len)
+			errx(EX_USAGE, "%s: path too long; use --script", self);
+		if (access(buf, X_OK) == 0)
+			return;
+	}
+	errx(EX_USAGE, "no process-batch in %s/../scripts or %s/../lib/imgpipe/scripts; use --script",
+	     self, self);
 }
 
 static void parse_args(int argc, char **argv)

@@ -51,3 +51,10 @@ httpd_stop() {
 hook_answers() {
 	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"
 }
+
+# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4).
+s3count() {
+	curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
+		grep -o '<Key>' | wc -l
+}
