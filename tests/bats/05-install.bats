@@ -21,7 +21,7 @@ setup_file() {
 }
 
 @test "the installed imgpipe finds its own files, and the dispatcher its process-batch" {
-	run env IMGPIPE_PORT_BASE=17000 "$P/bin/imgpipe" stack env
+	run env -u IMGPIPE_HOME IMGPIPE_PORT_BASE=17000 "$P/bin/imgpipe" stack env
 	assert_line "export MONGODB_URI=mongodb://127.0.0.1:17002/imgpipe"
 	assert_line "export IMGPIPE_HOME=$P/lib/imgpipe/var"
 	# a dispatcher that cannot find its runner exits at once with 64; this one gets as far as Redis

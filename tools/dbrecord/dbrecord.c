@@ -338,9 +338,14 @@ static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, 
 	return ok;
 }
 
+/* The batch whose document this process wrote last, and when.  For products and images
+ * the batch document needs only to exist and show recent activity, so it is written at
+ * most once a second per batch rather than once an image. */
+static struct { char *id; int64_t at; } last_touch;
+
 /* Queues the item's updates, counting them in *np and *nb: products and images on the
- * products bulk, and on the batches bulk the batch's own update, made once per run of
- * records of one batch. */
+ * products bulk, and on the batches bulk the batch's own update, unless *last_batch
+ * (written within the second) is this batch already. */
 static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
 		       mongoc_bulk_operation_t *bb, size_t *nb, const char **last_batch,
 		       int64_t now, bson_error_t *err)
@@ -362,8 +367,38 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	return add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_update(it, now), true, err);
 }
 
+/* The input URL counts of the products this process saw last: a product's images follow
+ * one another in a pipeline, so most images need no query. */
+#define KNOWN_MAX 64
+static struct { char *id; int64_t urls; } known[KNOWN_MAX];
+static size_t known_next;
+
+static int64_t known_urls(const char *id)
+{
+	for (size_t i = 0; i < KNOWN_MAX; i++)
+		if (known[i].id && strcmp(known[i].id, id) == 0)
+			return known[i].urls;
+	return -1;
+}
+
+static void remember_urls(const char *id, int64_t urls)
+{
+	if (urls < 0 || known_urls(id) == urls)
+		return;
+	bson_free(known[known_next].id);
+	known[known_next].id = bson_strdup(id);
+	known[known_next].urls = urls;
+	known_next = (known_next + 1) % KNOWN_MAX;
+}
+
+static void forget_urls(void)
+{
+	for (size_t i = 0; i < KNOWN_MAX; i++)
+		bson_free(known[i].id);
+}
+
 /* Sets the number of input URLs of each image's product: from a product record earlier
- * in these items, else from the database, in one query for them all. */
+ * in these items or seen before, else from the database, in one query for them all. */
 static bool count_urls(struct item *items, size_t n, bson_error_t *err)
 {
 	bson_t *filter = bson_new(), *opts, in, ids;
@@ -377,10 +412,12 @@ static bool count_urls(struct item *items, size_t n, bson_error_t *err)
 	BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
 	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
 	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind == PRODUCT)
+			remember_urls(items[i].id, items[i].urls);
 		if (items[i].kind != IMAGE)
 			continue;
-		items[i].urls = -1;
-		for (size_t j = i; j-- > 0;)
+		items[i].urls = known_urls(items[i].id);
+		for (size_t j = i; items[i].urls < 0 && j-- > 0;)
 			if (items[j].kind == PRODUCT && strcmp(items[j].id, items[i].id) == 0) {
 				items[i].urls = items[j].urls;
 				break;
@@ -399,11 +436,13 @@ static bool count_urls(struct item *items, size_t n, bson_error_t *err)
 
 	opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1), "}");
 	c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
-	while (mongoc_cursor_next(c, &doc))
+	while (mongoc_cursor_next(c, &doc)) {
+		const char *id = rec_str(doc, "_id") ? rec_str(doc, "_id") : "";
+		remember_urls(id, string_array(doc, "input_image_urls"));
 		for (size_t i = 0; i < n; i++)
-			if (items[i].kind == IMAGE && items[i].urls < 0 &&
-			    strcmp(items[i].id, rec_str(doc, "_id") ? rec_str(doc, "_id") : "") == 0)
+			if (items[i].kind == IMAGE && items[i].urls < 0 && strcmp(items[i].id, id) == 0)
 				items[i].urls = string_array(doc, "input_image_urls");
+	}
 	ok = !mongoc_cursor_error(c, err);
 	mongoc_cursor_destroy(c);
 	bson_destroy(opts);
@@ -442,7 +481,7 @@ static bool write_items(const struct item *items, size_t n, int64_t now, bson_t 
 {
 	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
 	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
-	const char *last_batch = NULL;
+	const char *last_batch = last_touch.id && now - last_touch.at < 1000 ? last_touch.id : NULL;
 	size_t np = 0, nb = 0;
 	bool ok = true;
 
@@ -450,6 +489,12 @@ static bool write_items(const struct item *items, size_t n, int64_t now, bson_t 
 		if (items[i].kind != PASS)
 			ok = queue_item(&items[i], pb, &np, bb, &nb, &last_batch, now, err);
 	ok = ok && run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
+	if (ok && nb > 0 && last_batch != last_touch.id) {
+		char *id = bson_strdup(last_batch);     /* last_batch may be last_touch.id's */
+		bson_free(last_touch.id);
+		last_touch.id = id;
+		last_touch.at = now;
+	}
 	mongoc_bulk_operation_destroy(pb);
 	mongoc_bulk_operation_destroy(bb);
 	return ok;
@@ -520,6 +565,8 @@ static void record_stream(void)
 	if (ferror(stdin))
 		err(EX_IOERR, "stdin");
 	ndjson_reader_free(&r);
+	forget_urls();
+	bson_free(last_touch.id);
 }
 
 /* ---- commands ---- */
