@@ -137,3 +137,21 @@ PY
 	assert_output --partial '"error"'
 	assert_equal "$(batches) $(s3count uploads/)" "$before"
 }
+
+@test "imgpipe run: plain progress lines for logs, the summary, and the output CSV beside the input" {
+	cp "$BATS_FILE_TMPDIR/products.csv" "$BATS_TEST_TMPDIR/run.csv"
+	run imgpipe run "$BATS_TEST_TMPDIR/run.csv"
+	assert_success
+	assert_line --regexp '^completed: rows 4/4 \(1 rejected\), images 4/4 \(1 failed\), [0-9.]+ img/s'
+	assert_line --regexp '^batch [0-9a-f]{32} completed: 4 rows \(3 valid, 1 rejected\), 4 images \(3 done, 1 failed\)$'
+	assert_line "output CSV: $BATS_TEST_TMPDIR/run.output.csv"
+	run head -n 1 "$BATS_TEST_TMPDIR/run.output.csv"
+	assert_output "S. No.,Product Name,Input Image Urls,Output Image Urls"
+}
+
+@test "imgpipe run on a terminal draws a progress bar" {
+	cp "$BATS_FILE_TMPDIR/products.csv" "$BATS_TEST_TMPDIR/tty.csv"
+	script -qec "imgpipe run $BATS_TEST_TMPDIR/tty.csv" "$BATS_TEST_TMPDIR/tty.out" >/dev/null
+	run grep -c $'\r\e\\[K\\[##############################\\] completed: rows 4/4' "$BATS_TEST_TMPDIR/tty.out"
+	assert_output 1
+}
