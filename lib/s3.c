@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "backoff.h"
+#include "http.h"
 #include "s3.h"
 
 #define S3_MAX_KEY 1024          /* S3's limit on the length of a key, in bytes */
@@ -177,31 +178,19 @@ static char *object_url(const struct s3 *s, const char *key)
 	return path;
 }
 
-static int add_header(struct curl_slist **list, const char *name, const char *value)
-{
-	char *line = bson_strdup_printf("%s: %s", name, value);
-	struct curl_slist *l = curl_slist_append(*list, line);
-
-	bson_free(line);
-	if (!l)
-		return -1;
-	*list = l;
-	return 0;
-}
-
 /* The headers SigV4 signs besides Host and X-Amz-Date. */
 static struct curl_slist *request_headers(const struct request *rq, const char *sha256)
 {
 	struct curl_slist *h = NULL;
 	const char *token = getenv("AWS_SESSION_TOKEN");
-	int bad = add_header(&h, "x-amz-content-sha256", sha256);
+	int bad = http_header_add(&h, "x-amz-content-sha256", sha256);
 
 	if (rq->content_type)
-		bad |= add_header(&h, "Content-Type", rq->content_type);
+		bad |= http_header_add(&h, "Content-Type", rq->content_type);
 	if (rq->public_read)
-		bad |= add_header(&h, "x-amz-acl", "public-read");
+		bad |= http_header_add(&h, "x-amz-acl", "public-read");
 	if (token && *token)
-		bad |= add_header(&h, "x-amz-security-token", token);
+		bad |= http_header_add(&h, "x-amz-security-token", token);
 	if (bad) {
 		curl_slist_free_all(h);
 		return NULL;

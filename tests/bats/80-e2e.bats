@@ -6,9 +6,7 @@
 load helpers
 
 setup_file() {
-	stack_start
-	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
-	httpd_start "$BATS_FILE_TMPDIR/photos"
+	photos_start
 	cat >"$BATS_FILE_TMPDIR/products.csv" <<CSV
 S. No.,Product Name,Input Image Urls
 1,Autumn Print,"$HTTPD_URL/autumn.jpg, $HTTPD_URL/path.jpg"
@@ -23,8 +21,7 @@ CSV
 }
 
 teardown_file() {
-	httpd_stop
-	stack_stop
+	photos_stop
 }
 
 status_json() { cat "$BATS_FILE_TMPDIR/status.json"; }

@@ -9,9 +9,7 @@
 load helpers
 
 setup_file() {
-	stack_start
-	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
-	httpd_start "$BATS_FILE_TMPDIR/photos"
+	photos_start
 	cat >"$BATS_FILE_TMPDIR/products.csv" <<CSV
 S. No.,Product Name,Input Image Urls
 1,Autumn Print,"$HTTPD_URL/autumn.jpg, $HTTPD_URL/path.jpg"
@@ -29,8 +27,7 @@ CSV
 }
 
 teardown_file() {
-	httpd_stop
-	stack_stop
+	photos_stop
 }
 
 # html URL [CURL-ARGS...]: a request as a browser makes it; the body on stdout, the

@@ -4,14 +4,11 @@
 load helpers
 
 setup_file() {
-	stack_start
-	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
-	httpd_start "$BATS_FILE_TMPDIR/photos"
+	photos_start
 }
 
 teardown_file() {
-	httpd_stop
-	stack_stop
+	photos_stop
 }
 
 teardown() {

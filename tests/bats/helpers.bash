@@ -47,6 +47,19 @@ httpd_stop() {
 	[ -z "${HTTPD_PID:-}" ] || kill "$HTTPD_PID" 2>/dev/null || true
 }
 
+# The whole stack, and the twelve sample photographs served at $HTTPD_URL (which also
+# receives webhooks).  photos_stop in teardown_file.
+photos_start() {
+	stack_start
+	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
+	httpd_start "$BATS_FILE_TMPDIR/photos"
+}
+
+photos_stop() {
+	httpd_stop
+	stack_stop
+}
+
 # Sets the answers of the test server's /hook (comma-separated HTTP codes; the last repeats).
 hook_answers() {
 	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"

@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 
 #include "backoff.h"
+#include "http.h"
 #include "imgpipe.h"
 
 #define BACKOFF_CAP_MS 60000     /* no single wait longer than a minute */
@@ -67,18 +68,6 @@ static void uuid4(char out[37])
 	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
-static int add_header(struct curl_slist **list, const char *name, const char *value)
-{
-	char *line = bson_strdup_printf("%s: %s", name, value);
-	struct curl_slist *l = curl_slist_append(*list, line);
-
-	bson_free(line);
-	if (!l)
-		return -1;
-	*list = l;
-	return 0;
-}
-
 /* Content-Type, the event, the delivery id and, with a secret, the body's HMAC-SHA256. */
 static struct curl_slist *headers(const struct delivery *d, const char *secret)
 {
@@ -86,18 +75,18 @@ static struct curl_slist *headers(const struct delivery *d, const char *secret)
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int maclen = 0;
 	char sig[8 + 2 * EVP_MAX_MD_SIZE + 1] = "sha256=";
-	int bad = add_header(&h, "Content-Type", "application/json");
+	int bad = http_header_add(&h, "Content-Type", "application/json");
 
-	bad |= add_header(&h, "X-Imgpipe-Event", d->event);
-	bad |= add_header(&h, "X-Imgpipe-Delivery", d->id);
-	bad |= add_header(&h, "Expect", "");
-	bad |= add_header(&h, "User-Agent", "imgpipe-notify/" IMGPIPE_VERSION);
+	bad |= http_header_add(&h, "X-Imgpipe-Event", d->event);
+	bad |= http_header_add(&h, "X-Imgpipe-Delivery", d->id);
+	bad |= http_header_add(&h, "Expect", "");
+	bad |= http_header_add(&h, "User-Agent", "imgpipe-notify/" IMGPIPE_VERSION);
 	if (secret) {
 		if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)d->body,
 			  d->len, mac, &maclen))
 			errx(EX_UNAVAILABLE, "cannot compute HMAC-SHA256");
 		hex(mac, maclen, sig + 7);
-		bad |= add_header(&h, "X-Imgpipe-Signature", sig);
+		bad |= http_header_add(&h, "X-Imgpipe-Signature", sig);
 	}
 	if (bad)
 		errx(EX_UNAVAILABLE, "out of memory");
