@@ -735,6 +735,8 @@ int csvin_check(const char *buf, size_t len, char *why, size_t whylen)
 		rc = csvin_finish(c);
 	if (rc == CSVIN_EINPUT)
 		snprintf(why, whylen, "%s", csvin_error(c));
+	else if (rc == CSVIN_OK)      /* the header, and not one row after it */
+		snprintf(why, whylen, "the CSV has a header but no product rows");
 	csvin_free(c);
-	return rc == CSVIN_EINPUT ? -1 : 0;
+	return rc == CSVIN_ESTOP ? 0 : -1;
 }

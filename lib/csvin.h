@@ -73,7 +73,8 @@ int csvin_write(struct csvin_writer *w, const struct csvin_row *row);
 void csvin_writer_free(struct csvin_writer *w);
 
 /* Checks a whole CSV held in memory (an upload): 0 when it is UTF-8 text with a valid
- * header, else -1 with a precise reason in why (NUL-terminated, cut to whylen). */
+ * header and at least one row (valid or not), else -1 with a precise reason in why
+ * (NUL-terminated, cut to whylen). */
 int csvin_check(const char *buf, size_t len, char *why, size_t whylen);
 
 #endif

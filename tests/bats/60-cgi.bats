@@ -188,6 +188,13 @@ leftovers() {
 	assert_line --partial "lacks the column 'Input Image Urls'"
 }
 
+@test "400: a CSV with its header and no product rows" {
+	printf 'S. No.,Product Name,Input Image Urls\r\n\r\n' >"$BATS_TEST_TMPDIR/header-only.csv"
+	run --separate-stderr cgi POST /upload "" text/csv "$BATS_TEST_TMPDIR/header-only.csv"
+	assert_answer 400
+	assert_line --partial "the CSV has a header but no product rows"
+}
+
 @test "400: a form without the part \"file\"" {
 	run --separate-stderr cgi POST /upload "" "$FORM" "$BATS_FILE_TMPDIR/no-file.body"
 	assert_answer 400 'no part named "file" in the multipart/form-data body'
