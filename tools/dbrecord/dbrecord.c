@@ -397,20 +397,30 @@ static void forget_urls(void)
 		bson_free(known[i].id);
 }
 
-/* Sets the number of input URLs of each image's product: from a product record earlier
- * in these items or seen before, else from the database, in one query for them all. */
-static bool count_urls(struct item *items, size_t n, bson_error_t *err)
+/* The number of input URLs of product id in the database, or -1 when there is no such
+ * product.  One _id equality a query: FerretDB pushes that down to SQLite, and scans the
+ * whole collection for an $in. */
+static bool query_urls(const char *id, int64_t *urls, bson_error_t *err)
 {
-	bson_t *filter = bson_new(), *opts, in, ids;
-	mongoc_cursor_t *c;
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+	bson_t *opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1), "}",
+				"limit", BCON_INT64(1));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
 	const bson_t *doc;
-	char idx[16];
-	const char *key;
-	uint32_t asked = 0;
 	bool ok;
 
-	BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
-	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+	*urls = mongoc_cursor_next(c, &doc) ? string_array(doc, "input_image_urls") : -1;
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
+}
+
+/* Sets the number of input URLs of each image's product: from a product record earlier
+ * in these items or seen before, else from the database. */
+static bool count_urls(struct item *items, size_t n, bson_error_t *err)
+{
 	for (size_t i = 0; i < n; i++) {
 		if (items[i].kind == PRODUCT)
 			remember_urls(items[i].id, items[i].urls);
@@ -418,36 +428,15 @@ static bool count_urls(struct item *items, size_t n, bson_error_t *err)
 			continue;
 		items[i].urls = known_urls(items[i].id);
 		for (size_t j = i; items[i].urls < 0 && j-- > 0;)
-			if (items[j].kind == PRODUCT && strcmp(items[j].id, items[i].id) == 0) {
+			if (items[j].kind == PRODUCT && strcmp(items[j].id, items[i].id) == 0)
 				items[i].urls = items[j].urls;
-				break;
-			}
 		if (items[i].urls < 0) {
-			bson_uint32_to_string(asked++, &key, idx, sizeof idx);
-			BSON_APPEND_UTF8(&ids, key, items[i].id);
+			if (!query_urls(items[i].id, &items[i].urls, err))
+				return false;
+			remember_urls(items[i].id, items[i].urls);
 		}
 	}
-	bson_append_array_end(&in, &ids);
-	bson_append_document_end(filter, &in);
-	if (asked == 0) {
-		bson_destroy(filter);
-		return true;
-	}
-
-	opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1), "}");
-	c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
-	while (mongoc_cursor_next(c, &doc)) {
-		const char *id = rec_str(doc, "_id") ? rec_str(doc, "_id") : "";
-		remember_urls(id, string_array(doc, "input_image_urls"));
-		for (size_t i = 0; i < n; i++)
-			if (items[i].kind == IMAGE && items[i].urls < 0 && strcmp(items[i].id, id) == 0)
-				items[i].urls = string_array(doc, "input_image_urls");
-	}
-	ok = !mongoc_cursor_error(c, err);
-	mongoc_cursor_destroy(c);
-	bson_destroy(opts);
-	bson_destroy(filter);
-	return ok;
+	return true;
 }
 
 /* Image records whose product lacks that image are not recorded: setting their slot
