@@ -4,13 +4,16 @@
 load helpers
 
 setup_file() {
+	stack_start redis ferretdb versitygw
+	httpd_start
+	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
+}
+
+setup() {
 	# valgrind cannot run a program built with AddressSanitizer (make asan)
 	if ldd "$ROOT/bin/csvsplit" | grep -q libasan; then
 		skip "the programs are built with AddressSanitizer"
 	fi
-	stack_start redis ferretdb versitygw
-	httpd_start
-	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
 }
 
 teardown_file() {
