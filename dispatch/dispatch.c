@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <hiredis.h>
@@ -248,11 +247,10 @@ static int reap(redisContext *c)
 	return rc;
 }
 
+/* libbson's monotonic clock, in milliseconds. */
 static long now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (long)(bson_get_monotonic_time() / 1000);
 }
 
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep

@@ -88,7 +88,7 @@ void db_close(struct db *d)
 	mongoc_cleanup();
 }
 
-static int64_t now_ms(void)
+int64_t db_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -106,7 +106,7 @@ static int bad_status(const char *status, bson_error_t *err)
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
 		    const char *webhook_url, bson_error_t *err)
 {
-	int64_t now = now_ms();
+	int64_t now = db_now();
 	bson_t *doc;
 	bool ok;
 
@@ -124,7 +124,7 @@ int db_batch_create(struct db *d, const char *id, const char *status, const char
 int db_batch_set_status(struct db *d, const char *id, const char *status, const char *message,
 			bson_error_t *err)
 {
-	int64_t now = now_ms();
+	int64_t now = db_now();
 	bson_t *sel, *update, *opts;
 	bool ok;
 

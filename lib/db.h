@@ -19,6 +19,9 @@ struct db {
 int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
 void db_close(struct db *d);
 
+/* Milliseconds since the epoch: the clock of createdAt and updatedAt. */
+int64_t db_now(void);
+
 /* The four statuses of DESIGN.md; NULL-terminated. */
 extern const char *const db_statuses[];
 int db_status_valid(const char *status);

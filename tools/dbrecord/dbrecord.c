@@ -203,13 +203,6 @@ static void reject(struct item *it, const char *why)
 
 /* ---- the updates ---- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void append_int(bson_t *doc, const char *key, int64_t n)
 {
 	if (n >= INT32_MIN && n <= INT32_MAX)
@@ -496,7 +489,7 @@ static void flush(struct item *items, size_t *n)
 	struct retry r = { 0 };
 	bson_t reply = BSON_INITIALIZER;
 	bson_error_t error;
-	int64_t now = now_ms();
+	int64_t now = db_now();
 
 	if (*n > 0) {
 		while (!count_urls(items, *n, &error))
