@@ -28,8 +28,7 @@ static void db_release(struct db *d)
 	memset(d, 0, sizeof *d);
 }
 
-/* The one index the status queries need; createIndexes is a no-op when it exists. */
-static int create_indexes(struct db *d, bson_error_t *err)
+int db_create_indexes(struct db *d, bson_error_t *err)
 {
 	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("products"), "indexes", "[", "{",
 			       "key", "{", "batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1), "}",
@@ -74,8 +73,7 @@ int db_open(struct db *d, const struct config *cfg, bson_error_t *err)
 	d->products = mongoc_database_get_collection(d->database, "products");
 	mongoc_uri_destroy(uri);
 
-	ok = mongoc_client_command_simple(d->client, "admin", ping, NULL, NULL, err) &&
-	     create_indexes(d, err) == 0;
+	ok = mongoc_client_command_simple(d->client, "admin", ping, NULL, NULL, err);
 	bson_destroy(ping);
 	if (!ok)
 		db_release(d);

@@ -14,10 +14,13 @@ struct db {
 	mongoc_collection_t *products;
 };
 
-/* Connects (lazily, as libmongoc does), checks the server answers, creates the indexes
- * on first use.  Exits EX_USAGE when MONGODB_URI is unset or malformed. */
+/* Connects (lazily, as libmongoc does) and checks the server answers.  Exits EX_USAGE
+ * when MONGODB_URI is unset or malformed. */
 int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
 void db_close(struct db *d);
+/* Creates the index the status queries need on products ({batch_id, serial_no}); for
+ * whoever writes products.  A no-op when it exists. */
+int db_create_indexes(struct db *d, bson_error_t *err);
 
 /* Milliseconds since the epoch: the clock of createdAt and updatedAt. */
 int64_t db_now(void);

@@ -111,6 +111,16 @@ static void connect_db(void)
 		retry_or_exit(&r, &error, NULL);
 }
 
+/* Record mode writes products: their index is made first, once a process. */
+static void prepare_products(void)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	while (db_create_indexes(&db, &error) < 0)
+		retry_or_exit(&r, &error, NULL);
+}
+
 /* ---- records ---- */
 
 /* The number of strings in the array key of rec; 0 when it is missing or holds other
@@ -618,6 +628,7 @@ int main(int argc, char **argv)
 	config_require("MONGODB_URI", cfg.mongodb_uri);
 	if (argc == 0) {
 		connect_db();
+		prepare_products();
 		record_stream();
 	} else if (strcmp(argv[0], "batch") == 0) {
 		set_status(argv + 1, argc - 1);
