@@ -58,10 +58,6 @@ int db_open(struct db *d, const struct config *cfg, bson_error_t *err)
 	bool ok;
 
 	memset(d, 0, sizeof *d);
-	/* libmongoc's counters would live in /dev/shm/mongoc-PID, which a killed process
-	 * leaves behind for a later process of the same PID to trip over; nothing here
-	 * reads them. */
-	setenv("MONGOC_DISABLE_SHM", "1", 0);
 	mongoc_init();
 	mongoc_log_set_handler(log_handler, NULL);
 	if (!(uri = mongoc_uri_new_with_error(text, err)))
