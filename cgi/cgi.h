@@ -1,7 +1,8 @@
-/* imgpipe.cgi, the HTTP endpoint (RFC 3875): cgi.c reads the request and routes it,
- * home.c, upload.c and status.c answer, html.c renders their web pages, multipart.c reads
- * request bodies with GMime, queue.c hands jobs to the dispatcher through Redis, reply.c
- * writes responses. */
+/* imgpipe.cgi, the HTTP endpoint (RFC 3875), laid out as cgit is: cgi.c reads the request
+ * and routes it; home.c, upload.c and status.c answer; for a browser, ui-*.c render the web
+ * pages (ui.h) and html.c alone writes their markup (html.h); multipart.c reads request
+ * bodies with GMime; reply.c writes responses.  Jobs go to the dispatcher through the
+ * library's queue (queue.h). */
 #ifndef IMGPIPE_CGI_H
 #define IMGPIPE_CGI_H
 
@@ -10,7 +11,6 @@
 
 #define BATCH_ID_LEN 32                 /* 128 random bits, lowercase hex */
 #define DEFAULT_MAX_UPLOAD 10485760L    /* IMGPIPE_MAX_UPLOAD when unset */
-#define JOBS_STREAM "imgpipe:jobs"      /* read by imgpipe-dispatch, group "dispatchers" */
 
 /* One request, from the CGI meta-variables. */
 struct request {
@@ -28,7 +28,7 @@ void upload(const struct request *rq, const char *rest);
 void status(const struct request *rq, const char *rest);
 
 /* Whether the client asks for HTML (its Accept header names text/html, as browsers' do):
- * then answers and errors are web pages (html.h), else JSON as before. */
+ * then answers and errors are web pages (ui.h), else JSON as before. */
 int wants_html(void);
 
 /* ---- query strings (cgi.c) ----
@@ -68,14 +68,5 @@ struct form {
 int form_parse(const char *content_type, const char *body, size_t len, struct form *f,
 	       char *why, size_t whylen);
 void form_free(struct form *f);
-
-/* ---- the job queue (queue.c) ---- */
-struct redisContext;
-
-/* Connects to REDIS_URL (AUTH and SELECT as it asks).  Returns NULL with the reason in why. */
-struct redisContext *queue_open(const char *redis_url, char *why, size_t whylen);
-/* XADD imgpipe:jobs * batch ID.  Returns 0, or -1 with the reason in why. */
-int queue_push(struct redisContext *q, const char *batch_id, char *why, size_t whylen);
-void queue_close(struct redisContext *q);
 
 #endif

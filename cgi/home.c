@@ -1,6 +1,6 @@
 /* GET /: the upload form for a browser; for anyone else a small JSON index of the routes. */
 #include "cgi.h"
-#include "html.h"
+#include "ui.h"
 
 void home(const struct request *rq, const char *rest)
 {
@@ -9,7 +9,7 @@ void home(const struct request *rq, const char *rest)
 	(void)rq;
 	(void)rest;
 	if (wants_html()) {
-		html_home();
+		ui_home();
 		return;
 	}
 	index = BCON_NEW("name", BCON_UTF8("imgpipe"), "version", BCON_UTF8(IMGPIPE_VERSION),

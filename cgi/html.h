@@ -1,18 +1,25 @@
-/* The web page of imgpipe.cgi, for people who would rather click than curl (html.c):
- * plain HTML and a little CSS, no script.  Each function writes one whole response. */
+/* The only writer of markup in imgpipe.cgi, as cgit's html.c is: the page frame (head,
+ * style, header, the security headers), markup from the program's own constants, escaped
+ * text, and images.  The pages themselves are the ui-*.c files (ui.h), which call these.
+ * One page is written at a time (a CGI answers one request), into memory, since a response
+ * states its length; html_page_send() sends it. */
 #ifndef IMGPIPE_HTML_H
 #define IMGPIPE_HTML_H
 
-#include <bson/bson.h>
+/* Starts a page titled title; refresh makes the browser reload it every few seconds.
+ * Returns 0, or -1 when it has answered 500 itself (then write nothing more). */
+int html_page_open(const char *title, int refresh);
+/* Ends the page and sends it with status and extra header lines (or NULL). */
+void html_page_send(int status, const char *extra);
 
-/* GET /: the upload form, which posts multipart/form-data to /upload. */
-void html_home(void);
-/* GET /status/ID: the status JSON of db_status() as a page that refreshes itself until
- * the batch ends. */
-void html_status(const bson_t *status);
-/* 303 See Other to location, where a browser goes after its upload. */
-void html_see_other(const char *location);
-/* An error page with the status code and the message; extra as for reply(). */
-void html_error(int status, const char *extra, const char *message);
+/* Markup as it is: only the program's own constants, never a string from outside. */
+void html(const char *markup);
+/* Markup with numbers filled in; the same rule for any %s. */
+void htmlf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Any other string (NULL as nothing), escaped for HTML text and quoted attribute values. */
+void html_txt(const char *text);
+/* An http(s) URL as an image that links to itself, alt its alternative text (a constant);
+ * any other URL (javascript:, data:, ...) as plain text. */
+void html_image_link(const char *url, const char *alt);
 
 #endif

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cgi.h"
-#include "html.h"
+#include "ui.h"
 
 const char *http_reason(int status)
 {
@@ -67,7 +67,7 @@ void reply_error(int status, const char *extra, const char *fmt, ...)
 		why = bson_strdup("the request holds bytes that are not UTF-8");
 	}
 	if (wants_html()) {
-		html_error(status, extra, why);
+		ui_error(status, extra, why);
 	} else {
 		BSON_APPEND_UTF8(&doc, "error", why);
 		reply_json(status, extra, &doc);

@@ -5,7 +5,7 @@
 
 #include "cgi.h"
 #include "db.h"
-#include "html.h"
+#include "ui.h"
 
 /* Only the ids upload.c makes; anything else (a path, a long id) never reaches the database. */
 static int id_valid(const char *id)
@@ -55,7 +55,7 @@ static void answer_status(struct db *d, const char *id, int html)
 	else if (rc)
 		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
 	else if (html)
-		html_status(&out);
+		ui_status(&out);
 	else
 		reply_json(200, NULL, &out);
 	bson_destroy(&out);

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <sys/random.h>
 #include <curl/curl.h>
-#include <hiredis/hiredis.h>
 
 #include "cgi.h"
 #include "csvin.h"
 #include "db.h"
-#include "html.h"
+#include "queue.h"
+#include "ui.h"
 #include "s3.h"
 
 #define MAX_URL 2048
@@ -164,12 +164,12 @@ static const char *unconfigured(const struct config *cfg)
 static void submit(const struct config *cfg, const struct upload *up)
 {
 	char id[BATCH_ID_LEN + 1], key[64], path[64], why[512];
-	redisContext *q = NULL;
+	struct queue q;
 	struct db d;
 	struct s3 s;
 	bson_error_t err;
 	bson_t doc = BSON_INITIALIZER;
-	int opened_db = 0, opened_s3 = 0, stored = 0;
+	int opened_q = 0, opened_db = 0, opened_s3 = 0, stored = 0;
 
 	if (unconfigured(cfg)) {
 		reply_error(503, NULL, "%s", unconfigured(cfg));
@@ -183,10 +183,11 @@ static void submit(const struct config *cfg, const struct upload *up)
 	snprintf(path, sizeof path, "/status/%s", id);
 
 	/* Connect to all three first, so that a backend that is down costs no undoing. */
-	if (!(q = queue_open(cfg->redis_url, why, sizeof why))) {
-		reply_error(503, NULL, "Redis unavailable: %s", why);
+	if (queue_init(&q, cfg->redis_url) || queue_connect(&q)) {
+		reply_error(503, NULL, "Redis unavailable: %s", q.error);
 		goto out;
 	}
+	opened_q = 1;
 	if (db_open(&d, cfg, &err)) {
 		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
 		goto out;
@@ -204,14 +205,14 @@ static void submit(const struct config *cfg, const struct upload *up)
 		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
 		goto undo;
 	}
-	if (queue_push(q, id, why, sizeof why)) {
-		reply_error(503, NULL, "Redis unavailable: %s", why);
+	if (queue_push(&q, id)) {
+		reply_error(503, NULL, "Redis unavailable: %s", q.error);
 		if (db_batch_delete(&d, id, &err))
 			warnx("batch %s left behind: %s", id, err.message);
 		goto undo;
 	}
 	if (wants_html()) {
-		html_see_other(path);   /* a browser goes on to the status page */
+		ui_see_other(path);   /* a browser goes on to the status page */
 	} else {
 		BSON_APPEND_UTF8(&doc, "batch_id", id);
 		BSON_APPEND_UTF8(&doc, "status", "in queue");
@@ -228,8 +229,8 @@ out:
 		s3_close(&s);
 	if (opened_db)
 		db_close(&d);
-	if (q)
-		queue_close(q);
+	if (opened_q)
+		queue_disconnect(&q);
 	bson_destroy(&doc);
 }
 

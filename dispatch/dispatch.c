@@ -16,19 +16,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <hiredis.h>
-
 #include "imgpipe.h"
-#include "redisurl.h"
+#include "queue.h"
 
-#define STREAM "imgpipe:jobs"
-#define GROUP "dispatchers"
 #define MAX_JOBS 64
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
 	"                        [--script PATH]\n"
-	"Runs process-batch for each job queued on the Redis stream " STREAM ".\n"
+	"Runs process-batch for each job queued on the Redis stream " QUEUE_STREAM ".\n"
 	"  --jobs N              batches at once (default: the number of cores)\n"
 	"  --claim-idle SECONDS  take over jobs of a dispatcher silent this long (default 30)\n"
 	"  --max-attempts N      deliveries of one job before its batch is failed (default 5)\n"
@@ -37,15 +33,13 @@ static const char usage[] =
 
 struct job {
 	pid_t pid;              /* 0 when the slot is free */
-	char entry[64];         /* stream entry id */
-	char batch[128];
+	struct queue_job taken;
 };
 
 static struct {
 	long jobs, claim_idle_ms, max_attempts;
 	const char *script;
 	char consumer[128];
-	struct redis_url redis;
 } opt;
 
 static struct job slots[MAX_JOBS];
@@ -73,133 +67,41 @@ static struct job *free_slot(void)
 	return NULL;
 }
 
-/* Connects, authenticates, selects the database and makes sure the group exists
- * (reading the stream from its start, so jobs queued before any dispatcher ran are
- * taken too).  Returns NULL, having logged why, when Redis cannot be used. */
-static redisContext *connect_redis(void)
+/* Connects and makes sure the group exists.  Returns -1, having logged why, when Redis
+ * cannot be used. */
+static int connect_queue(struct queue *q)
 {
-	struct timeval timeout = { 5, 0 };
-	redisContext *c = redisConnectWithTimeout(opt.redis.host, opt.redis.port, timeout);
-	redisReply *r;
-
-	if (!c || c->err) {
-		warnx("redis at %s:%d: %s", opt.redis.host, opt.redis.port, c ? c->errstr : "out of memory");
-		if (c)
-			redisFree(c);
-		return NULL;
-	}
-	if (redis_url_prepare(c, &opt.redis) != 0) {
-		redisFree(c);
-		return NULL;
-	}
-	r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", STREAM, GROUP);
-	if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)) {
-		warnx("redis: XGROUP CREATE: %s", r ? r->str : c->errstr);
-		if (r)
-			freeReplyObject(r);
-		redisFree(c);
-		return NULL;
-	}
-	freeReplyObject(r);
-	return c;
-}
-
-/* Finds the first entry of an XREADGROUP or XAUTOCLAIM entry list and copies its id and
- * "batch" field.  Returns 1 when there was one. */
-static int first_entry(const redisReply *entries, char *id, size_t idlen, char *batch, size_t blen)
-{
-	const redisReply *e, *fields;
-
-	if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
+	if (queue_connect(q) == 0 && queue_join(q) == 0)
 		return 0;
-	e = entries->element[0];
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
-		return 0;
-	snprintf(id, idlen, "%s", e->element[0]->str);
-	batch[0] = '\0';
-	fields = e->element[1];
-	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
-		if (strcmp(fields->element[i]->str, "batch") == 0)
-			snprintf(batch, blen, "%s", fields->element[i + 1]->str);
-	return 1;
-}
-
-/* How often the entry has been delivered (XPENDING's counter), or 1 when unknown. */
-static long deliveries(redisContext *c, const char *id)
-{
-	redisReply *r = redisCommand(c, "XPENDING %s %s %s %s 1", STREAM, GROUP, id, id);
-	long n = 1;
-
-	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 4)
-		n = (long)r->element[0]->element[3]->integer;
-	if (r)
-		freeReplyObject(r);
-	return n;
-}
-
-/* Takes one job: first one abandoned by a dead dispatcher, else a new one, waiting up
- * to block_ms for it.  Returns 1 with id and batch set, 0 when none came, -1 on a
- * Redis error. */
-static int take_job(redisContext *c, long block_ms, char *id, size_t idlen, char *batch, size_t blen)
-{
-	redisReply *r;
-	int got;
-
-	r = redisCommand(c, "XAUTOCLAIM %s %s %s %ld 0-0 COUNT 1", STREAM, GROUP, opt.consumer,
-			 opt.claim_idle_ms);
-	if (!r || r->type == REDIS_REPLY_ERROR)
-		goto fail;
-	got = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && first_entry(r->element[1], id, idlen, batch, blen);
-	freeReplyObject(r);
-	if (got)
-		return 1;
-
-	r = redisCommand(c, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", GROUP, opt.consumer,
-			 block_ms, STREAM);
-	if (!r || r->type == REDIS_REPLY_ERROR)
-		goto fail;
-	got = r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2 &&
-	      first_entry(r->element[0]->element[1], id, idlen, batch, blen);
-	freeReplyObject(r);
-	return got;
-fail:
-	warnx("redis: %s", r ? r->str : c->errstr);
-	if (r)
-		freeReplyObject(r);
+	warnx("redis: %s", q->error);
+	queue_disconnect(q);
 	return -1;
 }
 
-static int command_ok(redisContext *c, redisReply *r)
+/* Logs a failed queue operation; returns rc. */
+static int logged(const struct queue *q, int rc)
 {
-	int ok = r && r->type != REDIS_REPLY_ERROR;
-	if (!ok)
-		warnx("redis: %s", r ? r->str : c->errstr);
-	if (r)
-		freeReplyObject(r);
-	return ok ? 0 : -1;
+	if (rc < 0)
+		warnx("redis: %s", q->error);
+	return rc;
 }
 
 /* Keeps the running jobs' entries fresh so no other dispatcher takes them over. */
-static int heartbeat(redisContext *c)
+static int heartbeat(struct queue *q)
 {
-	for (long i = 0; i < opt.jobs; i++) {
-		if (!slots[i].pid)
-			continue;
-		if (command_ok(c, redisCommand(c, "XCLAIM %s %s %s 0 %s JUSTID", STREAM, GROUP,
-					       opt.consumer, slots[i].entry)) != 0)
+	for (long i = 0; i < opt.jobs; i++)
+		if (slots[i].pid && logged(q, queue_keep(q, opt.consumer, slots[i].taken.id)) != 0)
 			return -1;
-	}
 	return 0;
 }
 
-static void start_job(struct job *j, const char *id, const char *batch, long attempt)
+static void start_job(struct job *j, const struct queue_job *taken)
 {
 	char attempt_s[32], last_s[2];
 	pid_t pid;
 
-	snprintf(attempt_s, sizeof attempt_s, "%ld", attempt);
-	snprintf(last_s, sizeof last_s, "%d", attempt >= opt.max_attempts);
+	snprintf(attempt_s, sizeof attempt_s, "%ld", taken->deliveries);
+	snprintf(last_s, sizeof last_s, "%d", taken->deliveries >= opt.max_attempts);
 	pid = fork();
 	if (pid < 0) {
 		warn("fork");
@@ -209,20 +111,19 @@ static void start_job(struct job *j, const char *id, const char *batch, long att
 		signal(SIGTERM, SIG_DFL);
 		setenv("IMGPIPE_ATTEMPT", attempt_s, 1);
 		setenv("IMGPIPE_LAST_ATTEMPT", last_s, 1);
-		execl(opt.script, opt.script, batch, (char *)NULL);
+		execl(opt.script, opt.script, taken->batch, (char *)NULL);
 		warn("%s", opt.script);
 		_exit(EX_UNAVAILABLE);
 	}
 	j->pid = pid;
-	snprintf(j->entry, sizeof j->entry, "%s", id);
-	snprintf(j->batch, sizeof j->batch, "%s", batch);
-	warnx("batch %s: started (job %s, attempt %ld)", batch, id, attempt);
+	j->taken = *taken;
+	warnx("batch %s: started (job %s, attempt %ld)", taken->batch, taken->id, taken->deliveries);
 }
 
 /* Collects finished jobs.  A job whose batch ended (exit 0) is acknowledged; any other
  * end leaves it pending, to be taken again after --claim-idle.  Returns -1 when Redis
  * failed (the unacknowledged job stays pending: nothing is lost). */
-static int reap(redisContext *c)
+static int reap(struct queue *q)
 {
 	int status, rc = 0;
 	pid_t pid;
@@ -234,11 +135,11 @@ static int reap(redisContext *c)
 				continue;
 			j->pid = 0;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-				warnx("batch %s: ended", j->batch);
-				if (c && command_ok(c, redisCommand(c, "XACK %s %s %s", STREAM, GROUP, j->entry)) != 0)
+				warnx("batch %s: ended", j->taken.batch);
+				if (q && logged(q, queue_ack(q, j->taken.id)) != 0)
 					rc = -1;
 			} else {
-				warnx("batch %s: process-batch %s %d; will be retried", j->batch,
+				warnx("batch %s: process-batch %s %d; will be retried", j->taken.batch,
 				      WIFEXITED(status) ? "exited" : "killed by signal",
 				      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 			}
@@ -255,31 +156,31 @@ static long now_ms(void)
 
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
  * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
-static int step(redisContext *c, long *last_beat)
+static int step(struct queue *q, long *last_beat)
 {
 	long beat_ms = opt.claim_idle_ms / 3;
 	long wait_ms = beat_ms < 1000 ? beat_ms : 1000;
-	char id[64], batch[128];
+	struct queue_job taken;
 	struct job *slot = free_slot();
 	int got;
 
 	if (slot) {
-		got = take_job(c, wait_ms, id, sizeof id, batch, sizeof batch);
+		got = logged(q, queue_take(q, opt.consumer, opt.claim_idle_ms, wait_ms, &taken));
 		if (got < 0)
 			return -1;
-		if (got && batch[0])
-			start_job(slot, id, batch, deliveries(c, id));
+		if (got && taken.batch[0])
+			start_job(slot, &taken);
 		else if (got)
-			command_ok(c, redisCommand(c, "XACK %s %s %s", STREAM, GROUP, id)); /* no batch: drop */
+			logged(q, queue_ack(q, taken.id)); /* no batch: drop */
 	} else {
 		usleep(200 * 1000);
 	}
 	if (now_ms() - *last_beat >= beat_ms) {
 		*last_beat = now_ms();
-		if (heartbeat(c) != 0)
+		if (heartbeat(q) != 0)
 			return -1;
 	}
-	return reap(c);
+	return reap(q);
 }
 
 /* Stops cleanly: no new jobs; running ones are asked to stop and stay pending (they
@@ -355,14 +256,15 @@ static void parse_args(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct config cfg;
+	struct queue q;
 	struct sigaction sa = { .sa_handler = on_term };
 	char host[64];
 	long backoff_ms = 200;
 
 	parse_args(argc, argv);
 	config_load(&cfg);
-	if (redis_url_parse(config_require("REDIS_URL", cfg.redis_url), &opt.redis) != 0)
-		errx(EX_USAGE, "REDIS_URL '%s' is not redis://[:PASSWORD@]HOST[:PORT][/DB]", cfg.redis_url);
+	if (queue_init(&q, config_require("REDIS_URL", cfg.redis_url)) != 0)
+		errx(EX_USAGE, "%s", q.error);
 	if (gethostname(host, sizeof host) != 0)
 		snprintf(host, sizeof host, "localhost");
 	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
@@ -373,14 +275,13 @@ int main(int argc, char **argv)
 	      opt.claim_idle_ms / 1000);
 
 	while (!stopping) {
-		redisContext *c = connect_redis();
 		long last_beat = now_ms();
 
-		if (c) {
+		if (connect_queue(&q) == 0) {
 			backoff_ms = 200;
-			while (!stopping && step(c, &last_beat) == 0)
+			while (!stopping && step(&q, &last_beat) == 0)
 				;
-			redisFree(c);
+			queue_disconnect(&q);
 		}
 		if (stopping)
 			break;

@@ -1,5 +1,4 @@
-/* REDIS_URL parsing (by libcurl's URL API) and the AUTH/SELECT it implies. */
-#include <err.h>
+/* REDIS_URL parsing, by libcurl's URL API. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,23 +49,4 @@ int redis_url_parse(const char *url, struct redis_url *out)
 done:
 	curl_url_cleanup(u);
 	return rc;
-}
-
-static int expect_ok(redisContext *c, redisReply *r, const char *what)
-{
-	int ok = r && r->type != REDIS_REPLY_ERROR;
-	if (!ok)
-		warnx("redis %s: %s", what, r ? r->str : c->errstr);
-	if (r)
-		freeReplyObject(r);
-	return ok ? 0 : -1;
-}
-
-int redis_url_prepare(redisContext *c, const struct redis_url *u)
-{
-	if (u->password[0] && expect_ok(c, redisCommand(c, "AUTH %s", u->password), "AUTH") != 0)
-		return -1;
-	if (u->db && expect_ok(c, redisCommand(c, "SELECT %d", u->db), "SELECT") != 0)
-		return -1;
-	return 0;
 }

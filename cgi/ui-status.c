@@ -1,0 +1,312 @@
+/* The status page (GET /status/ID for a browser): the status JSON of db_status() read
+ * with libbson and rendered through html.h, refreshing itself until the batch ends. */
+#include <stdio.h>
+#include <string.h>
+
+#include "html.h"
+#include "ui.h"
+
+/* ---- reading the status JSON ---- */
+
+/* The string v holds, or NULL. */
+static const char *string_of(const bson_iter_t *v)
+{
+	return BSON_ITER_HOLDS_UTF8(v) ? bson_iter_utf8(v, NULL) : NULL;
+}
+
+/* The number v holds, or -1 (counts and sizes are never negative). */
+static int64_t number_of(const bson_iter_t *v)
+{
+	return BSON_ITER_HOLDS_NUMBER(v) ? bson_iter_as_int64(v) : -1;
+}
+
+/* The document v holds, into *doc (which borrows its bytes); false when it holds none. */
+static bool document_of(const bson_iter_t *v, bson_t *doc)
+{
+	uint32_t len;
+	const uint8_t *data;
+
+	if (!BSON_ITER_HOLDS_DOCUMENT(v))
+		return false;
+	bson_iter_document(v, &len, &data);
+	return bson_init_static(doc, data, len);
+}
+
+/* The value at the dotted path ("message", "progress.rows_done"), into v. */
+static bool find(const bson_t *doc, const char *path, bson_iter_t *v)
+{
+	bson_iter_t it;
+
+	return bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, path, v);
+}
+
+/* The string at the path, or NULL. */
+static const char *text(const bson_t *doc, const char *path)
+{
+	bson_iter_t v;
+
+	return find(doc, path, &v) ? string_of(&v) : NULL;
+}
+
+/* The number at the path, or -1. */
+static int64_t number(const bson_t *doc, const char *path)
+{
+	bson_iter_t v;
+
+	return find(doc, path, &v) ? number_of(&v) : -1;
+}
+
+/* Starts it on the elements of doc's array key; false when there is none. */
+static bool children(const bson_t *doc, const char *key, bson_iter_t *it)
+{
+	bson_iter_t arr;
+
+	return bson_iter_init_find(&arr, doc, key) && BSON_ITER_HOLDS_ARRAY(&arr) &&
+	       bson_iter_recurse(&arr, it);
+}
+
+/* Moves it to element i of doc's array key; false when there is none. */
+static bool nth(const bson_t *doc, const char *key, uint32_t i, bson_iter_t *it)
+{
+	if (!children(doc, key, it))
+		return false;
+	while (bson_iter_next(it))
+		if (i-- == 0)
+			return true;
+	return false;
+}
+
+/* Moves it to its next document element, read into *doc; false at the end. */
+static bool next_doc(bson_iter_t *it, bson_t *doc)
+{
+	while (bson_iter_next(it))
+		if (document_of(it, doc))
+			return true;
+	return false;
+}
+
+/* ---- the status page ---- */
+
+/* A size for people: 512 B, 38.2 kB, 1.4 MB. */
+static void human_size(int64_t n)
+{
+	if (n < 1000)
+		htmlf("%lld B", (long long)n);
+	else if (n < 1000000)
+		htmlf("%.1f kB", (double)n / 1e3);
+	else
+		htmlf("%.1f MB", (double)n / 1e6);
+}
+
+static void saving(int64_t in, int64_t out)
+{
+	double pct = 100.0 * (double)(in - out) / (double)in;
+
+	htmlf(pct >= 0 ? "%.0f%% smaller" : "%.0f%% larger", pct >= 0 ? pct : -pct);
+}
+
+static int ended(const char *status)
+{
+	return status && (!strcmp(status, "completed") || !strcmp(status, "failed"));
+}
+
+/* The class that colours a status; a constant, never the status itself. */
+static const char *status_class(const char *status)
+{
+	return !status ? "" : !strcmp(status, "in queue") ? "queued" :
+	       !strcmp(status, "in progress") ? "running" : !strcmp(status, "completed") ?
+	       "completed" : !strcmp(status, "failed") ? "failed" : "";
+}
+
+/* The error of the product's image i, or NULL. */
+static const char *image_error(const bson_t *product, int64_t i)
+{
+	bson_iter_t it;
+	bson_t e;
+
+	if (children(product, "errors", &it))
+		while (next_doc(&it, &e))
+			if (number(&e, "index") == i)
+				return text(&e, "error");
+	return NULL;
+}
+
+/* An image as a thumbnail that links to it, with its size when known. */
+static void thumbnail(const char *url, int64_t bytes, const char *alt)
+{
+	html_image_link(url, alt);
+	if (bytes >= 0) {
+		html("<div class=\"size\">");
+		human_size(bytes);
+		html("</div>");
+	}
+}
+
+/* The before, after and saving cells of the product's image i. */
+static void image_cells(const bson_t *product, uint32_t i, const char *status)
+{
+	bson_iter_t v;
+	bson_t size;
+	const char *in = nth(product, "input_image_urls", i, &v) ? string_of(&v) : NULL;
+	const char *out = nth(product, "output_image_urls", i, &v) ? string_of(&v) : NULL;
+	const char *error = image_error(product, i);
+	bool sized = nth(product, "image_sizes", i, &v) && document_of(&v, &size);
+	int64_t in_bytes = sized ? number(&size, "input_bytes") : -1;
+	int64_t out_bytes = sized ? number(&size, "output_bytes") : -1;
+
+	html("<td>");
+	thumbnail(in, in_bytes, "before");
+	html("</td><td>");
+	if (out && *out) {
+		thumbnail(out, out_bytes, "after");
+	} else if (error) {
+		html("<span class=\"error\">");
+		html_txt(error);
+		html("</span>");
+	} else {
+		html(ended(status) ? "no output" : "<span class=\"pending\">pending</span>");
+	}
+	html("</td><td class=\"saving\">");
+	if (out && *out && in_bytes > 0 && out_bytes >= 0)
+		saving(in_bytes, out_bytes);
+	html("</td>");
+}
+
+/* One row an image of the product; its serial number and name span them. */
+static void product_rows(const bson_t *product, const char *status)
+{
+	bson_iter_t it;
+	uint32_t n = 0;
+
+	if (children(product, "input_image_urls", &it))
+		while (bson_iter_next(&it))
+			n++;
+	for (uint32_t i = 0; i < (n ? n : 1); i++) {
+		html("<tr>");
+		if (i == 0) {
+			htmlf("<td rowspan=\"%u\">%lld</td><td rowspan=\"%u\">", n ? n : 1,
+				(long long)number(product, "serial_no"), n ? n : 1);
+			html_txt(text(product, "product_name"));
+			html("</td>");
+		}
+		image_cells(product, i, status);
+		html("</tr>\n");
+	}
+}
+
+static void products_table(const bson_t *st)
+{
+	const char *status = text(st, "status");
+	bson_iter_t it, first;
+	bson_t product;
+
+	if (!children(st, "products", &it) || (first = it, !bson_iter_next(&first))) {
+		html("<p>No products yet.</p>\n");
+		return;
+	}
+	html("<table>\n<thead><tr><th>S. No.</th><th>Product</th><th>Before</th><th>After</th>"
+	      "<th>Saving</th></tr></thead>\n<tbody>\n");
+	while (next_doc(&it, &product))
+		product_rows(&product, status);
+	html("</tbody>\n</table>\n");
+}
+
+/* The sizes of all the images compressed so far, and what they saved. */
+static void total_sizes(const bson_t *st)
+{
+	int64_t in = 0, out = 0;
+	bson_iter_t products, sizes;
+	bson_t product, size;
+
+	if (children(st, "products", &products))
+		while (next_doc(&products, &product))
+			if (children(&product, "image_sizes", &sizes))
+				while (next_doc(&sizes, &size))
+					if (number(&size, "input_bytes") >= 0 &&
+					    number(&size, "output_bytes") >= 0) {
+						in += number(&size, "input_bytes");
+						out += number(&size, "output_bytes");
+					}
+	if (in <= 0)
+		return;
+	html("<p>Compressed images: ");
+	human_size(in);
+	html(" before, ");
+	human_size(out);
+	html(" after, ");
+	saving(in, out);
+	html(".</p>\n");
+}
+
+/* The status, the progress bar, the counts and the links. */
+static void summary(const bson_t *st)
+{
+	const char *status = text(st, "status"), *id = text(st, "batch_id");
+	int64_t total = number(st, "progress.images_total");
+	int64_t done = number(st, "progress.images_done");
+	int64_t failed = number(st, "progress.images_failed");
+	int pct = total > 0 ? (int)((done + failed) * 100 / total) : ended(status) ? 100 : 0;
+
+	htmlf("<p><span class=\"status %s\">", status_class(status));
+	html_txt(status ? status : "unknown");
+	html("</span> ");
+	html_txt(text(st, "message"));
+	htmlf("</p>\n<progress max=\"100\" value=\"%d\">%d%%</progress>\n", pct, pct);
+	htmlf("<p>%lld of %lld images done, %lld failed; %lld of %lld rows valid, "
+		"%lld rejected.</p>\n", (long long)done, (long long)total, (long long)failed,
+		(long long)number(st, "progress.rows_done"),
+		(long long)number(st, "progress.rows_total"),
+		(long long)number(st, "progress.rows_failed"));
+	total_sizes(st);
+	html("<p><a class=\"csv\" href=\"/status/");
+	html_txt(id);
+	html("?format=csv\">Output CSV</a> &middot; <a href=\"/status/");
+	html_txt(id);
+	html("?format=json\">JSON</a> &middot; created ");
+	html_txt(text(st, "created_at"));
+	html(", updated ");
+	html_txt(text(st, "updated_at"));
+	html("</p>\n");
+}
+
+static void row_errors(const bson_t *st)
+{
+	bson_iter_t it;
+	bson_t e;
+	int first = 1;
+
+	if (!children(st, "row_errors", &it))
+		return;
+	while (next_doc(&it, &e)) {
+		if (first)
+			html("<h2>Rejected rows</h2>\n<ul>\n");
+		first = 0;
+		htmlf("<li>line %lld: <span class=\"error\">", (long long)number(&e, "line"));
+		html_txt(text(&e, "error"));
+		html("</span></li>\n");
+	}
+	if (!first)
+		html("</ul>\n");
+}
+
+void ui_status(const bson_t *st)
+{
+	const char *id = text(st, "batch_id"), *status = text(st, "status");
+	char title[64];
+
+	snprintf(title, sizeof title, "Batch %s", id ? id : "");
+	if (html_page_open(title, !ended(status)))
+		return;
+	html("<h1>Batch <code>");
+	html_txt(id);
+	html("</code></h1>\n");
+	summary(st);
+	products_table(st);
+	row_errors(st);
+	if (text(st, "webhook_url")) {
+		html("<p>Webhook: <code>");
+		html_txt(text(st, "webhook_url"));
+		html("</code></p>\n");
+	}
+	html_page_send(200, NULL);
+}
