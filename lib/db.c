@@ -455,6 +455,21 @@ int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 
 /* ---- the output CSV ---- */
 
+/* Writes one quoted CSV field.  A cell that a spreadsheet would run as a formula gets a
+ * leading ' (OWASP's advice for CSV injection), so "=HYPERLINK(...)" shows as text. */
+static int write_cell(FILE *out, const char *s, size_t len)
+{
+	char *guarded;
+	int rc;
+
+	if (len == 0 || !strchr("=+-@\t\r", s[0]))
+		return csv_fwrite(out, s, len);
+	guarded = bson_strdup_printf("'%.*s", (int)len, s);
+	rc = csv_fwrite(out, guarded, len + 1);
+	bson_free(guarded);
+	return rc;
+}
+
 /* Writes the strings of the product's array field comma-joined as one quoted CSV field. */
 static int write_url_field(FILE *out, const bson_t *product, const char *field)
 {
@@ -471,7 +486,7 @@ static int write_url_field(FILE *out, const bson_t *product, const char *field)
 				bson_string_append(s, bson_iter_utf8(&url, NULL));
 			first = 0;
 		}
-	rc = csv_fwrite(out, s->str, s->len);
+	rc = write_cell(out, s->str, s->len);
 	bson_string_free(s, true);
 	return rc;
 }
@@ -483,7 +498,7 @@ static int write_csv_row(FILE *out, const bson_t *product)
 	if (!name)
 		name = "";
 	if (fprintf(out, "%lld,", (long long)rec_int(product, "serial_no", 0)) < 0 ||
-	    csv_fwrite(out, name, strlen(name)) != 0 || putc(',', out) == EOF ||
+	    write_cell(out, name, strlen(name)) != 0 || putc(',', out) == EOF ||
 	    write_url_field(out, product, "input_image_urls") != 0 || putc(',', out) == EOF ||
 	    write_url_field(out, product, "output_image_urls") != 0 || putc('\n', out) == EOF)
 		return -1;

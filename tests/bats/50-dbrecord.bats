@@ -176,6 +176,19 @@ EOF
 )"
 }
 
+@test "show --csv writes cells a spreadsheet would run as formulas with a leading quote" {
+	local name n=0
+	for name in '=HYPERLINK("http://evil.example","x")' '+1+1' '-2' '@SUM(A1)' $'\tTab' 'Plain -1'; do
+		jq -nc --arg id "$ID" --arg name "$name" --argjson n "$((++n))" \
+			'{batch_id: $id, serial_no: $n, product_name: $name, input_image_urls: ["http://img/a.jpg"]}'
+	done | dbrecord >/dev/null
+	run dbrecord show "$ID" --csv
+	assert_success
+	# Read back with Python's csv module, as a spreadsheet import would split the fields.
+	run python3 -c 'import csv, sys; [print(r[1]) for r in list(csv.reader(sys.stdin))[1:]]' <<<"$output"
+	assert_output "$(printf '%s\n' \''=HYPERLINK("http://evil.example","x")' \''+1+1' \''-2' \''@SUM(A1)' \'$'\tTab' 'Plain -1')"
+}
+
 # Writes N products of two images each, every fifth with a failed second image, and
 # every twentieth row invalid; products first, then the images in the given order.
 big_batch() {
