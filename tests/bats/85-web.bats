@@ -166,7 +166,7 @@ submit_wait() {
 }
 
 @test "in headless Chromium: upload through the form, follow the page to the end, screenshot it" {
-	[ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium: run imgpipe setup"
+	[ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium: run scripts/setup --test"
 	local browser=$ROOT/tests/browser shots=("$BATS_FILE_TMPDIR")
 	[ -d "$browser/node_modules/playwright-core" ] ||
 		npm install --prefix "$browser" --no-audit --no-fund >"$BATS_FILE_TMPDIR/npm.log" 2>&1 ||
