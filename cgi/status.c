@@ -7,8 +7,7 @@
 #include "db.h"
 #include "ui.h"
 
-/* Only the ids upload.c makes; anything else (a path, a long id) never reaches the database. */
-static int id_valid(const char *id)
+int batch_id_valid(const char *id)
 {
 	return strlen(id) == BATCH_ID_LEN && strspn(id, "0123456789abcdef") == BATCH_ID_LEN;
 }
@@ -74,7 +73,7 @@ void status(const struct request *rq, const char *id)
 	}
 	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
 		reply_error(400, NULL, "format must be csv or json");
-	else if (!id_valid(id))
+	else if (!batch_id_valid(id))
 		reply_error(404, NULL, "no such batch: a batch id is %d lowercase hex digits",
 			    BATCH_ID_LEN);
 	else if (!rq->cfg->mongodb_uri)
