@@ -1,6 +1,6 @@
 /* imgpipe.cgi, the HTTP endpoint (RFC 3875), laid out as cgit is: cgi.c reads the request
  * and routes it; home.c, upload.c, status.c, control.c (retry, cancel), healthz.c and
- * metrics.c answer; for a browser, ui-*.c render the web pages (ui.h) and html.c alone
+ * metrics.c (with backend.h's bounded connections) answer; for a browser, ui-*.c render the web pages (ui.h) and html.c alone
  * writes their markup (html.h); multipart.c reads request bodies with GMime; reply.c
  * writes responses.  Jobs go to the dispatcher through the
  * library's queue (queue.h). */

@@ -1,29 +1,19 @@
 /* GET /healthz: one real round trip to each backend (a MongoDB ping, a Redis PING, an S3
- * HEAD of the bucket), each bounded by CHECK_TIMEOUT_MS, so that a backend that hangs
+ * HEAD of the bucket), each bounded by BACKEND_TIMEOUT_MS, so that a backend that hangs
  * (stopped, or its network gone) answers "unavailable" rather than hanging the check.
  * 200 {"ok": true, "backends": {"mongodb": "ok", "redis": "ok", "s3": "ok"}}, or 503 with
  * "ok": false and "error" naming each backend that did not answer.  The route is public
  * (load balancers call it), so the reasons go to the server's error log only. */
+#include "backend.h"
 #include "cgi.h"
-#include "db.h"
-#include "queue.h"
 #include "s3.h"
-
-#define CHECK_TIMEOUT_MS 1000
 
 static int check_mongodb(const struct config *cfg, char *why, size_t len)
 {
 	struct db d;
-	bson_error_t err;
 
-	if (!cfg->mongodb_uri) {
-		snprintf(why, len, "MONGODB_URI is not set");
+	if (backend_db(&d, cfg, why, len))
 		return -1;
-	}
-	if (db_open_within(&d, cfg, CHECK_TIMEOUT_MS, &err)) {
-		snprintf(why, len, "%s", err.message);
-		return -1;
-	}
 	db_close(&d);
 	return 0;
 }
@@ -31,14 +21,12 @@ static int check_mongodb(const struct config *cfg, char *why, size_t len)
 static int check_redis(const struct config *cfg, char *why, size_t len)
 {
 	struct queue q;
-	int rc = queue_init(&q, cfg->redis_url);
+	int rc = backend_queue(&q, cfg, why, len);
 
-	q.timeout_ms = CHECK_TIMEOUT_MS;
-	rc = rc || queue_connect(&q) || queue_ping(&q);
-	if (rc)
+	if (rc == 0 && (rc = queue_ping(&q)) != 0)
 		snprintf(why, len, "%s", q.error);
 	queue_disconnect(&q);
-	return rc ? -1 : 0;
+	return rc;
 }
 
 static int check_s3(const struct config *cfg, char *why, size_t len)
@@ -52,7 +40,7 @@ static int check_s3(const struct config *cfg, char *why, size_t len)
 	}
 	s3_open(&s, cfg);
 	s.retries = 0;          /* a health check reports; the clients retry */
-	rc = s3_head_bucket(&s, CHECK_TIMEOUT_MS);
+	rc = s3_head_bucket(&s, BACKEND_TIMEOUT_MS);
 	if (rc)
 		snprintf(why, len, "%s", s.error);
 	s3_close(&s);

@@ -7,11 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "cgi.h"
-#include "db.h"
-#include "queue.h"
-
-#define BACKEND_TIMEOUT_MS 1000
 #define STAGE_PREFIX "stage_errors:"
 
 /* The counters of QUEUE_METRICS shown even before process-batch first writes them. */
@@ -110,14 +107,11 @@ static int collect(const struct config *cfg, FILE *out, char *why, size_t len)
 	struct queue q;
 	struct db d;
 	bson_error_t err;
+	char reason[512];
 	int rc;
 
-	if (!cfg->mongodb_uri) {
-		snprintf(why, len, "MongoDB unavailable: MONGODB_URI is not set");
-		return -1;
-	}
-	if (db_open_within(&d, cfg, BACKEND_TIMEOUT_MS, &err)) {
-		snprintf(why, len, "MongoDB unavailable: %s", err.message);
+	if (backend_db(&d, cfg, reason, sizeof reason)) {
+		snprintf(why, len, "MongoDB unavailable: %s", reason);
 		return -1;
 	}
 	rc = db_batch_counts(&d, counts, &err);
@@ -126,11 +120,11 @@ static int collect(const struct config *cfg, FILE *out, char *why, size_t len)
 		snprintf(why, len, "MongoDB unavailable: %s", err.message);
 		return -1;
 	}
-	rc = queue_init(&q, cfg->redis_url);
-	q.timeout_ms = BACKEND_TIMEOUT_MS;
-	rc = rc || queue_connect(&q) || queue_stats(&q, &st);
+	rc = backend_queue(&q, cfg, reason, sizeof reason);
+	if (rc == 0 && (rc = queue_stats(&q, &st)) != 0)
+		snprintf(reason, sizeof reason, "%s", q.error);
 	if (rc) {
-		snprintf(why, len, "Redis unavailable: %s", q.error);
+		snprintf(why, len, "Redis unavailable: %s", reason);
 	} else {
 		write_batches(out, counts);
 		write_queue(out, &st);

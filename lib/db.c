@@ -597,12 +597,12 @@ int db_batch_retry(struct db *d, const char *id, bson_t *before, bson_error_t *e
 			 before, err);
 }
 
-/* What a retry changed besides ending and updatedAt. */
-static const char *const retry_changes[] = { "status", "message", "cancel_requested", NULL };
+/* What a retry changes, besides updatedAt. */
+static const char *const retry_changes[] = { "status", "message", "ending", "cancel_requested", NULL };
 
 int db_batch_unretry(struct db *d, const char *id, const bson_t *before, bson_error_t *err)
 {
-	bson_t *set = BCON_NEW("updatedAt", BCON_DATE_TIME(db_now()));
+	bson_t *set = BCON_NEW("updatedAt", BCON_DATE_TIME(db_now())), *unset = bson_new();
 	bson_t *update = bson_new();
 	bson_iter_t it;
 	int rc;
@@ -610,10 +610,14 @@ int db_batch_unretry(struct db *d, const char *id, const bson_t *before, bson_er
 	for (const char *const *f = retry_changes; *f; f++)
 		if (bson_iter_init_find(&it, before, *f))
 			bson_append_iter(set, NULL, 0, &it);
+		else
+			BSON_APPEND_UTF8(unset, *f, "");
 	BSON_APPEND_DOCUMENT(update, "$set", set);
-	BCON_APPEND(update, "$inc", "{", "ending", BCON_INT32(-1), "}");
+	if (!bson_empty(unset))
+		BSON_APPEND_DOCUMENT(update, "$unset", unset);
 	rc = modify_if(d, id, BCON_NEW("status", BCON_UTF8("in queue")), update, NULL, err);
 	bson_destroy(set);
+	bson_destroy(unset);
 	return rc;
 }
 

@@ -112,6 +112,23 @@ wait_idle() {
 	assert_output '[1,[0,1]]'
 }
 
+@test "a retry whose job cannot be queued is undone: 503, and the batch as it was" {
+	id=$(submit "S. No.,Product Name,Input Image Urls
+1,Gone,$HTTPD_URL/gone-for-good.jpg")
+	wait_for "$id" 60 '.status == "failed"'
+	before=$(field "$id" '[.status, .message, .ending] | tojson')
+	# in database 1 the stream's name holds a string, so XADD fails after the update
+	redis-cli -u "$REDIS_URL" -n 1 SET imgpipe:jobs not-a-stream >/dev/null
+	run env REQUEST_METHOD=POST PATH_INFO="/status/$id/retry" REDIS_URL="$REDIS_URL/1" imgpipe.cgi
+	redis-cli -u "$REDIS_URL" -n 1 DEL imgpipe:jobs >/dev/null
+	assert_line "Status: 503 Service Unavailable"
+	assert_line --partial '"Redis unavailable: XADD: WRONGTYPE'
+	assert_equal "$(field "$id" '[.status, .message, .ending] | tojson')" "$before"
+	run answer POST "/status/$id/retry"
+	assert_output --regexp '^202 '
+	wait_for "$id" 60 '.status == "failed" and .ending == 1'
+}
+
 @test "cancel a running batch of 200 rows: it ends cancelled within 10 s and fetches no more" {
 	products 200 >"$BATS_TEST_TMPDIR/big.csv"
 	id=$(imgpipe submit "$BATS_TEST_TMPDIR/big.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id)
@@ -264,7 +281,10 @@ wait_idle() {
 1,One,$HTTPD_URL/autumn.jpg
 2,Gone,$HTTPD_URL/gone.jpg")
 	wait_for "$id" 60 '.status == "completed"'
-	sleep 0.5
+	for _ in $(seq 100); do
+		grep -q "batch=$id stage=dispatch event=ended " "$IMGPIPE_HOME/log/dispatch.log" && break
+		sleep 0.1
+	done
 	run grep "batch=$id " "$IMGPIPE_HOME/log/dispatch.log"
 	assert_success
 	logfmt='^ts=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{3}Z host=[^ ]+ batch='"$id"' stage=[a-z0-9_.-]+ event=[a-z_]+( ms=[0-9]+)? msg="([^"\\]|\\.)*"$'
