@@ -95,6 +95,27 @@ assert_no_files() {
 	done
 }
 
+@test "every signature gives its format's content_type and suffix" {
+	# Bodies that start with a signature ('?' bytes as x) and end in filler: only the
+	# first bytes decide, so no real image is needed.
+	declare -A want=(['\xff\xd8\xff']="image/jpeg jpg" ['\x89PNG\r\n\x1a\n']="image/png png"
+		[RIFFxxxxWEBP]="image/webp webp" [GIF87a]="image/gif gif" [GIF89a]="image/gif gif"
+		[xxxxftypavif]="image/avif avif" [xxxxftypavis]="image/avif avif"
+		[xxxxftypheic]="image/heif heic" [xxxxftypheix]="image/heif heic"
+		[xxxxftypmif1]="image/heif heic" [xxxxftypmsf1]="image/heif heic"
+		['II*\0']="image/tiff tif" ['MM\0*']="image/tiff tif")
+	n=0
+	for sig in "${!want[@]}"; do
+		n=$((n + 1))
+		printf "$sig%s" "-some-filler-bytes" >"$WWW/sig-$n"
+		fetch "$HTTPD_URL/sig-$n"
+		assert_success
+		file=$(field file)
+		assert_equal "$(field content_type) ${file##*.}" "${want[$sig]}"
+		cmp "$file" "$WWW/sig-$n"
+	done
+}
+
 @test "the type comes from the bytes, not from the name or the server" {
 	fetch "$HTTPD_URL/png-named.jpg"
 	assert_success

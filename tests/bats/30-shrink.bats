@@ -79,6 +79,10 @@ rgb() {
 		run shrink $args </dev/null
 		assert_failure 64
 	done
+	# TIFF is a format of the pipeline (fetchimg takes it) but not one shrink writes.
+	run shrink --format tiff "$D/photo.jpg" "$OUT/x.tif"
+	assert_failure 64
+	assert_line --index 0 "shrink: unknown --format 'tiff'"
 }
 
 # ---- JPEG ----
@@ -224,6 +228,8 @@ rgb() {
 	assert_equal "$(field "$OUT/b.webp" vips-loader)" pngload
 	shrink "$D/photo.jpg" "$OUT/c"
 	assert_equal "$(field "$OUT/c" vips-loader)" jpegload
+	shrink "$D/photo.webp" "$OUT/d.tif"    # a suffix of a format shrink does not write
+	assert_equal "$(field "$OUT/d.tif" vips-loader)" webpload
 }
 
 # ---- refusals, before decoding ----

@@ -32,6 +32,22 @@ teardown_file() {
 	assert_output image/jpeg
 }
 
+@test "s3put FILE KEY sends the Content-Type KEY's suffix names, else FILE's" {
+	declare -A type=([jpg]=image/jpeg [JPEG]=image/jpeg [png]=image/png [webp]=image/webp
+		[gif]=image/gif [avif]=image/avif [heic]=image/heif [heif]=image/heif
+		[tif]=image/tiff [tiff]=image/tiff [csv]=text/csv)
+	for ext in "${!type[@]}"; do
+		run s3put "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/types/x.$ext"
+		assert_success
+		run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/types/x.$ext"
+		assert_output "${type[$ext]}"
+	done
+	run s3put "$BATS_FILE_TMPDIR/in.png" "images/$RUN/types/no-suffix"
+	assert_success
+	run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/types/no-suffix"
+	assert_output image/png
+}
+
 @test "s3get round-trips a 48 MiB object, streaming it" {
 	run s3put "$BATS_FILE_TMPDIR/big.bin" "images/$RUN/big.bin"
 	assert_success

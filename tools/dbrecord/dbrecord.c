@@ -7,13 +7,13 @@
 #include <getopt.h>
 #include <poll.h>
 #include <string.h>
-#include <time.h>
 
+#include "backoff.h"
 #include "db.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
-#define BACKOFF_FIRST_US 100000
-#define BACKOFF_MAX_US 5000000
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 5000
 #define DUPLICATE_KEY 11000        /* a concurrent upsert inserted the document first */
 
 static const char usage[] =
@@ -40,10 +40,10 @@ struct item {
 	int64_t urls;              /* its number of input URLs; -1 while unknown */
 };
 
-/* Exponential backoff within --retry-for seconds of the first failure. */
+/* Exponential backoff with jitter within --retry-for seconds of the first failure. */
 struct retry {
 	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
-	int64_t delay;
+	int retries;
 };
 
 static struct config cfg;
@@ -79,15 +79,14 @@ static int connection_lost(const bson_error_t *err, const bson_t *reply)
  * else exits 69. */
 static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
 {
-	int64_t now = bson_get_monotonic_time(), pause;
+	int64_t now = bson_get_monotonic_time(), left_ms;
 	int lost = connection_lost(err, reply);
-	struct timespec ts;
+	long pause_ms;
 
 	if (!lost && err->code != DUPLICATE_KEY)
 		errx(EX_UNAVAILABLE, "MongoDB at %s failed: %s", where(), err->message);
 	if (!r->deadline) {
 		r->deadline = now + (int64_t)retry_for * 1000000;
-		r->delay = BACKOFF_FIRST_US;
 		if (lost && retry_for > 0)
 			warnx("MongoDB at %s: %s; retrying for up to %ld s", where(), err->message,
 			      retry_for);
@@ -95,11 +94,9 @@ static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t
 	if (now >= r->deadline)
 		errx(EX_UNAVAILABLE, "MongoDB at %s unreachable for %ld s: %s", where(), retry_for,
 		     err->message);
-	pause = r->delay < r->deadline - now ? r->delay : r->deadline - now;
-	ts.tv_sec = pause / 1000000;
-	ts.tv_nsec = pause % 1000000 * 1000;
-	nanosleep(&ts, NULL);
-	r->delay = r->delay * 2 < BACKOFF_MAX_US ? r->delay * 2 : BACKOFF_MAX_US;
+	pause_ms = backoff_ms(BACKOFF_FIRST_MS, BACKOFF_MAX_MS, ++r->retries);
+	left_ms = (r->deadline - now + 999) / 1000;
+	sleep_ms(pause_ms < left_ms ? pause_ms : (long)left_ms);
 }
 
 static void connect_db(void)

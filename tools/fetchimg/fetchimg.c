@@ -23,12 +23,13 @@
 
 #include <curl/curl.h>
 
+#include "backoff.h"
+#include "format.h"
 #include "imgpipe.h"
 
-#define HEAD_BYTES     16     /* enough to sniff every accepted format */
 #define MAX_REDIRECTS  5
 #define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
-#define BACKOFF_MS     500    /* wait before the first retry; it doubles each time */
+#define BACKOFF_MS     500    /* first retry's wait, doubled each time (see backoff.h) */
 #define BACKOFF_MAX_MS 30000
 
 static const char usage[] =
@@ -59,45 +60,6 @@ static struct {
 } opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 0 };
 
 /* ---- what an image is ---- */
-
-#define SIG(s) s, sizeof s - 1
-
-/* Signatures of the accepted formats; '?' matches any byte. */
-static const struct magic {
-	const char *sig;
-	size_t len;
-	const char *type;
-	const char *ext;
-} magic[] = {
-	{ SIG("\xff\xd8\xff"), "image/jpeg", "jpg" },
-	{ SIG("\x89PNG\r\n\x1a\n"), "image/png", "png" },
-	{ SIG("RIFF????WEBP"), "image/webp", "webp" },
-	{ SIG("GIF87a"), "image/gif", "gif" },
-	{ SIG("GIF89a"), "image/gif", "gif" },
-	{ SIG("????ftypavif"), "image/avif", "avif" },
-	{ SIG("????ftypavis"), "image/avif", "avif" },
-	{ SIG("????ftypheic"), "image/heif", "heic" },
-	{ SIG("????ftypheix"), "image/heif", "heic" },
-	{ SIG("????ftypmif1"), "image/heif", "heif" },
-	{ SIG("????ftypmsf1"), "image/heif", "heif" },
-	{ SIG("II*\0"), "image/tiff", "tif" },
-	{ SIG("MM\0*"), "image/tiff", "tif" },
-};
-
-static const struct magic *sniff(const unsigned char *b, size_t n)
-{
-	for (size_t i = 0; i < sizeof magic / sizeof *magic; i++) {
-		const struct magic *m = &magic[i];
-		size_t k = 0;
-		if (n < m->len)
-			continue;
-		while (k < m->len && (m->sig[k] == '?' || (unsigned char)m->sig[k] == b[k]))
-			k++;
-		if (k == m->len)
-			return m;
-	}
-	return NULL;
-}
 
 /* Says what a body that is no image starts with, for the error. */
 static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
@@ -197,10 +159,10 @@ struct job {
 	char errbuf[CURL_ERROR_SIZE];
 	char *fail;                        /* why this try failed, once it did */
 	char refused[96];                  /* the first address refused */
-	unsigned char head[HEAD_BYTES];    /* the first bytes, kept until the type is sniffed */
+	unsigned char head[FORMAT_SNIFF_BYTES];   /* kept until the type is sniffed */
 	size_t headlen;
 	curl_off_t bytes;                  /* body bytes received */
-	const struct magic *type;
+	const struct image_format *type;
 	char *path;                        /* output file, once the type is known */
 	int fd;
 };
@@ -261,7 +223,7 @@ static int create_file(struct job *j)
 	char *stem = file_stem(j->rec);
 	const char *dir = opt.dir ? opt.dir : "";
 	const char *slash = *dir && dir[strlen(dir) - 1] != '/' ? "/" : "";
-	const char *ext = j->type->ext;
+	const char *ext = j->type->suffix;
 
 	if (stem) {
 		j->path = bson_strdup_printf("%s%s%s.%s", dir, slash, stem, ext);
@@ -312,7 +274,7 @@ static int start_file(struct job *j)
 {
 	char what[64];
 
-	j->type = sniff(j->head, j->headlen);
+	j->type = format_sniff(j->head, j->headlen);
 	if (!j->type) {
 		describe(j->head, j->headlen, what, sizeof what);
 		job_fail(j, "not an image (%s)", what);
@@ -359,10 +321,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *p)
 	if (!is_2xx(j))
 		return len;    /* an error page: only its status matters */
 	if (j->fd < 0) {
-		take = len < HEAD_BYTES - j->headlen ? len : HEAD_BYTES - j->headlen;
+		take = len < FORMAT_SNIFF_BYTES - j->headlen ? len : FORMAT_SNIFF_BYTES - j->headlen;
 		memcpy(j->head + j->headlen, data, take);
 		j->headlen += take;
-		if (j->headlen < HEAD_BYTES)
+		if (j->headlen < FORMAT_SNIFF_BYTES)
 			return len;
 		if (start_file(j) != 0)
 			return 0;
@@ -579,10 +541,10 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 
 	curl_multi_remove_handle(r->multi, j->h);
 	if (j->fail && transient && j->attempts < opt.retries) {
-		int64_t wait = (int64_t)BACKOFF_MS << j->attempts++;
+		j->attempts++;
 		warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
 		job_reset(j);
-		j->retry_at = now_ms() + (wait < BACKOFF_MAX_MS ? wait : BACKOFF_MAX_MS);
+		j->retry_at = now_ms() + backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts);
 		return;
 	}
 	if (j->fail) {
@@ -593,7 +555,7 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 		bson_copy_to_excluding_noinit(j->rec, out, "file", "input_bytes", "content_type", NULL);
 		BSON_APPEND_UTF8(out, "file", j->path);
 		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
-		BSON_APPEND_UTF8(out, "content_type", j->type->type);
+		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
 	}
 	emit(out);
 	bson_destroy(out);

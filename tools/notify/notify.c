@@ -140,9 +140,9 @@ static int deliver(CURL *c, const struct opts *o, struct delivery *d)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &d->status);
 		if (cc == CURLE_OK && d->status / 100 == 2)
 			break;
-		if (hopeless(cc) || d->attempts >= o->attempts)
+		if (hopeless(cc) || !backoff_retry(o->backoff_ms, BACKOFF_CAP_MS, d->attempts,
+						   (int)o->attempts))
 			break;
-		backoff_sleep(o->backoff_ms, BACKOFF_CAP_MS, d->attempts);
 	}
 	curl_easy_reset(c);     /* drops its pointers to h, the body and errbuf; keeps the connection */
 	curl_slist_free_all(h);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "format.h"
 #include "s3.h"
 
 static const char usage[] =
@@ -18,37 +19,14 @@ static const char usage[] =
 	"Exit: 0 done, 64 usage, 65 unreadable FILE, 69 store refused or unreachable,\n"
 	"74 stdout unwritable, 75 store failing after the retries.\n";
 
-/* An image (or CSV) format: its name as shrink reports it, a file extension, a MIME type. */
-struct format {
-	const char *name, *ext, *type;
-};
-
-static const struct format formats[] = {
-	{ "jpeg", "jpg", "image/jpeg" },
-	{ "png", "png", "image/png" },
-	{ "webp", "webp", "image/webp" },
-	{ "gif", "gif", "image/gif" },
-	{ "avif", "avif", "image/avif" },
-	{ "heif", "heic", "image/heif" },
-	{ "tiff", "tif", "image/tiff" },
-	{ "csv", "csv", "text/csv" },
-};
-
-/* The format called word, by name or extension (jpeg, jpg, JPG...), or NULL. */
-static const struct format *format_find(const char *word)
+/* The format of an upload called word, by name or suffix: an image format, or CSV (s3put
+ * stores the products' CSV files too), else NULL. */
+static const struct image_format *upload_format(const char *word)
 {
-	for (size_t i = 0; word && i < sizeof formats / sizeof *formats; i++)
-		if (strcasecmp(word, formats[i].name) == 0 || strcasecmp(word, formats[i].ext) == 0)
-			return &formats[i];
-	return NULL;
-}
+	/* No image: only the fields s3put reads. */
+	static const struct image_format csv = { .name = "csv", .suffix = "csv", .mime = "text/csv" };
 
-/* The format of a file from its extension, or NULL. */
-static const struct format *format_of_path(const char *path)
-{
-	const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
-
-	return dot && (!slash || dot > slash) ? format_find(dot + 1) : NULL;
+	return word && strcasecmp(word, csv.name) == 0 ? &csv : format_named(word);
 }
 
 /* A batch id goes into keys and URLs as it is: letters, digits, '-' and '_' only. */
@@ -64,13 +42,13 @@ static int batch_id_ok(const char *id)
 
 static void put_one(struct s3 *s, const char *file, const char *key, int public_read)
 {
-	const struct format *f = format_of_path(key);
+	const struct image_format *f = upload_format(path_suffix(key));
 	char *url;
 	int rc;
 
 	if (!f)
-		f = format_of_path(file);
-	rc = s3_put_file(s, file, key, f ? f->type : NULL, public_read);
+		f = upload_format(path_suffix(file));
+	rc = s3_put_file(s, file, key, f ? f->mime : NULL, public_read);
 	if (rc)
 		errx(rc, "%s", s->error);
 	if (!(url = s3_public_url(s->cfg, key)))
@@ -86,7 +64,7 @@ static bson_t *put_record(struct s3 *s, const bson_t *rec, int public_read, int 
 {
 	const char *file = rec_str(rec, "output_file"), *batch = rec_str(rec, "batch_id");
 	int64_t serial = rec_int(rec, "serial_no", -1), index = rec_int(rec, "index", -1);
-	const struct format *f = format_find(rec_str(rec, "format"));
+	const struct image_format *f = upload_format(rec_str(rec, "format"));
 	char *key, *url;
 	bson_t *out;
 
@@ -95,13 +73,13 @@ static bson_t *put_record(struct s3 *s, const bson_t *rec, int public_read, int 
 		return rec_error(rec, "s3put: a record with output_file needs batch_id (letters, "
 				 "digits, - and _), serial_no and index");
 	if (!f)
-		f = format_of_path(file);
+		f = upload_format(path_suffix(file));
 	if (!f)
 		return rec_error(rec, "s3put: unknown format of %s (no known format or extension)",
 				 file);
 	key = bson_strdup_printf("images/%s/%" PRId64 "-%" PRId64 ".%s", batch, serial, index,
-				 f->ext);
-	*rc = s3_put_file(s, file, key, f->type, public_read);
+				 f->suffix);
+	*rc = s3_put_file(s, file, key, f->mime, public_read);
 	url = *rc ? NULL : s3_public_url(s->cfg, key);
 	if (*rc || !url) {
 		out = rec_error(rec, "s3put: %s", *rc ? s->error : "out of memory");

@@ -17,6 +17,7 @@
 
 #include <vips/vips.h>
 
+#include "format.h"
 #include "imgpipe.h"
 
 static const char usage[] =
@@ -35,7 +36,7 @@ static const char usage[] =
 
 struct options {
 	int quality;
-	const struct format *format;    /* NULL: keep the input's */
+	const struct image_format *format;   /* NULL: keep the input's */
 	double scale;
 	long max_mp;
 	const char *out_dir;
@@ -43,22 +44,10 @@ struct options {
 
 typedef int (*saver)(VipsImage *img, const char *path, int quality);
 
-/* A format shrink reads and writes: its name (in --format and the "format" field), its
- * name in messages, the suffix of its files, the libvips loader that reads it. */
-struct format {
-	const char *name;
-	const char *label;
-	const char *suffix;
-	const char *loader;
-	int animated;           /* holds several frames */
-	int alpha;              /* holds transparency */
-	saver save;
-};
-
 /* What became of one image. */
 struct result {
 	char *path;
-	const struct format *format;
+	const struct image_format *format;
 	int64_t bytes;
 	int width, height;      /* of one frame */
 };
@@ -105,32 +94,25 @@ static int save_heif(VipsImage *img, const char *path, int q)
 			     "strip", TRUE, NULL);
 }
 
-static const struct format formats[] = {
-	{"jpeg", "JPEG", "jpg", "jpegload", 0, 0, save_jpeg},
-	{"png", "PNG", "png", "pngload", 0, 1, save_png},
-	{"webp", "WebP", "webp", "webpload", 1, 1, save_webp},
-	{"gif", "GIF", "gif", "gifload", 1, 1, save_gif},
-	{"heif", "HEIF", "heic", "heifload", 0, 1, save_heif},
-	{"avif", "AVIF", "avif", "heifload", 0, 1, save_avif},
-};
-#define NFORMATS (sizeof formats / sizeof formats[0])
-
-/* The format called name, by its name or its file suffix (jpg, heic), or NULL. */
-static const struct format *format_named(const char *name)
+/* How shrink writes format, or NULL for one it does not handle (TIFF). */
+static saver saver_of(const struct image_format *format)
 {
-	for (size_t i = 0; i < NFORMATS; i++)
-		if (strcasecmp(name, formats[i].name) == 0 || strcasecmp(name, formats[i].suffix) == 0)
-			return &formats[i];
+	switch (format->id) {
+	case FORMAT_JPEG: return save_jpeg;
+	case FORMAT_PNG: return save_png;
+	case FORMAT_WEBP: return save_webp;
+	case FORMAT_GIF: return save_gif;
+	case FORMAT_HEIF: return save_heif;
+	case FORMAT_AVIF: return save_avif;
+	case FORMAT_TIFF: break;
+	}
 	return NULL;
 }
 
-/* The format libvips reads with loader (HEIF for heifload), or NULL. */
-static const struct format *format_of_loader(const char *loader)
+/* format when shrink reads and writes it, else NULL (also for a NULL format). */
+static const struct image_format *shrinkable(const struct image_format *format)
 {
-	for (size_t i = 0; i < NFORMATS; i++)
-		if (strcmp(loader, formats[i].loader) == 0)
-			return &formats[i];
-	return NULL;
+	return format && saver_of(format) ? format : NULL;
 }
 
 /* ---- errors: each failing function fills why and returns -1 ---- */
@@ -166,7 +148,7 @@ static int fail_vips(char *why, size_t n, const char *what)
 	return -1;
 }
 
-static int fail_corrupt(const struct format *format, char *why, size_t n)
+static int fail_corrupt(const struct image_format *format, char *why, size_t n)
 {
 	char what[64];
 
@@ -216,10 +198,10 @@ static int check_pixels(VipsImage *img, long max_mp, char *why, size_t n)
 }
 
 /* Opens path for sequential reading, having libvips read its header only, and checks
- * it: the file must be one of the formats above and within --max-pixels.  Decode errors
+ * it: its format must be shrinkable and its size within --max-pixels.  Decode errors
  * found later fail the image (fail_on error) instead of being papered over. */
 static int open_image(const char *path, const struct options *o, VipsImage **img,
-		      const struct format **format, char *why, size_t n)
+		      const struct image_format **format, char *why, size_t n)
 {
 	const char *class, *loader, *codec;
 	int rc;
@@ -231,7 +213,7 @@ static int open_image(const char *path, const struct options *o, VipsImage **img
 		return fail(why, n, "not an image");
 	}
 	loader = vips_nickname_find(g_type_from_name(class));
-	if (!loader || !(*format = format_of_loader(loader)))
+	if (!loader || !(*format = shrinkable(format_of_loader(loader))))
 		return fail(why, n, "unsupported image format (%s): shrink reads JPEG, PNG, WebP, "
 			    "GIF, AVIF and HEIF", loader ? loader : class);
 	/* n = -1: every frame of an animation, so that the pixel check counts them all. */
@@ -380,7 +362,7 @@ static int flatten(VipsImage *in, VipsImage **t)
 }
 
 /* Runs the pipeline from the opened image to a saved file at path, and describes it. */
-static int convert(VipsImage *in, const struct format *to, const struct options *o,
+static int convert(VipsImage *in, const struct image_format *to, const struct options *o,
 		   const char *path, struct result *r)
 {
 	VipsObject *scope = VIPS_OBJECT(vips_image_new());
@@ -412,7 +394,7 @@ static int convert(VipsImage *in, const struct format *to, const struct options 
 			goto out;
 		x = t[4];
 	}
-	if ((rc = to->save(x, path, o->quality)) == 0) {
+	if ((rc = saver_of(to)(x, path, o->quality)) == 0) {
 		r->format = to;
 		r->width = x->Xsize;
 		r->height = vips_image_get_page_height(x);
@@ -488,21 +470,19 @@ static char *create_temp(const char *in, const char *out, int *rc, char *why, si
 }
 
 /* The output format: --format, else the one OUT's suffix names, else the input's. */
-static const struct format *output_format(const struct options *o, const char *out,
-					  const struct format *from)
+static const struct image_format *output_format(const struct options *o, const char *out,
+						const struct image_format *from)
 {
-	const char *dot = out ? strrchr(out, '.') : NULL;
+	const struct image_format *named = out ? shrinkable(format_of_path(out)) : NULL;
 
 	if (o->format)
 		return o->format;
-	if (dot && !strchr(dot, '/') && format_named(dot + 1))
-		return format_named(dot + 1);
-	return from;
+	return named ? named : from;
 }
 
 /* Why the pipeline failed: libvips names the file in errors writing it; any other error
  * is in the input's data, decoded only now. */
-static int fail_convert(const char *path, const char *shown, const struct format *from,
+static int fail_convert(const char *path, const char *shown, const struct image_format *from,
 			char *why, size_t n)
 {
 	const char *msg = vips_error_buffer();
@@ -526,7 +506,7 @@ static int fail_convert(const char *path, const char *shown, const struct format
 static int shrink(const char *in, const char *out, const struct options *o,
 		  struct result *r, char *why, size_t n)
 {
-	const struct format *from = NULL, *to;
+	const struct image_format *from = NULL, *to;
 	VipsImage *img;
 	struct stat st;
 	char *path;
@@ -677,7 +657,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 			o->quality = (int)cli_long("-q", optarg, 1, 100);
 			break;
 		case OPT_FORMAT:
-			if (!(o->format = format_named(optarg)))
+			if (!(o->format = shrinkable(format_named(optarg))))
 				cli_usage_error(usage, "unknown --format '%s'", optarg);
 			break;
 		case OPT_SCALE:
