@@ -61,6 +61,9 @@ int ndjson_write_bad_line(FILE *out, unsigned long lineno, const char *message);
 const char *rec_str(const bson_t *doc, const char *key);
 /* The integer value of key (int32, int64 or an integral double), or fallback. */
 int64_t rec_int(const bson_t *doc, const char *key, int64_t fallback);
+/* Moves the array iterator it to its next document element, read into *doc (which
+ * borrows its bytes); false at the end.  Elements that are not documents are passed over. */
+bool rec_next_doc(bson_iter_t *it, bson_t *doc);
 /* True when the record carries "error": stages pass such records through untouched. */
 int rec_has_error(const bson_t *doc);
 /* A copy of doc with "error" set to the formatted reason (caller destroys it).

@@ -131,6 +131,20 @@ int64_t rec_int(const bson_t *doc, const char *key, int64_t fallback)
 	return fallback;
 }
 
+bool rec_next_doc(bson_iter_t *it, bson_t *doc)
+{
+	uint32_t len;
+	const uint8_t *data;
+
+	while (bson_iter_next(it))
+		if (BSON_ITER_HOLDS_DOCUMENT(it)) {
+			bson_iter_document(it, &len, &data);
+			if (bson_init_static(doc, data, len))
+				return true;
+		}
+	return false;
+}
+
 int rec_has_error(const bson_t *doc)
 {
 	return bson_has_field(doc, "error");
