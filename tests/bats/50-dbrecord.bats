@@ -339,15 +339,15 @@ big_batch() {
 {"url": "http://img/y.jpg", "error": "fetch failed"}
 not json
 EOF
-	assert_success
+	assert_failure 65
 	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . <<EOF
-{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg", "error": "not recorded: it has no batch_id"}
-{"batch_id": "$ID", "hello": "world", "error": "not recorded: it is not a product, image, row error or webhook delivery record"}
-{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg", "error": "not recorded: no product $ID-7 with image 0"}
-{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg", "error": "not recorded: no product $ID-1 with image 2"}
+{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg", "error": "dbrecord: not recorded: it has no batch_id"}
+{"batch_id": "$ID", "hello": "world", "error": "dbrecord: not recorded: it is not a product, image, row error or webhook delivery record"}
+{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg", "error": "dbrecord: not recorded: no product $ID-7 with image 0"}
+{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg", "error": "dbrecord: not recorded: no product $ID-1 with image 2"}
 {"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/1a.jpg"}
 {"url": "http://img/y.jpg", "error": "fetch failed"}
-{"input_line": 7, "error": "input line 7 is not a JSON object: Got parse error at \"o\", position 1: \"SPECIAL_EXPECTED\""}
+{"input_line": 7, "error": "dbrecord: input line 7 is not a JSON object: Got parse error at \"o\", position 1: \"SPECIAL_EXPECTED\""}
 EOF
 )"
 	run products

@@ -4,12 +4,12 @@
  * Every write is a single-document update that gives the same result when repeated, so
  * a rerun, a retry after a lost connection and a second writer on the same batch all
  * leave the same documents.  Progress is not stored but derived when read (db.c). */
-#include <getopt.h>
 #include <poll.h>
 #include <string.h>
 
 #include "backoff.h"
 #include "db.h"
+#include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
 #define BACKOFF_FIRST_MS 100
@@ -35,6 +35,7 @@ enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
 
 struct item {
 	bson_t *rec;
+	char *line;                /* the input line, echoed as it came while rec is unchanged */
 	enum kind kind;
 	char *id;                  /* products and images: the product's _id */
 	int64_t urls;              /* its number of input URLs; -1 while unknown */
@@ -176,15 +177,15 @@ static enum kind classify(const bson_t *rec, const char **why)
 	return PASS;
 }
 
-/* An item for the record; one that cannot be recorded is warned about and passes through,
- * with an error added unless it carries one already. */
-static struct item item_new(bson_t *rec, unsigned long lineno)
+/* An item for the record read last; one that cannot be recorded is warned about and
+ * passes through, with an error added unless it carries one already. */
+static struct item item_new(bson_t *rec, const struct stage *s)
 {
 	const char *why;
-	struct item it = { rec, classify(rec, &why), NULL, -1, NULL };
+	struct item it = { rec, NULL, classify(rec, &why), NULL, -1, NULL };
 
 	if (it.kind == PASS) {
-		warnx("input line %lu not recorded: %s", lineno, why);
+		warnx("input line %lu not recorded: %s", s->in.lineno, why);
 		if (!rec_has_error(rec)) {
 			it.rec = rec_error(rec, "not recorded: %s", why);
 			bson_destroy(rec);
@@ -196,12 +197,15 @@ static struct item item_new(bson_t *rec, unsigned long lineno)
 		if (it.kind == PRODUCT)
 			it.urls = string_array(rec, "input_image_urls");
 	}
+	if (it.rec == rec)
+		it.line = bson_strdup(stage_line(s));
 	return it;
 }
 
 static void item_free(struct item *it)
 {
 	bson_destroy(it->rec);
+	bson_free(it->line);
 	bson_free(it->id);
 	bson_destroy(it->stale);
 }
@@ -213,7 +217,9 @@ static void reject(struct item *it, const char *why)
 
 	warnx("not recorded: %s", why);
 	bson_destroy(it->rec);
+	bson_free(it->line);
 	it->rec = marked;
+	it->line = NULL;
 	it->kind = PASS;
 }
 
@@ -688,13 +694,13 @@ static void flush(struct item *items, size_t *n)
 	}
 	bson_destroy(&reply);
 	for (size_t i = 0; i < *n; i++) {
-		if (ndjson_write(stdout, items[i].rec) < 0)
-			err(EX_IOERR, "stdout");
+		if (items[i].line)
+			stage_write_line(items[i].line);
+		else
+			stage_write(items[i].rec);
 		item_free(&items[i]);
 	}
 	*n = 0;
-	if (fflush(stdout) == EOF)
-		err(EX_IOERR, "stdout");
 }
 
 /* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
@@ -707,71 +713,85 @@ static int input_pending(FILE *f)
 }
 
 /* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
- * the input runs dry, so a slow trickle is still recorded at once. */
-static void record_stream(void)
+ * the input runs dry, so a slow trickle is still recorded at once.  Returns the exit
+ * status. */
+static int record_stream(void)
 {
-	struct ndjson_reader r;
+	struct stage s;
 	struct item items[FLUSH_MAX];
 	size_t n = 0;
 	bson_t *rec;
-	bson_error_t error;
-	int rc;
+	enum stage_line got;
 
-	ndjson_reader_init(&r, stdin);
-	while ((rc = ndjson_read(&r, &rec, &error)) != 0) {
-		if (rc < 0) {
-			flush(items, &n);
-			warnx("input line %lu: %s", r.lineno, error.message);
-			if (ndjson_write_bad_line(stdout, r.lineno, error.message) < 0 || fflush(stdout) == EOF)
-				err(EX_IOERR, "stdout");
+	stage_init(&s, NULL);
+	s.takes_errors = 1;        /* image and row errors are recorded too */
+	while ((got = stage_read(&s, &rec)) != STAGE_END) {
+		if (got == STAGE_PASS) {
+			flush(items, &n);  /* so that its line keeps its place in the output */
+			stage_pass(&s);
 			continue;
 		}
-		items[n++] = item_new(rec, r.lineno);
+		items[n++] = item_new(rec, &s);
 		if (n == FLUSH_MAX || !input_pending(stdin))
 			flush(items, &n);
 	}
 	flush(items, &n);
-	if (ferror(stdin))
-		err(EX_IOERR, "stdin");
-	ndjson_reader_free(&r);
 	forget_products();
 	bson_free(last_touch.id);
+	return stage_end(&s);
 }
 
 /* ---- commands ---- */
 
-static void set_status(char **args, int n)
+/* batch ID STATUS [MESSAGE]: no options, so a MESSAGE may start with '-'. */
+static void set_status(int argc, char **argv)
 {
 	struct retry r = { 0 };
 	bson_error_t error;
 
-	if (n < 2 || n > 3)
+	if (argc < 3 || argc > 4)
 		cli_usage_error(usage, "batch wants ID STATUS [MESSAGE]");
-	if (!*args[0])
+	if (!*argv[1])
 		cli_usage_error(usage, "the batch id is empty");
-	if (!db_status_valid(args[1]))
+	if (!db_status_valid(argv[2]))
 		errx(EX_USAGE, "status '%s' is not one of 'in queue', 'in progress', 'completed', 'failed'",
-		     args[1]);
+		     argv[2]);
 	connect_db();
-	while (db_batch_set_status(&db, args[0], args[1], n == 3 ? args[2] : NULL, &error) < 0)
+	while (db_batch_set_status(&db, argv[1], argv[2], argc == 4 ? argv[3] : NULL, &error) < 0)
 		retry_or_exit(&r, &error, NULL);
 }
 
-static void show(char **args, int n, int csv)
+/* show ID [--csv] */
+static void show(int argc, char **argv)
 {
+	enum { OPT_CSV = 256 };
+	static const struct option longopts[] = {
+		{ "csv", no_argument, NULL, OPT_CSV },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct retry r = { 0 };
 	bson_t status = BSON_INITIALIZER;
 	bson_error_t error;
-	int rc;
+	const char *id;
+	int c, rc, csv = 0;
 
-	if (n != 1)
+	optind = 0;     /* glibc starts afresh: show's options may come before or after ID */
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_CSV:
+			csv = 1;
+			break;
+		}
+	}
+	if (argc - optind != 1)
 		cli_usage_error(usage, "show wants one batch ID");
+	id = argv[optind];
 	connect_db();
-	while ((rc = csv ? db_status_csv(&db, args[0], stdout, &error)
-			 : db_status(&db, args[0], &status, &error)) < 0)
+	while ((rc = csv ? db_status_csv(&db, id, stdout, &error)
+			 : db_status(&db, id, &status, &error)) < 0)
 		retry_or_exit(&r, &error, NULL);
 	if (rc == 1)
-		errx(EX_DATAERR, "no batch %s", args[0]);
+		errx(EX_DATAERR, "no batch %s", id);
 	if (!csv && ndjson_write(stdout, &status) < 0)
 		err(EX_IOERR, "stdout");
 	bson_destroy(&status);
@@ -779,38 +799,35 @@ static void show(char **args, int n, int csv)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "retry-for", required_argument, NULL, 'r' },
-		{ "csv", no_argument, NULL, 'c' },
+	enum { OPT_RETRY_FOR = 256 };
+	static const struct option longopts[] = {
+		{ "retry-for", required_argument, NULL, OPT_RETRY_FOR },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, csv = 0;
+	int c, rc = EX_OK;
 
 	cli_common(argc, argv, usage);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'r')
+	/* "+": dbrecord's own options end at the command, which parses the rest */
+	while ((c = cli_getopt(argc, argv, "+", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_RETRY_FOR:
 			retry_for = cli_long("--retry-for", optarg, 0, 86400);
-		else if (c == 'c')
-			csv = 1;
-		else
-			cli_usage_error(usage, "bad option '%s'", argv[optind - 1]);
+			break;
+		}
 	}
 	argv += optind;
 	argc -= optind;
-	if (csv && (argc == 0 || strcmp(argv[0], "show") != 0))
-		cli_usage_error(usage, "--csv goes with show");
 
 	config_load(&cfg);
 	config_require("MONGODB_URI", cfg.mongodb_uri);
 	if (argc == 0) {
 		connect_db();
 		prepare_products();
-		record_stream();
+		rc = record_stream();
 	} else if (strcmp(argv[0], "batch") == 0) {
-		set_status(argv + 1, argc - 1);
+		set_status(argc, argv);
 	} else if (strcmp(argv[0], "show") == 0) {
-		show(argv + 1, argc - 1, csv);
+		show(argc, argv);
 	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[0]);
 	}
@@ -818,5 +835,5 @@ int main(int argc, char **argv)
 	config_free(&cfg);
 	if (fflush(stdout) == EOF)
 		err(EX_IOERR, "stdout");
-	return EX_OK;
+	return rc;
 }

@@ -9,7 +9,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -25,7 +24,7 @@
 
 #include "backoff.h"
 #include "format.h"
-#include "imgpipe.h"
+#include "stage.h"
 
 #define MAX_REDIRECTS  5
 #define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
@@ -476,23 +475,16 @@ static int job_done(struct job *j, CURLcode rc)
 
 struct run {
 	CURLM *multi;
-	struct ndjson_reader in;
+	struct stage in;
 	struct job **slots;       /* opt.parallel of them; NULL when free */
 	long busy;
 	int eof;
-	int bad_input;
 };
 
 /* libbson's monotonic clock, in milliseconds. */
 static int64_t now_ms(void)
 {
 	return bson_get_monotonic_time() / 1000;
-}
-
-static void emit(const bson_t *doc)
-{
-	if (ndjson_write(stdout, doc) != 0 || fflush(stdout) == EOF)
-		err(EX_IOERR, "stdout");
 }
 
 static void add_transfer(struct run *r, struct job *j)
@@ -506,25 +498,17 @@ static void add_transfer(struct run *r, struct job *j)
 static void read_record(struct run *r)
 {
 	bson_t *rec;
-	bson_error_t e;
 	size_t slot = 0;
 
-	switch (ndjson_read(&r->in, &rec, &e)) {
-	case 0:
-		if (ferror(stdin))
-			err(EX_IOERR, "stdin");
+	switch (stage_read(&r->in, &rec)) {
+	case STAGE_END:
 		r->eof = 1;
 		return;
-	case -1:
-		r->bad_input = 1;
-		if (ndjson_write_bad_line(stdout, r->in.lineno, e.message) != 0 || fflush(stdout) == EOF)
-			err(EX_IOERR, "stdout");
+	case STAGE_PASS:
+		stage_pass(&r->in);
 		return;
-	}
-	if (!rec_str(rec, "url") || rec_has_error(rec)) {
-		emit(rec);
-		bson_destroy(rec);
-		return;
+	case STAGE_WORK:
+		break;
 	}
 	while (r->slots[slot])
 		slot++;
@@ -557,7 +541,7 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
 		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
 	}
-	emit(out);
+	stage_write(out);
 	bson_destroy(out);
 	r->slots[j->slot] = NULL;
 	r->busy--;
@@ -610,7 +594,7 @@ static int run(void)
 	 * hiding in a stdio buffer while we wait for downloads. */
 	if (fstat(0, &st) == 0 && !S_ISREG(st.st_mode))
 		setvbuf(stdin, NULL, _IONBF, 0);
-	ndjson_reader_init(&r.in, stdin);
+	stage_init(&r.in, "url");
 	r.slots = bson_malloc0(sizeof *r.slots * (size_t)opt.parallel);
 	if (!(r.multi = curl_multi_init()))
 		errx(EX_SOFTWARE, "curl_multi_init failed");
@@ -636,8 +620,7 @@ static int run(void)
 	}
 	curl_multi_cleanup(r.multi);
 	bson_free(r.slots);
-	ndjson_reader_free(&r.in);
-	return r.bad_input ? EX_DATAERR : EX_OK;
+	return stage_end(&r.in);
 }
 
 /* ---- command line ---- */
@@ -657,8 +640,7 @@ static void parse_options(int argc, char **argv)
 	struct stat st;
 	int c;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
 		switch (c) {
 		case 'p': opt.parallel = cli_long("--parallel", optarg, 1, 1000); break;
 		case 'd': opt.dir = optarg; break;
@@ -667,8 +649,6 @@ static void parse_options(int argc, char **argv)
 		case 'c': opt.connect_timeout = cli_long("--connect-timeout", optarg, 1, 3600); break;
 		case 's': opt.speed_time = cli_long("--speed-time", optarg, 1, 86400); break;
 		case 'r': opt.retries = cli_long("--retries", optarg, 0, 10); break;
-		default:
-			cli_usage_error(usage, "unknown option or missing value: %s", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)

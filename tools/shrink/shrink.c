@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
@@ -18,7 +17,7 @@
 #include <vips/vips.h>
 
 #include "format.h"
-#include "imgpipe.h"
+#include "stage.h"
 
 static const char usage[] =
 	"usage: shrink [-q QUALITY] [--format FORMAT] [--scale FACTOR] [--max-pixels MP]\n"
@@ -543,17 +542,16 @@ static int shrink(const char *in, const char *out, const struct options *o,
 
 /* ---- the two modes ---- */
 
-/* Record mode: each record with "file" gains the output fields, or an "error". */
-static bson_t *shrink_record(const bson_t *rec, const struct options *o)
+/* Record mode: a record with "file" gains the output fields, or an "error". */
+static bson_t *shrink_record(struct stage *s, const bson_t *rec, void *arg)
 {
-	const char *file = rec_str(rec, "file");
+	const struct options *o = arg;
 	struct result r = {0};
 	char why[1024];
 	bson_t *out;
 
-	if (!file)
-		return rec_error(rec, "\"file\" is not a string");
-	if (shrink(file, NULL, o, &r, why, sizeof why) != EX_OK)
+	(void)s;
+	if (shrink(rec_str(rec, "file"), NULL, o, &r, why, sizeof why) != EX_OK)
 		return rec_error(rec, "%s", why);
 	out = bson_new();
 	bson_copy_to_excluding_noinit(rec, out, "output_file", "output_bytes", "format", "width",
@@ -565,37 +563,6 @@ static bson_t *shrink_record(const bson_t *rec, const struct options *o)
 	BSON_APPEND_INT32(out, "height", r.height);
 	bson_free(r.path);
 	return out;
-}
-
-/* Filters stdin to stdout; records with "error" or without "file" pass untouched.
- * Returns EX_DATAERR when a line was not a JSON object (it became an error record). */
-static int run_records(const struct options *o)
-{
-	struct ndjson_reader rd;
-	bson_error_t jerr;
-	bson_t *rec, *out;
-	int rc, status = EX_OK;
-
-	ndjson_reader_init(&rd, stdin);
-	while ((rc = ndjson_read(&rd, &rec, &jerr)) != 0) {
-		if (rc < 0) {
-			status = EX_DATAERR;
-			if (ndjson_write_bad_line(stdout, rd.lineno, jerr.message) < 0)
-				err(EX_IOERR, "stdout");
-		} else {
-			int pass = rec_has_error(rec) || !bson_has_field(rec, "file");
-			out = pass ? NULL : shrink_record(rec, o);
-			if (ndjson_write(stdout, out ? out : rec) < 0)
-				err(EX_IOERR, "stdout");
-			if (out)
-				bson_destroy(out);
-			bson_destroy(rec);
-		}
-		if (fflush(stdout) == EOF)
-			err(EX_IOERR, "stdout");
-	}
-	ndjson_reader_free(&rd);
-	return status;
 }
 
 /* shrink IN OUT: the outcome is the exit status, the reason on stderr. */
@@ -651,7 +618,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	int c;
 
 	*o = (struct options){.quality = 50, .scale = 1, .max_mp = 100, .out_dir = "."};
-	while ((c = getopt_long(argc, argv, "q:", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "q:", longopts, usage)) != -1) {
 		switch (c) {
 		case 'q':
 			o->quality = (int)cli_long("-q", optarg, 1, 100);
@@ -669,8 +636,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_OUT_DIR:
 			o->out_dir = optarg;
 			break;
-		default:
-			cli_usage_error(usage, "unknown option");
 		}
 	}
 }
@@ -697,7 +662,10 @@ int main(int argc, char **argv)
 	vips_cache_set_max(0);          /* every image is new: caching only holds memory */
 	vips_block_untrusted_set(TRUE); /* no ImageMagick, PDF, SVG, ... loaders */
 
-	rc = argc - optind == 2 ? run_pair(argv[optind], argv[optind + 1], &o) : run_records(&o);
+	if (argc - optind == 2)
+		rc = run_pair(argv[optind], argv[optind + 1], &o);
+	else
+		rc = stage_run("file", shrink_record, &o);
 	vips_shutdown();
 	return rc;
 }
