@@ -1,11 +1,14 @@
 # imgpipe: one Makefile for the shared library, every tool, the dispatcher and the CGI.
 #   make            build everything into bin/
-#   make test       install what is missing, build, run the whole bats suite on the local stack
+#   make setup      install what imgpipe needs to build and run (scripts/setup)
+#   make test       install what the tests need too, build, run the whole bats suite
 #   make asan       the same suite with AddressSanitizer and UBSan
 #   make fuzz       run each fuzz target for a bounded time (FUZZ_SECONDS)
-#   make demo       the main job end to end on the bundled sample
+#   make demo       the main job end to end on the bundled sample (installs its photographs)
 #   make install    PREFIX=/usr/local DESTDIR=
 
+# The one place of the version: the programs' --version, bin/imgpipe.version for the
+# imgpipe command, and the man pages' headers (@VERSION@ in the sources) come from it.
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 CC      ?= cc
@@ -44,8 +47,20 @@ SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
 
 BINS     = $(addprefix bin/,$(PROGS))
 MANPAGES = $(wildcard man/*.1 tools/*/*.1 dispatch/*.1 cgi/*.1)
+MANOUT   = $(addprefix build/man/,$(notdir $(MANPAGES)))
+vpath %.1 $(sort $(dir $(MANPAGES)))
+# What scripts/ installs as programs; common.bash is only sourced.
+SCRIPTS  = $(filter-out scripts/common.bash,$(wildcard scripts/*))
 
-all: $(BINS)
+all: $(BINS) bin/imgpipe.version $(MANOUT)
+
+bin/imgpipe.version: Makefile
+	$(Q)echo $(VERSION) >$@
+
+build/man/%.1: %.1 Makefile
+	@echo "  MAN   $@"
+	@mkdir -p $(@D)
+	$(Q)sed 's/@VERSION@/$(VERSION)/g' $< >$@
 
 lib/libimgpipe.a: $(LIBOBJ)
 	$(Q)$(AR) rcs $@ $^
@@ -59,7 +74,7 @@ $(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
 	@echo "  CCLD  $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SRC_$*) $(LDLIBS)
 
-test: setup all
+test: test-setup all
 	tests/run
 
 # Third-party one-time allocations are suppressed in tests/lsan.supp, never our own.
@@ -70,39 +85,52 @@ asan:
 		$(MAKE) SANITIZE=1 test
 	$(MAKE) clean
 
-fuzz:
+fuzz: test-setup
 	tests/fuzz/run
 
 setup:
-	bin/imgpipe setup
+	scripts/setup
 
-demo: setup all
+demo-setup:
+	scripts/setup --demo
+
+test-setup:
+	scripts/setup --test
+
+demo: demo-setup all
 	bin/imgpipe demo
 
 check-scripts:
-	shellcheck -x bin/imgpipe scripts/inbox scripts/process-batch scripts/sample-photos tests/run \
+	shellcheck -x bin/imgpipe scripts/* tests/run \
 		.ci/run tests/lib/record-batch tests/fuzz/run tests/bats/*.bash \
 		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
 # Programs in PREFIX/bin; the imgpipe command, the CGI and the scripts, files and sample
 # it uses beside each other in PREFIX/lib/imgpipe (bin/imgpipe finds them from its path).
+# Nothing of tests/: the demo serves its photographs with Python's own http.server.
 LIBDIR = $(PREFIX)/lib/imgpipe
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-	           $(addprefix $(DESTDIR)$(LIBDIR)/,bin scripts etc tests/lib samples)
+	           $(addprefix $(DESTDIR)$(LIBDIR)/,bin scripts etc samples)
 	install -m 755 $(filter-out bin/imgpipe.cgi,$(BINS)) $(DESTDIR)$(PREFIX)/bin
 	install -m 755 bin/imgpipe bin/imgpipe.cgi $(DESTDIR)$(LIBDIR)/bin
-	install -m 755 scripts/* $(DESTDIR)$(LIBDIR)/scripts
+	install -m 644 bin/imgpipe.version $(DESTDIR)$(LIBDIR)/bin
+	install -m 755 $(SCRIPTS) $(DESTDIR)$(LIBDIR)/scripts
+	install -m 644 scripts/common.bash $(DESTDIR)$(LIBDIR)/scripts
 	install -m 644 etc/imgpipe.env etc/lighttpd.conf.in $(DESTDIR)$(LIBDIR)/etc
-	install -m 755 tests/lib/httpd.py $(DESTDIR)$(LIBDIR)/tests/lib
 	install -m 644 samples/products.csv $(DESTDIR)$(LIBDIR)/samples
 	ln -sf ../lib/imgpipe/bin/imgpipe $(DESTDIR)$(PREFIX)/bin/imgpipe
-	install -m 644 $(MANPAGES) $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 $(MANOUT) $(DESTDIR)$(PREFIX)/share/man/man1
 
 print-pkgs:
 	@echo $(PKGS)
 
-clean:
-	rm -f $(BINS) lib/*.o lib/*.a tests/fuzz/*-fuzz
+print-version:
+	@echo $(VERSION)
 
-.PHONY: all test asan fuzz setup demo check-scripts install print-pkgs clean
+clean:
+	rm -f $(BINS) bin/imgpipe.version lib/*.o lib/*.a tests/fuzz/*-fuzz
+	rm -rf build
+
+.PHONY: all test asan fuzz setup demo-setup test-setup demo check-scripts install print-pkgs \
+	print-version clean

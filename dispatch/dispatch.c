@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "imgpipe.h"
 #include "queue.h"
 
@@ -259,7 +260,7 @@ int main(int argc, char **argv)
 	struct queue q;
 	struct sigaction sa = { .sa_handler = on_term };
 	char host[64];
-	long backoff_ms = 200;
+	int reconnects = 0;
 
 	parse_args(argc, argv);
 	config_load(&cfg);
@@ -278,7 +279,7 @@ int main(int argc, char **argv)
 		long last_beat = now_ms();
 
 		if (connect_queue(&q) == 0) {
-			backoff_ms = 200;
+			reconnects = 0;
 			while (!stopping && step(&q, &last_beat) == 0)
 				;
 			queue_disconnect(&q);
@@ -287,8 +288,7 @@ int main(int argc, char **argv)
 			break;
 		reap(NULL);
 		/* Redis went away: reconnect with a growing pause, up to 5 s. */
-		usleep(backoff_ms * 1000);
-		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+		backoff_sleep(200, 5000, ++reconnects);
 	}
 	shut_down();
 	config_free(&cfg);

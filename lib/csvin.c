@@ -321,10 +321,16 @@ static int parse_serial(struct csvin *c, int64_t *serial)
 /* Says why url is not an absolute http(s) URL with a host; returns 0 when it is one.
  * curl parses it once.  Its scheme is read from url itself: when curl takes url as
  * absolute, the scheme is the text before the first ':', so comparing that prefix without
- * case saves copying the scheme out of the handle. */
+ * case saves copying the scheme out of the handle.
+ * Two spellings curl accepts still name no host.  curl, as browsers do, allows one to
+ * three slashes after the scheme and takes the host from what follows ("http:///x.jpg"
+ * fetches from host x.jpg), where RFC 3986 reads no authority or an empty one.  And a host
+ * of dots alone ("." or "%2e", which curl decodes) has only empty labels. */
 static int check_url(struct csvin *c, const char *url, char *why, size_t len)
 {
-	char q[QUOTE_MAX + 4], *host = NULL;
+	char q[QUOTE_MAX + 4], qhost[QUOTE_MAX + 4], *host = NULL;
+	size_t scheme = strcspn(url, ":");
+	size_t slashes = url[scheme] ? strspn(url + scheme + 1, "/") : 0;
 	CURLUcode rc;
 	int bad = 1;
 
@@ -339,6 +345,12 @@ static int check_url(struct csvin *c, const char *url, char *why, size_t len)
 		snprintf(why, len, "image URL '%s' is not http or https", quote(q, url));
 	else if (curl_url_get(c->url, CURLUPART_HOST, &host, 0) || !*host)
 		snprintf(why, len, "image URL '%s' has no host", quote(q, url));
+	else if (slashes != 2)
+		snprintf(why, len, "image URL '%s' has no host (%zu slash%s after '%.*s:', not 2)",
+			 quote(q, url), slashes, slashes == 1 ? "" : "es", (int)scheme, url);
+	else if (!host[strspn(host, ".")])
+		snprintf(why, len, "image URL '%s' has no host ('%s' is not a host name)",
+			 quote(q, url), quote(qhost, host));
 	else
 		bad = 0;
 	curl_free(host);

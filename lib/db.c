@@ -226,35 +226,6 @@ static void append_copy_or_null(bson_t *out, const char *key, const bson_t *doc,
 		BSON_APPEND_NULL(out, key);
 }
 
-struct entry {
-	int64_t key;
-	bson_t *doc;
-};
-
-static int entry_cmp(const void *a, const void *b)
-{
-	const struct entry *x = a, *y = b;
-	return (x->key > y->key) - (x->key < y->key);
-}
-
-/* Appends the n documents as the array key of out in the order of their keys, and
- * destroys them. */
-static void append_sorted(bson_t *out, const char *key, struct entry *e, size_t n)
-{
-	bson_t arr;
-	char idx[16];
-	const char *k;
-
-	qsort(e, n, sizeof *e, entry_cmp);
-	bson_append_array_begin(out, key, -1, &arr);
-	for (size_t i = 0; i < n; i++) {
-		bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
-		bson_append_document(&arr, k, -1, e[i].doc);
-		bson_destroy(e[i].doc);
-	}
-	bson_append_array_end(out, &arr);
-}
-
 /* The length of the array (or document) at it. */
 static uint32_t count_children(const bson_iter_t *it)
 {
@@ -267,28 +238,50 @@ static uint32_t count_children(const bson_iter_t *it)
 	return n;
 }
 
-/* The product's image_errors {"INDEX": {url, error}} as errors [{index, url, error}]. */
-static void append_image_errors(bson_t *out, const bson_t *product, struct progress *p)
+/* A document to sort, by its bytes: a static bson_t points into itself, so qsort may not
+ * move one. */
+struct entry {
+	int64_t key;
+	const uint8_t *data;
+	uint32_t len;
+};
+
+static int entry_cmp(const void *a, const void *b)
 {
-	bson_iter_t it, child, field;
-	int has = bson_iter_init_find(&it, product, "image_errors") && BSON_ITER_HOLDS_DOCUMENT(&it);
+	const struct entry *x = a, *y = b;
+	return (x->key > y->key) - (x->key < y->key);
+}
+
+/* Copies the documents of doc's array field as the array key of out, in the order of
+ * their integer field by (writers append in the order outcomes come); an empty array
+ * when doc lacks the field.  Returns how many. */
+static int64_t append_sorted(bson_t *out, const char *key, const bson_t *doc, const char *field,
+			     const char *by)
+{
+	bson_iter_t it, child;
+	int has = bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_ARRAY(&it);
 	uint32_t cap = has ? count_children(&it) : 0;
 	struct entry *e = bson_malloc0(sizeof *e * (cap + 1));
 	size_t n = 0;
+	bson_t arr, d;
+	char idx[16];
+	const char *k;
 
 	if (has && bson_iter_recurse(&it, &child))
-		while (n < cap && bson_iter_next(&child)) {
-			e[n].key = strtoll(bson_iter_key(&child), NULL, 10);
-			e[n].doc = BCON_NEW("index", BCON_INT64(e[n].key));
-			if (bson_iter_recurse(&child, &field))
-				while (bson_iter_next(&field))
-					bson_append_value(e[n].doc, bson_iter_key(&field), -1,
-							  bson_iter_value(&field));
+		while (n < cap && rec_next_doc(&child, &d)) {
+			e[n] = (struct entry){ rec_int(&d, by, 0), bson_get_data(&d), d.len };
 			n++;
 		}
-	p->images_failed += (int64_t)n;
-	append_sorted(out, "errors", e, n);
+	qsort(e, n, sizeof *e, entry_cmp);
+	bson_append_array_begin(out, key, -1, &arr);
+	for (size_t i = 0; i < n; i++) {
+		bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+		if (bson_init_static(&d, e[i].data, e[i].len))
+			bson_append_document(&arr, k, -1, &d);
+	}
+	bson_append_array_end(out, &arr);
 	bson_free(e);
+	return (int64_t)n;
 }
 
 /* The product's image_sizes {"INDEX": {input_bytes, output_bytes}} as an array beside
@@ -315,33 +308,6 @@ static void append_image_sizes(bson_t *out, const bson_t *product)
 	bson_append_array_end(out, &arr);
 }
 
-/* The batch's row_errors [{line, error}] sorted by line. */
-static void append_row_errors(bson_t *out, const bson_t *batch, struct progress *p)
-{
-	bson_iter_t it, child;
-	struct entry *e;
-	size_t n = 0;
-	uint32_t cap, len;
-	const uint8_t *data;
-
-	if (!bson_iter_init_find(&it, batch, "row_errors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-	    !bson_iter_recurse(&it, &child))
-		return;
-	cap = count_children(&it);
-	e = bson_malloc0(sizeof *e * (cap + 1));
-	while (n < cap && bson_iter_next(&child)) {
-		if (!BSON_ITER_HOLDS_DOCUMENT(&child))
-			continue;
-		bson_iter_document(&child, &len, &data);
-		e[n].doc = bson_new_from_data(data, len);
-		e[n].key = rec_int(e[n].doc, "line", 0);
-		n++;
-	}
-	p->rows_failed = (int64_t)n;
-	append_sorted(out, "row_errors", e, n);
-	bson_free(e);
-}
-
 /* Adds one product of the status JSON to arr, and its images to the progress. */
 static void append_product(bson_t *arr, const char *key, const bson_t *product, struct progress *p)
 {
@@ -353,7 +319,7 @@ static void append_product(bson_t *arr, const char *key, const bson_t *product, 
 	append_copy_or_null(&doc, "product_name", product, "product_name");
 	append_copy_or_null(&doc, "input_image_urls", product, "input_image_urls");
 	append_copy_or_null(&doc, "output_image_urls", product, "output_image_urls");
-	append_image_errors(&doc, product, p);
+	p->images_failed += append_sorted(&doc, "errors", product, "errors", "index");
 	append_image_sizes(&doc, product);
 	bson_append_document_end(arr, &doc);
 
@@ -448,7 +414,8 @@ int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 
 	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
-	append_row_errors(&row_errors, &batch, &p);
+	if (bson_has_field(&batch, "row_errors"))
+		p.rows_failed = append_sorted(&row_errors, "row_errors", &batch, "row_errors", "line");
 	if ((rc = list_products(d, id, &products, &p, err)) == 0) {
 		BSON_APPEND_UTF8(out, "batch_id", id);
 		append_copy_or_null(out, "status", &batch, "status");
@@ -472,6 +439,21 @@ int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 
 /* ---- the output CSV ---- */
 
+/* Writes one quoted CSV field.  A cell that a spreadsheet would run as a formula gets a
+ * leading ' (OWASP's advice for CSV injection), so "=HYPERLINK(...)" shows as text. */
+static int write_cell(FILE *out, const char *s, size_t len)
+{
+	char *guarded;
+	int rc;
+
+	if (len == 0 || !strchr("=+-@\t\r", s[0]))
+		return csv_fwrite(out, s, len);
+	guarded = bson_strdup_printf("'%.*s", (int)len, s);
+	rc = csv_fwrite(out, guarded, len + 1);
+	bson_free(guarded);
+	return rc;
+}
+
 /* Writes the strings of the product's array field comma-joined as one quoted CSV field. */
 static int write_url_field(FILE *out, const bson_t *product, const char *field)
 {
@@ -488,7 +470,7 @@ static int write_url_field(FILE *out, const bson_t *product, const char *field)
 				bson_string_append(s, bson_iter_utf8(&url, NULL));
 			first = 0;
 		}
-	rc = csv_fwrite(out, s->str, s->len);
+	rc = write_cell(out, s->str, s->len);
 	bson_string_free(s, true);
 	return rc;
 }
@@ -500,7 +482,7 @@ static int write_csv_row(FILE *out, const bson_t *product)
 	if (!name)
 		name = "";
 	if (fprintf(out, "%lld,", (long long)rec_int(product, "serial_no", 0)) < 0 ||
-	    csv_fwrite(out, name, strlen(name)) != 0 || putc(',', out) == EOF ||
+	    write_cell(out, name, strlen(name)) != 0 || putc(',', out) == EOF ||
 	    write_url_field(out, product, "input_image_urls") != 0 || putc(',', out) == EOF ||
 	    write_url_field(out, product, "output_image_urls") != 0 || putc('\n', out) == EOF)
 		return -1;

@@ -68,7 +68,7 @@ assert_no_files() {
 @test "usage errors exit 64" {
 	run fetchimg --bogus
 	assert_failure 64
-	assert_line --index 0 "fetchimg: unknown option or missing value: --bogus"
+	assert_line --index 0 "fetchimg: unknown option --bogus"
 	run fetchimg --parallel 0
 	assert_failure 64
 	assert_output "fetchimg: --parallel wants a whole number from 1 to 1000, not '0'"
@@ -92,6 +92,27 @@ assert_no_files() {
 		file=$(field file)
 		[[ $file == "$OUT"/image-??????."$ext" ]]
 		cmp "$file" "$WWW/img.$ext"
+	done
+}
+
+@test "every signature gives its format's content_type and suffix" {
+	# Bodies that start with a signature ('?' bytes as x) and end in filler: only the
+	# first bytes decide, so no real image is needed.
+	declare -A want=(['\xff\xd8\xff']="image/jpeg jpg" ['\x89PNG\r\n\x1a\n']="image/png png"
+		[RIFFxxxxWEBP]="image/webp webp" [GIF87a]="image/gif gif" [GIF89a]="image/gif gif"
+		[xxxxftypavif]="image/avif avif" [xxxxftypavis]="image/avif avif"
+		[xxxxftypheic]="image/heif heic" [xxxxftypheix]="image/heif heic"
+		[xxxxftypmif1]="image/heif heic" [xxxxftypmsf1]="image/heif heic"
+		['II*\0']="image/tiff tif" ['MM\0*']="image/tiff tif")
+	n=0
+	for sig in "${!want[@]}"; do
+		n=$((n + 1))
+		printf "$sig%s" "-some-filler-bytes" >"$WWW/sig-$n"
+		fetch "$HTTPD_URL/sig-$n"
+		assert_success
+		file=$(field file)
+		assert_equal "$(field content_type) ${file##*.}" "${want[$sig]}"
+		cmp "$file" "$WWW/sig-$n"
 	done
 }
 
@@ -146,7 +167,7 @@ assert_no_files() {
 {"url": "'"$HTTPD_URL"'/img.jpg", "error": "failed earlier", "z": true}'
 	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
 	assert_success
-	assert_equal "$(jq -cS . <<<"$output")" "$(jq -cS . <<<"$in")"
+	assert_equal "$output" "$in"
 	assert_no_files
 }
 
@@ -156,7 +177,7 @@ assert_no_files() {
 	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
 	assert_failure 65
 	assert_equal "$(sed -n 1p <<<"$output" | jq -r .input_line)" 1
-	sed -n 1p <<<"$output" | jq -e '.error | startswith("input line 1 is not a JSON object")'
+	sed -n 1p <<<"$output" | jq -e '.error | startswith("fetchimg: input line 1 is not a JSON object")'
 	assert_equal "$(sed -n 2p <<<"$output" | jq -r .content_type)" image/png
 }
 
@@ -174,7 +195,7 @@ assert_no_files() {
 @test "a text file named .jpg is not an image, and leaves no file" {
 	fetch "$HTTPD_URL/text.jpg"
 	assert_success
-	assert_equal "$(field error)" "not an image (starts with text)"
+	assert_equal "$(field error)" "fetchimg: not an image (starts with text)"
 	assert_equal "$(field file)" null
 	assert_no_files
 }
@@ -182,20 +203,20 @@ assert_no_files() {
 @test "an empty file is not an image" {
 	fetch "$HTTPD_URL/empty.jpg"
 	assert_success
-	assert_equal "$(field error)" "not an image (empty body)"
+	assert_equal "$(field error)" "fetchimg: not an image (empty body)"
 	assert_no_files
 }
 
 @test "binary that is no image is named by its first bytes" {
 	fetch "$HTTPD_URL/binary.jpg"
-	assert_equal "$(field error)" "not an image (starts with bytes 00 01 02 03)"
+	assert_equal "$(field error)" "fetchimg: not an image (starts with bytes 00 01 02 03)"
 	assert_no_files
 }
 
 @test "a 404 names the status and the URL, and is not retried" {
 	fetch "$HTTPD_URL/missing.jpg"
 	assert_success
-	assert_equal "$(field error)" "HTTP 404 from $HTTPD_URL/missing.jpg"
+	assert_equal "$(field error)" "fetchimg: HTTP 404 from $HTTPD_URL/missing.jpg"
 	assert_equal "$stderr" ""
 }
 
@@ -211,7 +232,7 @@ assert_no_files() {
 @test "a 503 that persists fails once --retries are spent" {
 	fetch "$HTTPD_URL/status/503" --retries 1
 	assert_success
-	assert_equal "$(field error)" "HTTP 503 from $HTTPD_URL/status/503"
+	assert_equal "$(field error)" "fetchimg: HTTP 503 from $HTTPD_URL/status/503"
 	assert_equal "$stderr" "fetchimg: $HTTPD_URL/status/503: HTTP 503 from $HTTPD_URL/status/503; retry 1 of 1"
 }
 
@@ -221,27 +242,27 @@ assert_no_files() {
 	rm "$(field file)"
 	url=$(redirects 6 "$HTTPD_URL/img.png")
 	fetch "$url"
-	assert_equal "$(field error)" "more than 5 redirects from $url"
+	assert_equal "$(field error)" "fetchimg: more than 5 redirects from $url"
 	assert_no_files
 }
 
 @test "a redirect loop stops after 5 redirects" {
 	fetch "$HTTPD_URL/loop"
 	assert_success
-	assert_equal "$(field error)" "more than 5 redirects from $HTTPD_URL/loop"
+	assert_equal "$(field error)" "fetchimg: more than 5 redirects from $HTTPD_URL/loop"
 }
 
 @test "a redirect to 169.254.169.254 is refused, even with IMGPIPE_ALLOW_PRIVATE=1" {
 	fetch "$HTTPD_URL/redirect?to=http://169.254.169.254/latest/meta-data/"
 	assert_success
-	assert_equal "$(field error)" "refused address 169.254.169.254 (link-local)"
+	assert_equal "$(field error)" "fetchimg: refused address 169.254.169.254 (link-local)"
 }
 
 @test "only http and https, also after a redirect" {
 	fetch "ftp://127.0.0.1/img.jpg"
-	assert_equal "$(field error)" "unsupported protocol (http and https only): ftp://127.0.0.1/img.jpg"
+	assert_equal "$(field error)" "fetchimg: unsupported protocol (http and https only): ftp://127.0.0.1/img.jpg"
 	fetch "$HTTPD_URL/redirect?to=file:///etc/passwd"
-	assert_equal "$(field error)" "unsupported protocol (http and https only): file:///etc/passwd"
+	assert_equal "$(field error)" "fetchimg: unsupported protocol (http and https only): file:///etc/passwd"
 	assert_no_files
 }
 
@@ -251,17 +272,17 @@ assert_no_files() {
 	for host in 127.0.0.1 127.1 2130706433 0x7f000001; do
 		fetch "http://$host:$port/img.jpg"
 		assert_success
-		assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+		assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
 	done
 	fetch "http://[::ffff:127.0.0.1]:$port/img.jpg"
-	assert_equal "$(field error)" "refused address ::ffff:127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address ::ffff:127.0.0.1 (loopback)"
 	fetch "http://[::1]:$port/img.jpg"
-	assert_equal "$(field error)" "refused address ::1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address ::1 (loopback)"
 	# The check is on the address connected, so a name that resolves to loopback fails too.
 	fetch "http://localhost:$port/img.jpg"
-	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
 	IMGPIPE_ALLOW_PRIVATE=0 fetch "$HTTPD_URL/img.jpg"
-	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
 	assert_no_files
 }
 
@@ -274,27 +295,27 @@ assert_no_files() {
 		host=$ip
 		[[ $ip == *:* ]] && host="[$ip]"
 		fetch "http://$host/img.jpg" --retries 0
-		assert_equal "$(field error)" "refused address $ip (${kind[$ip]})"
+		assert_equal "$(field error)" "fetchimg: refused address $ip (${kind[$ip]})"
 	done
 }
 
 @test "an unknown host is a DNS error" {
 	fetch "http://no-such-host.invalid/img.jpg"
 	assert_success
-	assert_equal "$(field error)" "DNS lookup failed: Could not resolve host: no-such-host.invalid"
+	assert_equal "$(field error)" "fetchimg: DNS lookup failed: Could not resolve host: no-such-host.invalid"
 }
 
 @test "a server that sends one byte a second trips the low-speed limit" {
 	fetch "$HTTPD_URL/slow" --speed-time 2 --retries 0
 	assert_success
-	assert_equal "$(field error)" "too slow: under 1024 bytes/s for 2s"
+	assert_equal "$(field error)" "fetchimg: too slow: under 1024 bytes/s for 2s"
 	assert_no_files
 }
 
 @test "the total timeout ends a download that crawls on" {
 	fetch "$HTTPD_URL/slow" --timeout 2 --retries 0
 	assert_success
-	assert_equal "$(field error)" "timed out after 2s"
+	assert_equal "$(field error)" "fetchimg: timed out after 2s"
 	assert_no_files
 }
 
@@ -310,16 +331,16 @@ time.sleep(120)' >"$BATS_TEST_TMPDIR/port" &
 	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
 	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --connect-timeout 1 --retries 0
 	kill "$pid"
-	assert_equal "$(field error)" "connect timed out after 1s"
+	assert_equal "$(field error)" "fetchimg: connect timed out after 1s"
 }
 
 @test "a 60 MB body is refused at the default cap of 50 MiB" {
 	fetch "$HTTPD_URL/big?mb=60"
 	assert_success
-	assert_equal "$(field error)" "larger than 52428800 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 52428800 bytes"
 	assert_no_files
 	fetch "$HTTPD_URL/img.tif" --max-bytes 100
-	assert_equal "$(field error)" "larger than 100 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 100 bytes"
 }
 
 @test "the cap holds while streaming a body of no announced length" {
@@ -337,7 +358,7 @@ except OSError:
 	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
 	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --max-bytes 1048576 --retries 0
 	wait "$pid"
-	assert_equal "$(field error)" "larger than 1048576 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 1048576 bytes"
 	assert_no_files
 }
 
@@ -345,7 +366,7 @@ except OSError:
 	size=$(stat -c %s "$WWW/img.jpg")
 	fetch "$HTTPD_URL/lie?file=img.jpg" --retries 1
 	assert_success
-	assert_equal "$(field error)" "incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg"
+	assert_equal "$(field error)" "fetchimg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg"
 	assert_equal "$stderr" "fetchimg: $HTTPD_URL/lie?file=img.jpg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg; retry 1 of 1"
 	assert_no_files
 }

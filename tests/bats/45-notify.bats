@@ -73,7 +73,7 @@ hmac() {
 	assert_line --index 0 --regexp '^notify: batch.completed b1: not delivered after 3 attempts: .+'
 	result=${lines[1]}
 	assert_equal "$(jq -c '[.attempts, .status_code, .delivered, .url]' <<<"$result")" '[3,0,false,"http://127.0.0.1:1/hook"]'
-	assert_regex "$(jq -r .error <<<"$result")" '^not delivered after 3 attempts: .+'
+	assert_regex "$(jq -r .error <<<"$result")" '^notify: not delivered after 3 attempts: .+'
 }
 
 @test "a receiver that never answers times out on each attempt" {
@@ -86,7 +86,7 @@ print(s.getsockname()[1], flush=True); time.sleep(120)' >"$BATS_TEST_TMPDIR/port
 	kill "$silent"
 	assert_failure 75
 	assert_equal "$(jq -r .attempts <<<"${lines[1]}")" 2
-	assert_regex "$(jq -r .error <<<"${lines[1]}")" '^not delivered after 2 attempts: Operation timed out'
+	assert_regex "$(jq -r .error <<<"${lines[1]}")" '^notify: not delivered after 2 attempts: Operation timed out'
 }
 
 @test "a receiver answering 404 every time gets the attempts set, then exit 75" {
@@ -95,7 +95,7 @@ print(s.getsockname()[1], flush=True); time.sleep(120)' >"$BATS_TEST_TMPDIR/port
 	assert_failure 75
 	assert_equal "$(wc -l <"$HOOK_LOG")" 2
 	assert_equal "$(jq -c '[.attempts, .status_code, .delivered, .error]' <<<"${lines[1]}")" \
-		'[2,404,false,"not delivered after 2 attempts: HTTP 404"]'
+		'[2,404,false,"notify: not delivered after 2 attempts: HTTP 404"]'
 }
 
 @test "--url wins over webhook_url, which wins over WEBHOOK_URL" {
@@ -114,19 +114,31 @@ print(s.getsockname()[1], flush=True); time.sleep(120)' >"$BATS_TEST_TMPDIR/port
 	assert_equal "$stderr" "notify: batch.completed b1: skipped: no webhook URL (--url, the record's webhook_url or WEBHOOK_URL)"
 	assert_equal "$(jq -c '[.attempts, .status_code, .delivered, .url]' <<<"$output")" '[0,0,false,null]'
 	assert_equal "$(jq -r .error <<<"$output")" \
-		"skipped: no webhook URL (--url, the record's webhook_url or WEBHOOK_URL)"
+		"notify: skipped: no webhook URL (--url, the record's webhook_url or WEBHOOK_URL)"
 	assert_equal "$(wc -l <"$HOOK_LOG")" 0
 }
 
 @test "error records pass through; bad lines and non-events exit 65 after the rest" {
 	run --separate-stderr notify --url "$HOOK" < <(printf '%s\n' '{"batch_id": "b0", "error": "upstream failed"}' 'not json' '{"batch_id": "b9"}'; event)
 	assert_failure 65
-	assert_line --index 0 '{ "batch_id" : "b0", "error" : "upstream failed" }'
+	assert_line --index 0 '{"batch_id": "b0", "error": "upstream failed"}'
 	assert_equal "$(jq -r .input_line <<<"${lines[1]}")" 2
-	assert_equal "$(jq -r .error <<<"${lines[2]}")" 'not an event record: no "event" string'
+	assert_regex "$(jq -r .error <<<"${lines[1]}")" '^notify: input line 2 is not a JSON object: '
+	assert_equal "$(jq -r .error <<<"${lines[2]}")" 'notify: not an event record: no "event" string'
 	assert_equal "$(jq -r .delivered <<<"${lines[3]}")" true
 	assert_equal "${#lines[@]}" 4
 	assert_equal "$(wc -l <"$HOOK_LOG")" 1
+}
+
+@test "an event not delivered exits 75 even after a bad line, before or after it" {
+	hook_answers 500
+	run --separate-stderr notify --url "$HOOK" --attempts 1 < <(echo 'not json'; event)
+	assert_failure 75
+	assert_equal "${#lines[@]}" 2
+	run --separate-stderr notify --url "$HOOK" --attempts 1 < <(event; echo 'not json')
+	assert_failure 75
+	assert_equal "$(jq -r .delivered <<<"${lines[0]}")" false
+	assert_equal "$(jq -r .input_line <<<"${lines[1]}")" 2
 }
 
 @test "usage errors exit 64; --help agrees with the man page" {

@@ -166,7 +166,7 @@ submit_wait() {
 }
 
 @test "in headless Chromium: upload through the form, follow the page to the end, screenshot it" {
-	[ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium: run imgpipe setup"
+	[ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium: run scripts/setup --test"
 	local browser=$ROOT/tests/browser shots=("$BATS_FILE_TMPDIR")
 	[ -d "$browser/node_modules/playwright-core" ] ||
 		npm install --prefix "$browser" --no-audit --no-fund >"$BATS_FILE_TMPDIR/npm.log" 2>&1 ||
@@ -185,7 +185,7 @@ submit_wait() {
 		'[["1","Autumn Print"],["2","Kite Poster"],["3","Evening Glow Canvas"],["4","Colourful Cups"],["5","Missing Poster"]]'
 	# sizes before and after and the saving of every compressed image; the 404's error
 	check '[.products[:-1][] | .[-3:] | (.[0:2] | all(test("^[0-9.]+ (B|kB|MB)$"))) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
-	check '.products[-1]' "[\"5\",\"Missing Poster\",\"\",\"HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
+	check '.products[-1]' "[\"5\",\"Missing Poster\",\"\",\"fetchimg: HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
 	check '[.before, .after]' '[{"count":6,"loaded":5},{"count":5,"loaded":5}]'
 	check "[.after_srcs[] | startswith(\"$S3_PUBLIC_URL/images/$batch/\")] | unique" '[true]'
 	check '[.csv_link, .csv_header]' "[\"/status/$batch?format=csv\",\"S. No.,Product Name,Input Image Urls,Output Image Urls\"]"

@@ -12,6 +12,7 @@ load /usr/lib/bats/bats-assert/load.bash
 # Brings up the named services of the local stack (all when none are named) unless they
 # already run, and remembers whether this file started them, so it stops only those.
 # Call from setup_file; stack_stop from teardown_file.
+# shellcheck disable=SC2120  # the bats files name services; shellcheck sees only this file
 stack_start() {
 	if imgpipe stack status "$@" >/dev/null 2>&1; then
 		export STACK_STARTED_HERE=
@@ -50,6 +51,7 @@ httpd_stop() {
 # The whole stack, and the twelve sample photographs served at $HTTPD_URL (which also
 # receives webhooks).  photos_stop in teardown_file.
 photos_start() {
+	# shellcheck disable=SC2119  # the whole stack, not this function's arguments
 	stack_start
 	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
 	httpd_start "$BATS_FILE_TMPDIR/photos"

@@ -9,7 +9,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -23,12 +22,13 @@
 
 #include <curl/curl.h>
 
-#include "imgpipe.h"
+#include "backoff.h"
+#include "format.h"
+#include "stage.h"
 
-#define HEAD_BYTES     16     /* enough to sniff every accepted format */
 #define MAX_REDIRECTS  5
 #define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
-#define BACKOFF_MS     500    /* wait before the first retry; it doubles each time */
+#define BACKOFF_MS     500    /* first retry's wait, doubled each time (see backoff.h) */
 #define BACKOFF_MAX_MS 30000
 
 static const char usage[] =
@@ -59,45 +59,6 @@ static struct {
 } opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 0 };
 
 /* ---- what an image is ---- */
-
-#define SIG(s) s, sizeof s - 1
-
-/* Signatures of the accepted formats; '?' matches any byte. */
-static const struct magic {
-	const char *sig;
-	size_t len;
-	const char *type;
-	const char *ext;
-} magic[] = {
-	{ SIG("\xff\xd8\xff"), "image/jpeg", "jpg" },
-	{ SIG("\x89PNG\r\n\x1a\n"), "image/png", "png" },
-	{ SIG("RIFF????WEBP"), "image/webp", "webp" },
-	{ SIG("GIF87a"), "image/gif", "gif" },
-	{ SIG("GIF89a"), "image/gif", "gif" },
-	{ SIG("????ftypavif"), "image/avif", "avif" },
-	{ SIG("????ftypavis"), "image/avif", "avif" },
-	{ SIG("????ftypheic"), "image/heif", "heic" },
-	{ SIG("????ftypheix"), "image/heif", "heic" },
-	{ SIG("????ftypmif1"), "image/heif", "heif" },
-	{ SIG("????ftypmsf1"), "image/heif", "heif" },
-	{ SIG("II*\0"), "image/tiff", "tif" },
-	{ SIG("MM\0*"), "image/tiff", "tif" },
-};
-
-static const struct magic *sniff(const unsigned char *b, size_t n)
-{
-	for (size_t i = 0; i < sizeof magic / sizeof *magic; i++) {
-		const struct magic *m = &magic[i];
-		size_t k = 0;
-		if (n < m->len)
-			continue;
-		while (k < m->len && (m->sig[k] == '?' || (unsigned char)m->sig[k] == b[k]))
-			k++;
-		if (k == m->len)
-			return m;
-	}
-	return NULL;
-}
 
 /* Says what a body that is no image starts with, for the error. */
 static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
@@ -197,10 +158,10 @@ struct job {
 	char errbuf[CURL_ERROR_SIZE];
 	char *fail;                        /* why this try failed, once it did */
 	char refused[96];                  /* the first address refused */
-	unsigned char head[HEAD_BYTES];    /* the first bytes, kept until the type is sniffed */
+	unsigned char head[FORMAT_SNIFF_BYTES];   /* kept until the type is sniffed */
 	size_t headlen;
 	curl_off_t bytes;                  /* body bytes received */
-	const struct magic *type;
+	const struct image_format *type;
 	char *path;                        /* output file, once the type is known */
 	int fd;
 };
@@ -261,7 +222,7 @@ static int create_file(struct job *j)
 	char *stem = file_stem(j->rec);
 	const char *dir = opt.dir ? opt.dir : "";
 	const char *slash = *dir && dir[strlen(dir) - 1] != '/' ? "/" : "";
-	const char *ext = j->type->ext;
+	const char *ext = j->type->suffix;
 
 	if (stem) {
 		j->path = bson_strdup_printf("%s%s%s.%s", dir, slash, stem, ext);
@@ -312,7 +273,7 @@ static int start_file(struct job *j)
 {
 	char what[64];
 
-	j->type = sniff(j->head, j->headlen);
+	j->type = format_sniff(j->head, j->headlen);
 	if (!j->type) {
 		describe(j->head, j->headlen, what, sizeof what);
 		job_fail(j, "not an image (%s)", what);
@@ -359,10 +320,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *p)
 	if (!is_2xx(j))
 		return len;    /* an error page: only its status matters */
 	if (j->fd < 0) {
-		take = len < HEAD_BYTES - j->headlen ? len : HEAD_BYTES - j->headlen;
+		take = len < FORMAT_SNIFF_BYTES - j->headlen ? len : FORMAT_SNIFF_BYTES - j->headlen;
 		memcpy(j->head + j->headlen, data, take);
 		j->headlen += take;
-		if (j->headlen < HEAD_BYTES)
+		if (j->headlen < FORMAT_SNIFF_BYTES)
 			return len;
 		if (start_file(j) != 0)
 			return 0;
@@ -514,23 +475,16 @@ static int job_done(struct job *j, CURLcode rc)
 
 struct run {
 	CURLM *multi;
-	struct ndjson_reader in;
+	struct stage in;
 	struct job **slots;       /* opt.parallel of them; NULL when free */
 	long busy;
 	int eof;
-	int bad_input;
 };
 
 /* libbson's monotonic clock, in milliseconds. */
 static int64_t now_ms(void)
 {
 	return bson_get_monotonic_time() / 1000;
-}
-
-static void emit(const bson_t *doc)
-{
-	if (ndjson_write(stdout, doc) != 0 || fflush(stdout) == EOF)
-		err(EX_IOERR, "stdout");
 }
 
 static void add_transfer(struct run *r, struct job *j)
@@ -544,25 +498,17 @@ static void add_transfer(struct run *r, struct job *j)
 static void read_record(struct run *r)
 {
 	bson_t *rec;
-	bson_error_t e;
 	size_t slot = 0;
 
-	switch (ndjson_read(&r->in, &rec, &e)) {
-	case 0:
-		if (ferror(stdin))
-			err(EX_IOERR, "stdin");
+	switch (stage_read(&r->in, &rec)) {
+	case STAGE_END:
 		r->eof = 1;
 		return;
-	case -1:
-		r->bad_input = 1;
-		if (ndjson_write_bad_line(stdout, r->in.lineno, e.message) != 0 || fflush(stdout) == EOF)
-			err(EX_IOERR, "stdout");
+	case STAGE_PASS:
+		stage_pass(&r->in);
 		return;
-	}
-	if (!rec_str(rec, "url") || rec_has_error(rec)) {
-		emit(rec);
-		bson_destroy(rec);
-		return;
+	case STAGE_WORK:
+		break;
 	}
 	while (r->slots[slot])
 		slot++;
@@ -579,10 +525,10 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 
 	curl_multi_remove_handle(r->multi, j->h);
 	if (j->fail && transient && j->attempts < opt.retries) {
-		int64_t wait = (int64_t)BACKOFF_MS << j->attempts++;
+		j->attempts++;
 		warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
 		job_reset(j);
-		j->retry_at = now_ms() + (wait < BACKOFF_MAX_MS ? wait : BACKOFF_MAX_MS);
+		j->retry_at = now_ms() + backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts);
 		return;
 	}
 	if (j->fail) {
@@ -593,9 +539,9 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 		bson_copy_to_excluding_noinit(j->rec, out, "file", "input_bytes", "content_type", NULL);
 		BSON_APPEND_UTF8(out, "file", j->path);
 		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
-		BSON_APPEND_UTF8(out, "content_type", j->type->type);
+		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
 	}
-	emit(out);
+	stage_write(out);
 	bson_destroy(out);
 	r->slots[j->slot] = NULL;
 	r->busy--;
@@ -648,7 +594,7 @@ static int run(void)
 	 * hiding in a stdio buffer while we wait for downloads. */
 	if (fstat(0, &st) == 0 && !S_ISREG(st.st_mode))
 		setvbuf(stdin, NULL, _IONBF, 0);
-	ndjson_reader_init(&r.in, stdin);
+	stage_init(&r.in, "url");
 	r.slots = bson_malloc0(sizeof *r.slots * (size_t)opt.parallel);
 	if (!(r.multi = curl_multi_init()))
 		errx(EX_SOFTWARE, "curl_multi_init failed");
@@ -674,8 +620,7 @@ static int run(void)
 	}
 	curl_multi_cleanup(r.multi);
 	bson_free(r.slots);
-	ndjson_reader_free(&r.in);
-	return r.bad_input ? EX_DATAERR : EX_OK;
+	return stage_end(&r.in);
 }
 
 /* ---- command line ---- */
@@ -695,8 +640,7 @@ static void parse_options(int argc, char **argv)
 	struct stat st;
 	int c;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
 		switch (c) {
 		case 'p': opt.parallel = cli_long("--parallel", optarg, 1, 1000); break;
 		case 'd': opt.dir = optarg; break;
@@ -705,8 +649,6 @@ static void parse_options(int argc, char **argv)
 		case 'c': opt.connect_timeout = cli_long("--connect-timeout", optarg, 1, 3600); break;
 		case 's': opt.speed_time = cli_long("--speed-time", optarg, 1, 86400); break;
 		case 'r': opt.retries = cli_long("--retries", optarg, 0, 10); break;
-		default:
-			cli_usage_error(usage, "unknown option or missing value: %s", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)

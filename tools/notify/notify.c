@@ -10,7 +10,7 @@
 
 #include "backoff.h"
 #include "http.h"
-#include "imgpipe.h"
+#include "stage.h"
 
 #define BACKOFF_CAP_MS 60000     /* no single wait longer than a minute */
 
@@ -33,6 +33,7 @@ struct opts {
 	const char *url;          /* --url */
 	long attempts, backoff_ms, timeout_s;
 	const struct config *cfg;
+	CURL *curl;               /* the handle every event is sent with */
 };
 
 /* One event on its way: where, what, and how it went. */
@@ -140,9 +141,9 @@ static int deliver(CURL *c, const struct opts *o, struct delivery *d)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &d->status);
 		if (cc == CURLE_OK && d->status / 100 == 2)
 			break;
-		if (hopeless(cc) || d->attempts >= o->attempts)
+		if (hopeless(cc) || !backoff_retry(o->backoff_ms, BACKOFF_CAP_MS, d->attempts,
+						   (int)o->attempts))
 			break;
-		backoff_sleep(o->backoff_ms, BACKOFF_CAP_MS, d->attempts);
 	}
 	curl_easy_reset(c);     /* drops its pointers to h, the body and errbuf; keeps the connection */
 	curl_slist_free_all(h);
@@ -177,18 +178,24 @@ static bson_t *result(const bson_t *rec, const struct delivery *d, int delivered
 	BSON_APPEND_INT32(out, "attempts", d->attempts);
 	BSON_APPEND_INT32(out, "status_code", (int32_t)d->status);
 	BSON_APPEND_BOOL(out, "delivered", delivered);
-	if (!delivered)
-		BSON_APPEND_UTF8(out, "error", d->error);
+	if (!delivered) {
+		bson_t *failed = rec_error(out, "%s", d->error);
+		bson_destroy(out);
+		return failed;
+	}
 	return out;
 }
 
-/* Sends one event record and writes its result.  Returns the exit code it calls for. */
-static int notify_one(CURL *c, const struct opts *o, const bson_t *rec)
+/* Sends one event record; its result record takes its place.  An event not delivered
+ * raises the exit status: 65 for a record or URL no attempt can fix, 75 when the attempts
+ * ran out. */
+static bson_t *notify_one(struct stage *s, const bson_t *rec, void *arg)
 {
+	const struct opts *o = arg;
 	struct delivery d = { .event = rec_str(rec, "event") };
 	bson_t body = BSON_INITIALIZER;
 	bson_t *out;
-	int delivered = 0, rc = EX_OK;
+	int delivered = 0, rc;
 
 	uuid4(d.id);
 	d.url = o->url ? o->url : rec_str(rec, "webhook_url");
@@ -197,7 +204,7 @@ static int notify_one(CURL *c, const struct opts *o, const bson_t *rec)
 	if (!d.event) {
 		d.event = "";
 		snprintf(d.error, sizeof d.error, "not an event record: no \"event\" string");
-		rc = EX_DATAERR;
+		stage_raise(s, EX_DATAERR);
 	} else if (!d.url) {
 		snprintf(d.error, sizeof d.error,
 			 "skipped: no webhook URL (--url, the record's webhook_url or WEBHOOK_URL)");
@@ -205,88 +212,50 @@ static int notify_one(CURL *c, const struct opts *o, const bson_t *rec)
 		bson_copy_to_excluding_noinit(rec, &body, "webhook_url", NULL);
 		if (!(d.body = bson_as_relaxed_extended_json(&body, &d.len)))
 			errx(EX_DATAERR, "cannot serialize an event record");
-		rc = deliver(c, o, &d);
+		rc = deliver(o->curl, o, &d);
 		delivered = rc == EX_OK;
+		stage_raise(s, rc);
 	}
 	if (!delivered)
 		warnx("%s %s: %s", d.event, rec_str(rec, "batch_id") ? rec_str(rec, "batch_id") : "",
 		      d.error);
 	out = result(rec, &d, delivered);
-	if (ndjson_write(stdout, out) != 0 || fflush(stdout) != 0)
-		err(EX_IOERR, "stdout");
-	bson_destroy(out);
 	bson_free(d.body);
 	bson_destroy(&body);
-	return rc;
-}
-
-/* The exit code of the whole run: a delivery that ran out of attempts outweighs bad input. */
-static int worse(int a, int b)
-{
-	return a == EX_TEMPFAIL || b == EX_TEMPFAIL ? EX_TEMPFAIL : a ? a : b;
-}
-
-static int notify_stream(CURL *c, const struct opts *o)
-{
-	struct ndjson_reader r;
-	bson_error_t error;
-	bson_t *rec;
-	int got, rc = EX_OK;
-
-	ndjson_reader_init(&r, stdin);
-	while ((got = ndjson_read(&r, &rec, &error)) != 0) {
-		if (got < 0) {
-			rc = worse(rc, EX_DATAERR);
-			if (ndjson_write_bad_line(stdout, r.lineno, error.message) != 0 ||
-			    fflush(stdout) != 0)
-				err(EX_IOERR, "stdout");
-			continue;
-		}
-		if (rec_has_error(rec)) {
-			if (ndjson_write(stdout, rec) != 0 || fflush(stdout) != 0)
-				err(EX_IOERR, "stdout");
-		} else {
-			rc = worse(rc, notify_one(c, o, rec));
-		}
-		bson_destroy(rec);
-	}
-	if (ferror(stdin))
-		err(EX_IOERR, "stdin");
-	ndjson_reader_free(&r);
-	return rc;
+	return out;
 }
 
 int main(int argc, char **argv)
 {
+	enum { OPT_URL = 256, OPT_ATTEMPTS, OPT_BACKOFF, OPT_TIMEOUT };
+	static const struct option longopts[] = {
+		{ "url", required_argument, NULL, OPT_URL },
+		{ "attempts", required_argument, NULL, OPT_ATTEMPTS },
+		{ "backoff", required_argument, NULL, OPT_BACKOFF },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct config cfg;
 	struct opts o = { .attempts = 5, .backoff_ms = 500, .timeout_s = 10, .cfg = &cfg };
-	CURL *c;
-	int rc;
+	int c, rc;
 
 	cli_common(argc, argv, usage);
-	for (int i = 1; i < argc; i++) {
-		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-
-		if (!val)
-			cli_usage_error(usage, "unknown option or missing value: %s", opt);
-		if (strcmp(opt, "--url") == 0)
-			o.url = val;
-		else if (strcmp(opt, "--attempts") == 0)
-			o.attempts = cli_long(opt, val, 1, 100);
-		else if (strcmp(opt, "--backoff") == 0)
-			o.backoff_ms = cli_long(opt, val, 0, BACKOFF_CAP_MS);
-		else if (strcmp(opt, "--timeout") == 0)
-			o.timeout_s = cli_long(opt, val, 1, 3600);
-		else
-			cli_usage_error(usage, "unknown option: %s", opt);
-		i++;
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_URL: o.url = optarg; break;
+		case OPT_ATTEMPTS: o.attempts = cli_long("--attempts", optarg, 1, 100); break;
+		case OPT_BACKOFF: o.backoff_ms = cli_long("--backoff", optarg, 0, BACKOFF_CAP_MS); break;
+		case OPT_TIMEOUT: o.timeout_s = cli_long("--timeout", optarg, 1, 3600); break;
+		}
 	}
+	if (optind < argc)
+		cli_usage_error(usage, "unexpected argument: %s", argv[optind]);
 
 	config_load(&cfg);
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(c = curl_easy_init()))
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(o.curl = curl_easy_init()))
 		errx(EX_UNAVAILABLE, "cannot start libcurl");
-	rc = notify_stream(c, &o);
-	curl_easy_cleanup(c);
+	rc = stage_run(NULL, notify_one, &o);
+	curl_easy_cleanup(o.curl);
 	curl_global_cleanup();
 	config_free(&cfg);
 	return rc;
