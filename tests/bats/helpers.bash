@@ -71,3 +71,11 @@ s3count() {
 		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
 		grep -o '<Key>' | wc -l
 }
+
+# Standard Webhooks' own verdict on the requests the test server recorded:
+# verify_webhooks SECRET [--key-bytes] [--late SECONDS] < "$HOOK_LOG" (see tests/lib/verify-webhook.py),
+# run with the venv scripts/setup --test makes for the standardwebhooks package.
+WEBHOOK_PYTHON="${IMGPIPE_TOOLS:-/opt/imgpipe}/venv/bin/python"
+verify_webhooks() {
+	"$WEBHOOK_PYTHON" "$ROOT/tests/lib/verify-webhook.py" "$@"
+}
