@@ -11,11 +11,13 @@
 #include "cgi.h"
 #include "csvin.h"
 #include "db.h"
+#include "netpolicy.h"
 #include "queue.h"
 #include "ui.h"
 #include "s3.h"
 
 #define MAX_URL 2048
+#define WEBHOOK_RESOLVE_S 5     /* the longest wait for the webhook host's addresses */
 
 /* The CSV and the webhook of an upload. */
 struct upload {
@@ -37,11 +39,13 @@ static int read_body(struct upload *up, size_t len)
 	return up->len == len ? 0 : -1;
 }
 
-/* An absolute http(s) URL with a host, as curl's URL parser reads it. */
-static int webhook_valid(const char *url, char *why, size_t whylen)
+/* An absolute http(s) URL with a host, as curl's URL parser reads it, whose host resolves
+ * (within WEBHOOK_RESOLVE_S) to an address the policy lets notify connect to.  That is
+ * checked again on each delivery, on the address then connected. */
+static int webhook_valid(const char *url, int allow_private, char *why, size_t whylen)
 {
 	CURLU *u = curl_url();
-	char *scheme = NULL, *host = NULL;
+	char *scheme = NULL, *host = NULL, refused[256];
 	int ok = 1;
 
 	for (const char *p = url; *p; p++)
@@ -54,6 +58,10 @@ static int webhook_valid(const char *url, char *why, size_t whylen)
 	if (!ok)
 		snprintf(why, whylen, "webhook_url must be an absolute http(s) URL of at most %d "
 			 "printable ASCII characters", MAX_URL);
+	else if (netpolicy_check_url(url, allow_private, WEBHOOK_RESOLVE_S, refused, sizeof refused)) {
+		snprintf(why, whylen, "webhook_url: %s", refused);
+		ok = 0;
+	}
 	curl_free(scheme);
 	curl_free(host);
 	curl_url_cleanup(u);
@@ -119,7 +127,7 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 		up->csv = up->form.file;
 		up->csv_len = up->form.file_len;
 	}
-	if (up->webhook_url && webhook_valid(up->webhook_url, why, whylen))
+	if (up->webhook_url && webhook_valid(up->webhook_url, rq->cfg->allow_private, why, whylen))
 		return 400;
 	if (up->csv_len == 0)
 		return refuse(400, why, whylen, "the CSV is empty");
