@@ -19,6 +19,8 @@ static const char usage[] =
 	"  GET  /healthz                200 when MongoDB, Redis and S3 answer, else 503\n"
 	"  GET  /metrics                Prometheus text exposition\n"
 	"  GET  /                       a JSON index of these routes\n"
+	"With IMGPIPE_API_TOKENS set, every request needs one of its tokens (Authorization:\n"
+	"Bearer TOKEN, or HTTP Basic with the token as the password).\n"
 	"A client whose Accept header names text/html (a browser) gets web pages instead:\n"
 	"GET / is an upload form, an upload answers 303 to its status page, errors are pages.\n";
 
@@ -40,8 +42,7 @@ static const struct route routes[] = {
 	{ "/metrics",          "GET",  metrics },
 };
 
-/* The variable's value, or NULL when unset or empty (RFC 3875 treats both alike). */
-static const char *meta(const char *name)
+const char *meta(const char *name)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : NULL;
@@ -155,7 +156,8 @@ int main(int argc, char **argv)
 	rq.content_type = meta("CONTENT_TYPE");
 	rq.content_length = meta("CONTENT_LENGTH");
 	rq.cfg = &cfg;
-	route(&rq);
+	if (access_allow(&rq))
+		route(&rq);
 	config_free(&cfg);
 	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }

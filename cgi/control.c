@@ -42,13 +42,13 @@ static void retry_batch(struct db *d, struct queue *q, const char *id)
 	} else if (rc == 2) {
 		reply_error(409, NULL, "batch %s is running (in queue or in progress): retry it once it has ended", id);
 	} else if (rc < 0) {
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	} else {
 		/* a cancel of an earlier ending must not stop this one */
 		if (queue_cancel(q, id, 0) == 0 && queue_push(q, id) == 0) {
 			accepted(id, "in queue");
 		} else {
-			reply_error(503, NULL, "Redis unavailable: %s", q->error);
+			reply_unavailable("Redis", "%s", q->error);
 			if (db_batch_unretry(d, id, &before, &err) != 0)
 				warnx("batch %s left in queue without a job: %s", id, err.message);
 		}
@@ -68,15 +68,16 @@ static void cancel_batch(struct db *d, struct queue *q, const char *id)
 	else if (rc == 2)
 		reply_error(409, NULL, "batch %s has ended: there is nothing to cancel", id);
 	else if (rc < 0)
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else if (queue_cancel(q, id, 1) != 0)
 		/* recorded all the same: process-batch ends the batch cancelled when its run ends */
-		reply_error(503, NULL, "Redis unavailable: %s", q->error);
+		reply_unavailable("Redis", "%s", q->error);
 	else
 		accepted(id, ended ? "failed" : "in progress");
 }
 
-/* Connects to both (a backend that is down costs nothing to undo), then acts. */
+/* Connects to both (a backend that is down costs nothing to undo), then acts on a batch
+ * of the request's token. */
 static void control(const struct request *rq, const char *id,
 		    void (*act)(struct db *, struct queue *, const char *))
 {
@@ -90,17 +91,18 @@ static void control(const struct request *rq, const char *id,
 		return;
 	}
 	if (!rq->cfg->mongodb_uri) {
-		reply_error(503, NULL, "MongoDB unavailable: MONGODB_URI is not set");
+		reply_unavailable("MongoDB", "MONGODB_URI is not set");
 		return;
 	}
 	if (queue_init(&q, rq->cfg->redis_url) || queue_connect(&q)) {
-		reply_error(503, NULL, "Redis unavailable: %s", q.error);
+		reply_unavailable("Redis", "%s", q.error);
 		return;
 	}
 	if (db_open(&d, rq->cfg, &err)) {
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	} else {
-		act(&d, &q, id);
+		if (batch_owned(&d, id, rq->owner))
+			act(&d, &q, id);
 		db_close(&d);
 	}
 	queue_disconnect(&q);

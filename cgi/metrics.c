@@ -99,33 +99,32 @@ static void write_counters(FILE *out, const redisReply *hash)
 	}
 }
 
-/* Reads both backends (each wait bounded), then writes the exposition to out. */
-static int collect(const struct config *cfg, FILE *out, char *why, size_t len)
+/* Reads both backends (each wait bounded), then writes the exposition to out.  On a
+ * failure *backend names the one that failed, and why says why. */
+static int collect(const struct config *cfg, FILE *out, const char **backend, char *why,
+		   size_t len)
 {
 	int64_t counts[DB_STATUS_COUNT];
 	struct queue_stats st = { 0 };
 	struct queue q;
 	struct db d;
 	bson_error_t err;
-	char reason[512];
 	int rc;
 
-	if (backend_db(&d, cfg, reason, sizeof reason)) {
-		snprintf(why, len, "MongoDB unavailable: %s", reason);
+	*backend = "MongoDB";
+	if (backend_db(&d, cfg, why, len))
 		return -1;
-	}
 	rc = db_batch_counts(&d, counts, &err);
 	db_close(&d);
 	if (rc) {
-		snprintf(why, len, "MongoDB unavailable: %s", err.message);
+		snprintf(why, len, "%s", err.message);
 		return -1;
 	}
-	rc = backend_queue(&q, cfg, reason, sizeof reason);
+	*backend = "Redis";
+	rc = backend_queue(&q, cfg, why, len);
 	if (rc == 0 && (rc = queue_stats(&q, &st)) != 0)
-		snprintf(reason, sizeof reason, "%s", q.error);
-	if (rc) {
-		snprintf(why, len, "Redis unavailable: %s", reason);
-	} else {
+		snprintf(why, len, "%s", q.error);
+	if (rc == 0) {
 		write_batches(out, counts);
 		write_queue(out, &st);
 		write_counters(out, st.counters);
@@ -137,7 +136,8 @@ static int collect(const struct config *cfg, FILE *out, char *why, size_t len)
 
 void metrics(const struct request *rq, const char *rest)
 {
-	char *buf = NULL, why[640];
+	char *buf = NULL, why[512];
+	const char *backend;
 	size_t len = 0;
 	FILE *out = open_memstream(&buf, &len);
 	int rc;
@@ -147,11 +147,11 @@ void metrics(const struct request *rq, const char *rest)
 		reply_error(500, NULL, "out of memory");
 		return;
 	}
-	rc = collect(rq->cfg, out, why, sizeof why);
+	rc = collect(rq->cfg, out, &backend, why, sizeof why);
 	if (fclose(out) != 0 && rc == 0)
 		reply_error(500, NULL, "out of memory");
 	else if (rc)
-		reply_error(503, NULL, "%s", why);
+		reply_unavailable(backend, "%s", why);
 	else
 		reply(200, "text/plain; version=0.0.4; charset=utf-8", NULL, buf, len);
 	free(buf);

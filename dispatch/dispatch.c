@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "imgpipe.h"
 #include "queue.h"
 
@@ -326,7 +327,7 @@ int main(int argc, char **argv)
 	struct config cfg;
 	struct queue q;
 	struct sigaction sa = { .sa_handler = on_term };
-	long backoff_ms = 200;
+	int reconnects = 0;
 
 	parse_args(argc, argv);
 	config_load(&cfg);
@@ -345,7 +346,7 @@ int main(int argc, char **argv)
 		long last_beat = now_ms(), last_cancel_check = now_ms();
 
 		if (connect_queue(&q) == 0) {
-			backoff_ms = 200;
+			reconnects = 0;
 			while (!stopping && step(&q, &last_beat, &last_cancel_check) == 0)
 				;
 			queue_disconnect(&q);
@@ -354,8 +355,7 @@ int main(int argc, char **argv)
 			break;
 		reap(NULL);
 		/* Redis went away: reconnect with a growing pause, up to 5 s. */
-		usleep(backoff_ms * 1000);
-		backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+		backoff_sleep(200, 5000, ++reconnects);
 	}
 	shut_down();
 	config_free(&cfg);

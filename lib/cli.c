@@ -1,4 +1,4 @@
-/* Command-line basics every tool shares: --help, --version, usage errors, numbers. */
+/* Command-line basics every tool shares: --help, --version, options, usage errors, numbers. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -20,6 +20,30 @@ void cli_common(int argc, char **argv, const char *usage)
 			exit(EX_OK);
 		}
 	}
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+	       const char *usage)
+{
+	int order = shortopts[0] == '+' || shortopts[0] == '-';
+	char spec[64];
+	int c;
+
+	/* A ':' first (after the ordering flag) has getopt tell a missing value (':') from an
+	 * unknown option ('?'), so the message can say which, naming the program as warnx
+	 * does rather than by argv[0]. */
+	if (snprintf(spec, sizeof spec, "%.*s:%s", order, shortopts, shortopts + order) >=
+	    (int)sizeof spec)
+		errx(EX_SOFTWARE, "cli_getopt: too many short options");
+	opterr = 0;
+	c = getopt_long(argc, argv, spec, longopts, NULL);
+	if (c == ':')
+		cli_usage_error(usage, "%s wants a value", argv[optind - 1]);
+	if (c == '?' && optopt > 0 && optopt < 256)
+		cli_usage_error(usage, "unknown option -%c", optopt);
+	if (c == '?')
+		cli_usage_error(usage, "unknown option %s", argv[optind - 1]);
+	return c;
 }
 
 void cli_usage_error(const char *usage, const char *fmt, ...)

@@ -321,10 +321,16 @@ static int parse_serial(struct csvin *c, int64_t *serial)
 /* Says why url is not an absolute http(s) URL with a host; returns 0 when it is one.
  * curl parses it once.  Its scheme is read from url itself: when curl takes url as
  * absolute, the scheme is the text before the first ':', so comparing that prefix without
- * case saves copying the scheme out of the handle. */
+ * case saves copying the scheme out of the handle.
+ * Two spellings curl accepts still name no host.  curl, as browsers do, allows one to
+ * three slashes after the scheme and takes the host from what follows ("http:///x.jpg"
+ * fetches from host x.jpg), where RFC 3986 reads no authority or an empty one.  And a host
+ * of dots alone ("." or "%2e", which curl decodes) has only empty labels. */
 static int check_url(struct csvin *c, const char *url, char *why, size_t len)
 {
-	char q[QUOTE_MAX + 4], *host = NULL;
+	char q[QUOTE_MAX + 4], qhost[QUOTE_MAX + 4], *host = NULL;
+	size_t scheme = strcspn(url, ":");
+	size_t slashes = url[scheme] ? strspn(url + scheme + 1, "/") : 0;
 	CURLUcode rc;
 	int bad = 1;
 
@@ -339,6 +345,12 @@ static int check_url(struct csvin *c, const char *url, char *why, size_t len)
 		snprintf(why, len, "image URL '%s' is not http or https", quote(q, url));
 	else if (curl_url_get(c->url, CURLUPART_HOST, &host, 0) || !*host)
 		snprintf(why, len, "image URL '%s' has no host", quote(q, url));
+	else if (slashes != 2)
+		snprintf(why, len, "image URL '%s' has no host (%zu slash%s after '%.*s:', not 2)",
+			 quote(q, url), slashes, slashes == 1 ? "" : "es", (int)scheme, url);
+	else if (!host[strspn(host, ".")])
+		snprintf(why, len, "image URL '%s' has no host ('%s' is not a host name)",
+			 quote(q, url), quote(qhost, host));
 	else
 		bad = 0;
 	curl_free(host);
@@ -712,21 +724,30 @@ static int check_text(const char *buf, size_t len, char *why, size_t whylen)
 	return 0;
 }
 
-static int stop_at_row(const struct csvin_row *row, void *arg)
+/* What csvin_check counts: the data rows, and the images of the valid ones. */
+struct tally {
+	uint64_t rows, images;
+};
+
+static int count_row(const struct csvin_row *row, void *arg)
 {
-	(void)row;
-	(void)arg;
-	return 1;
+	struct tally *t = arg;
+
+	t->rows++;
+	if (!row->error)
+		t->images += row->nurls;
+	return 0;
 }
 
-int csvin_check(const char *buf, size_t len, char *why, size_t whylen)
+int csvin_check(const char *buf, size_t len, uint64_t *images, char *why, size_t whylen)
 {
+	struct tally t = { 0, 0 };
 	struct csvin *c;
 	int rc;
 
 	if (check_text(buf, len, why, whylen))
 		return -1;
-	if (!(c = csvin_new(NULL, stop_at_row, NULL))) {
+	if (!(c = csvin_new(NULL, count_row, &t))) {
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
@@ -735,8 +756,9 @@ int csvin_check(const char *buf, size_t len, char *why, size_t whylen)
 		rc = csvin_finish(c);
 	if (rc == CSVIN_EINPUT)
 		snprintf(why, whylen, "%s", csvin_error(c));
-	else if (rc == CSVIN_OK)      /* the header, and not one row after it */
+	else if (t.rows == 0)
 		snprintf(why, whylen, "the CSV has a header but no product rows");
 	csvin_free(c);
-	return rc == CSVIN_ESTOP ? 0 : -1;
+	*images = t.images;
+	return rc == CSVIN_OK && t.rows > 0 ? 0 : -1;
 }

@@ -112,7 +112,7 @@ static int bad_status(const char *status, bson_error_t *err)
 }
 
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
-		    const char *webhook_url, bson_error_t *err)
+		    const char *webhook_url, const char *owner, bson_error_t *err)
 {
 	int64_t now = db_now();
 	bson_t *doc;
@@ -124,6 +124,8 @@ int db_batch_create(struct db *d, const char *id, const char *status, const char
 		       "createdAt", BCON_DATE_TIME(now), "updatedAt", BCON_DATE_TIME(now));
 	if (webhook_url)
 		BSON_APPEND_UTF8(doc, "webhook_url", webhook_url);
+	if (owner)
+		BSON_APPEND_UTF8(doc, "owner", owner);
 	ok = mongoc_collection_insert_one(d->batches, doc, NULL, NULL, err);
 	bson_destroy(doc);
 	return ok ? 0 : -1;
@@ -234,35 +236,6 @@ static void append_copy_or_null(bson_t *out, const char *key, const bson_t *doc,
 		BSON_APPEND_NULL(out, key);
 }
 
-struct entry {
-	int64_t key;
-	bson_t *doc;
-};
-
-static int entry_cmp(const void *a, const void *b)
-{
-	const struct entry *x = a, *y = b;
-	return (x->key > y->key) - (x->key < y->key);
-}
-
-/* Appends the n documents as the array key of out in the order of their keys, and
- * destroys them. */
-static void append_sorted(bson_t *out, const char *key, struct entry *e, size_t n)
-{
-	bson_t arr;
-	char idx[16];
-	const char *k;
-
-	qsort(e, n, sizeof *e, entry_cmp);
-	bson_append_array_begin(out, key, -1, &arr);
-	for (size_t i = 0; i < n; i++) {
-		bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
-		bson_append_document(&arr, k, -1, e[i].doc);
-		bson_destroy(e[i].doc);
-	}
-	bson_append_array_end(out, &arr);
-}
-
 /* The length of the array (or document) at it. */
 static uint32_t count_children(const bson_iter_t *it)
 {
@@ -275,28 +248,50 @@ static uint32_t count_children(const bson_iter_t *it)
 	return n;
 }
 
-/* The product's image_errors {"INDEX": {url, error}} as errors [{index, url, error}]. */
-static void append_image_errors(bson_t *out, const bson_t *product, struct progress *p)
+/* A document to sort, by its bytes: a static bson_t points into itself, so qsort may not
+ * move one. */
+struct entry {
+	int64_t key;
+	const uint8_t *data;
+	uint32_t len;
+};
+
+static int entry_cmp(const void *a, const void *b)
 {
-	bson_iter_t it, child, field;
-	int has = bson_iter_init_find(&it, product, "image_errors") && BSON_ITER_HOLDS_DOCUMENT(&it);
+	const struct entry *x = a, *y = b;
+	return (x->key > y->key) - (x->key < y->key);
+}
+
+/* Copies the documents of doc's array field as the array key of out, in the order of
+ * their integer field by (writers append in the order outcomes come); an empty array
+ * when doc lacks the field.  Returns how many. */
+static int64_t append_sorted(bson_t *out, const char *key, const bson_t *doc, const char *field,
+			     const char *by)
+{
+	bson_iter_t it, child;
+	int has = bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_ARRAY(&it);
 	uint32_t cap = has ? count_children(&it) : 0;
 	struct entry *e = bson_malloc0(sizeof *e * (cap + 1));
 	size_t n = 0;
+	bson_t arr, d;
+	char idx[16];
+	const char *k;
 
 	if (has && bson_iter_recurse(&it, &child))
-		while (n < cap && bson_iter_next(&child)) {
-			e[n].key = strtoll(bson_iter_key(&child), NULL, 10);
-			e[n].doc = BCON_NEW("index", BCON_INT64(e[n].key));
-			if (bson_iter_recurse(&child, &field))
-				while (bson_iter_next(&field))
-					bson_append_value(e[n].doc, bson_iter_key(&field), -1,
-							  bson_iter_value(&field));
+		while (n < cap && rec_next_doc(&child, &d)) {
+			e[n] = (struct entry){ rec_int(&d, by, 0), bson_get_data(&d), d.len };
 			n++;
 		}
-	p->images_failed += (int64_t)n;
-	append_sorted(out, "errors", e, n);
+	qsort(e, n, sizeof *e, entry_cmp);
+	bson_append_array_begin(out, key, -1, &arr);
+	for (size_t i = 0; i < n; i++) {
+		bson_uint32_to_string((uint32_t)i, &k, idx, sizeof idx);
+		if (bson_init_static(&d, e[i].data, e[i].len))
+			bson_append_document(&arr, k, -1, &d);
+	}
+	bson_append_array_end(out, &arr);
 	bson_free(e);
+	return (int64_t)n;
 }
 
 /* The product's image_sizes {"INDEX": {input_bytes, output_bytes}} as an array beside
@@ -323,33 +318,6 @@ static void append_image_sizes(bson_t *out, const bson_t *product)
 	bson_append_array_end(out, &arr);
 }
 
-/* The batch's row_errors [{line, error}] sorted by line. */
-static void append_row_errors(bson_t *out, const bson_t *batch, struct progress *p)
-{
-	bson_iter_t it, child;
-	struct entry *e;
-	size_t n = 0;
-	uint32_t cap, len;
-	const uint8_t *data;
-
-	if (!bson_iter_init_find(&it, batch, "row_errors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-	    !bson_iter_recurse(&it, &child))
-		return;
-	cap = count_children(&it);
-	e = bson_malloc0(sizeof *e * (cap + 1));
-	while (n < cap && bson_iter_next(&child)) {
-		if (!BSON_ITER_HOLDS_DOCUMENT(&child))
-			continue;
-		bson_iter_document(&child, &len, &data);
-		e[n].doc = bson_new_from_data(data, len);
-		e[n].key = rec_int(e[n].doc, "line", 0);
-		n++;
-	}
-	p->rows_failed = (int64_t)n;
-	append_sorted(out, "row_errors", e, n);
-	bson_free(e);
-}
-
 /* Adds one product of the status JSON to arr, and its images to the progress. */
 static void append_product(bson_t *arr, const char *key, const bson_t *product, struct progress *p)
 {
@@ -361,7 +329,7 @@ static void append_product(bson_t *arr, const char *key, const bson_t *product, 
 	append_copy_or_null(&doc, "product_name", product, "product_name");
 	append_copy_or_null(&doc, "input_image_urls", product, "input_image_urls");
 	append_copy_or_null(&doc, "output_image_urls", product, "output_image_urls");
-	append_image_errors(&doc, product, p);
+	p->images_failed += append_sorted(&doc, "errors", product, "errors", "index");
 	append_image_sizes(&doc, product);
 	bson_append_document_end(arr, &doc);
 
@@ -413,10 +381,9 @@ static void append_progress(bson_t *out, const struct progress *p)
 	bson_append_document_end(out, &doc);
 }
 
-/* Reads the batch document into *batch; 1 when there is none. */
-static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t *err)
+/* Reads the batch that filter (which it destroys) selects into *batch; 1 when there is none. */
+static int find_batch_where(struct db *d, bson_t *filter, bson_t *batch, bson_error_t *err)
 {
-	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
 	mongoc_cursor_t *c = mongoc_collection_find_with_opts(d->batches, filter, NULL, NULL);
 	const bson_t *doc;
 	int rc = 1;
@@ -429,6 +396,22 @@ static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t 
 	}
 	mongoc_cursor_destroy(c);
 	bson_destroy(filter);
+	return rc;
+}
+
+static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t *err)
+{
+	return find_batch_where(d, BCON_NEW("_id", BCON_UTF8(id)), batch, err);
+}
+
+int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t *err)
+{
+	bson_t batch;
+	int rc = find_batch_where(d, BCON_NEW("_id", BCON_UTF8(id), "owner", BCON_UTF8(owner)),
+				  &batch, err);
+
+	if (rc == 0)
+		bson_destroy(&batch);
 	return rc;
 }
 
@@ -445,7 +428,8 @@ int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 
 	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
-	append_row_errors(&row_errors, &batch, &p);
+	if (bson_has_field(&batch, "row_errors"))
+		p.rows_failed = append_sorted(&row_errors, "row_errors", &batch, "row_errors", "line");
 	if ((rc = list_products(d, id, &products, &p, err)) == 0) {
 		BSON_APPEND_UTF8(out, "batch_id", id);
 		append_copy_or_null(out, "status", &batch, "status");

@@ -6,6 +6,7 @@
 #define IMGPIPE_H
 
 #include <err.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <sysexits.h>
 #include <bson/bson.h>
@@ -25,7 +26,11 @@ struct config {
 	const char *webhook_secret;   /* WEBHOOK_SECRET */
 	const char *home;             /* IMGPIPE_HOME, default "var" */
 	const char *url;              /* IMGPIPE_URL */
+	const char *api_tokens;       /* IMGPIPE_API_TOKENS: a file of access tokens; NULL: open */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+	/* Limits; -1 when the variable is set but is not a positive number. */
+	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
+	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */
 };
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */
@@ -53,17 +58,23 @@ void ndjson_reader_free(struct ndjson_reader *r);
 int ndjson_read(struct ndjson_reader *r, bson_t **doc, bson_error_t *err);
 /* Writes doc as one line of relaxed extended JSON.  Returns 0, or -1 on a write error. */
 int ndjson_write(FILE *out, const bson_t *doc);
-/* Writes {"error": message} (plus "input_line") for an input line that could not be read. */
-int ndjson_write_bad_line(FILE *out, unsigned long lineno, const char *message);
+/* The record that stands for an input line that could not be read:
+ * {"input_line": N, "error": "PROGRAM: input line N is not a JSON object: message"}
+ * (caller destroys it). */
+bson_t *ndjson_bad_line(unsigned long lineno, const char *message);
 
 /* ---- records (ndjson.c) ---- */
 /* The string value of key in doc, or NULL when absent or not a string. */
 const char *rec_str(const bson_t *doc, const char *key);
 /* The integer value of key (int32, int64 or an integral double), or fallback. */
 int64_t rec_int(const bson_t *doc, const char *key, int64_t fallback);
+/* Moves the array iterator it to its next document element, read into *doc (which
+ * borrows its bytes); false at the end.  Elements that are not documents are passed over. */
+bool rec_next_doc(bson_iter_t *it, bson_t *doc);
 /* True when the record carries "error": stages pass such records through untouched. */
 int rec_has_error(const bson_t *doc);
-/* A copy of doc with "error" set to the formatted reason (caller destroys it).
+/* A copy of doc with "error" set to the formatted reason after the program's name, as
+ * DESIGN.md wants a stage's errors ("shrink: empty file"; caller destroys it).
  * To add fields, copy with bson_copy_to_excluding_noinit() and append. */
 bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -71,6 +82,10 @@ bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format
 /* Handles --help and --version when argv[1] is one of them: prints usage (to stdout)
  * or "NAME VERSION" and exits 0.  Otherwise returns. */
 void cli_common(int argc, char **argv, const char *usage);
+/* getopt_long(3) as every tool uses it: returns the next option's code, or -1 after the
+ * last; an unknown option or a missing value is a usage error ("--url wants a value"). */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+	       const char *usage);
 /* Prints usage to stderr and exits EX_USAGE. */
 _Noreturn void cli_usage_error(const char *usage, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -94,18 +94,15 @@ int ndjson_write(FILE *out, const bson_t *doc)
 	return rc;
 }
 
-int ndjson_write_bad_line(FILE *out, unsigned long lineno, const char *message)
+bson_t *ndjson_bad_line(unsigned long lineno, const char *message)
 {
-	bson_t doc = BSON_INITIALIZER;
-	char *why = bson_strdup_printf("input line %lu is not a JSON object: %s", lineno, message);
-	int rc;
+	bson_t line = BSON_INITIALIZER;
+	bson_t *rec;
 
-	BSON_APPEND_INT64(&doc, "input_line", (int64_t)lineno);
-	BSON_APPEND_UTF8(&doc, "error", why);
-	rc = ndjson_write(out, &doc);
-	bson_free(why);
-	bson_destroy(&doc);
-	return rc;
+	BSON_APPEND_INT64(&line, "input_line", (int64_t)lineno);
+	rec = rec_error(&line, "input line %lu is not a JSON object: %s", lineno, message);
+	bson_destroy(&line);
+	return rec;
 }
 
 const char *rec_str(const bson_t *doc, const char *key)
@@ -131,6 +128,20 @@ int64_t rec_int(const bson_t *doc, const char *key, int64_t fallback)
 	return fallback;
 }
 
+bool rec_next_doc(bson_iter_t *it, bson_t *doc)
+{
+	uint32_t len;
+	const uint8_t *data;
+
+	while (bson_iter_next(it))
+		if (BSON_ITER_HOLDS_DOCUMENT(it)) {
+			bson_iter_document(it, &len, &data);
+			if (bson_init_static(doc, data, len))
+				return true;
+		}
+	return false;
+}
+
 int rec_has_error(const bson_t *doc)
 {
 	return bson_has_field(doc, "error");
@@ -140,13 +151,15 @@ bson_t *rec_error(const bson_t *doc, const char *fmt, ...)
 {
 	va_list ap;
 	bson_t *out = bson_new();
-	char *why;
+	char *why, *named;
 
 	va_start(ap, fmt);
 	why = bson_strdupv_printf(fmt, ap);
 	va_end(ap);
+	named = bson_strdup_printf("%s: %s", program_invocation_short_name, why);
 	bson_copy_to_excluding_noinit(doc, out, "error", NULL);
-	BSON_APPEND_UTF8(out, "error", why);
+	BSON_APPEND_UTF8(out, "error", named);
+	bson_free(named);
 	bson_free(why);
 	return out;
 }

@@ -412,11 +412,11 @@ static int s3_request(struct s3 *s, const struct request *rq)
 			rc = 0;
 			break;
 		}
-		if (attempt > s->retries || !transient(cc, status)) {
+		if (!transient(cc, status) ||
+		    !backoff_retry(S3_BACKOFF_MS, S3_BACKOFF_CAP_MS, attempt, s->retries + 1)) {
 			rc = explain(s, rq, cc, status, k, attempt);
 			break;
 		}
-		backoff_sleep(S3_BACKOFF_MS, S3_BACKOFF_CAP_MS, attempt);
 	}
 	curl_easy_reset(s->curl);   /* drops its pointers into k and headers; keeps the connection */
 done:

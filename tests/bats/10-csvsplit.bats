@@ -134,6 +134,37 @@ EOF
 	assert_equal "$stderr" ""
 }
 
+@test "an image URL whose host is empty is refused however it is spelled" {
+	# curl allows one or three slashes after the scheme and takes the host from the path
+	# ("http:///x.jpg" as host x.jpg); a host of dots alone is no host either.
+	while IFS='|' read -r url why; do
+		printf 'S. No.,Product Name,Input Image Urls\n1,Pen,%s\n' "$url" >"$BATS_TEST_TMPDIR/in.csv"
+		records "$BATS_TEST_TMPDIR/in.csv"
+		assert_success
+		assert_output "$(jq -cn --arg why "image URL '$url' $why" '{line: 2, error: $why}')"
+		assert_equal "$stderr" ""
+	done <<'EOF'
+http:///x.jpg|has no host (3 slashes after 'http:', not 2)
+http:/x.jpg|has no host (1 slash after 'http:', not 2)
+HTTP:///x|has no host (3 slashes after 'HTTP:', not 2)
+http://./x|has no host ('.' is not a host name)
+http://%2e/x|has no host ('.' is not a host name)
+http://../x|has no host ('..' is not a host name)
+http://:80/x.jpg|is not an absolute URL (No host part in the URL)
+http://@/x.jpg|is not an absolute URL (No host part in the URL)
+http://user:pw@/x.jpg|is not an absolute URL (No host part in the URL)
+https://?q|is not an absolute URL (No host part in the URL)
+http://#f|is not an absolute URL (No host part in the URL)
+http://%20/x|is not an absolute URL (Bad hostname)
+http:x.jpg|is not an absolute URL (Unsupported number of slashes following scheme)
+http:\\x|is not an absolute URL (Unsupported number of slashes following scheme)
+https:////x|is not an absolute URL (Unsupported number of slashes following scheme)
+EOF
+	csv 'S. No.,Product Name,Input Image Urls\n1,Pen,http://a.example./x.jpg\n'
+	records "$BATS_TEST_TMPDIR/in.csv"
+	assert_output '{"line":2,"serial_no":1,"product_name":"Pen","input_image_urls":["http://a.example./x.jpg"]}'
+}
+
 @test "invalid UTF-8 or a NUL byte in any field makes the row invalid, naming the column" {
 	records "$D/utf8.csv"
 	assert_success

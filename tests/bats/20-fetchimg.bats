@@ -68,7 +68,7 @@ assert_no_files() {
 @test "usage errors exit 64" {
 	run fetchimg --bogus
 	assert_failure 64
-	assert_line --index 0 "fetchimg: unknown option or missing value: --bogus"
+	assert_line --index 0 "fetchimg: unknown option --bogus"
 	run fetchimg --parallel 0
 	assert_failure 64
 	assert_output "fetchimg: --parallel wants a whole number from 1 to 1000, not '0'"
@@ -92,6 +92,27 @@ assert_no_files() {
 		file=$(field file)
 		[[ $file == "$OUT"/image-??????."$ext" ]]
 		cmp "$file" "$WWW/img.$ext"
+	done
+}
+
+@test "every signature gives its format's content_type and suffix" {
+	# Bodies that start with a signature ('?' bytes as x) and end in filler: only the
+	# first bytes decide, so no real image is needed.
+	declare -A want=(['\xff\xd8\xff']="image/jpeg jpg" ['\x89PNG\r\n\x1a\n']="image/png png"
+		[RIFFxxxxWEBP]="image/webp webp" [GIF87a]="image/gif gif" [GIF89a]="image/gif gif"
+		[xxxxftypavif]="image/avif avif" [xxxxftypavis]="image/avif avif"
+		[xxxxftypheic]="image/heif heic" [xxxxftypheix]="image/heif heic"
+		[xxxxftypmif1]="image/heif heic" [xxxxftypmsf1]="image/heif heic"
+		['II*\0']="image/tiff tif" ['MM\0*']="image/tiff tif")
+	n=0
+	for sig in "${!want[@]}"; do
+		n=$((n + 1))
+		printf "$sig%s" "-some-filler-bytes" >"$WWW/sig-$n"
+		fetch "$HTTPD_URL/sig-$n"
+		assert_success
+		file=$(field file)
+		assert_equal "$(field content_type) ${file##*.}" "${want[$sig]}"
+		cmp "$file" "$WWW/sig-$n"
 	done
 }
 
@@ -146,7 +167,7 @@ assert_no_files() {
 {"url": "'"$HTTPD_URL"'/img.jpg", "error": "failed earlier", "z": true}'
 	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
 	assert_success
-	assert_equal "$(jq -cS . <<<"$output")" "$(jq -cS . <<<"$in")"
+	assert_equal "$output" "$in"
 	assert_no_files
 }
 
@@ -156,7 +177,7 @@ assert_no_files() {
 	run --separate-stderr bash -c 'echo "$1" | fetchimg --dir "$2"' _ "$in" "$OUT"
 	assert_failure 65
 	assert_equal "$(sed -n 1p <<<"$output" | jq -r .input_line)" 1
-	sed -n 1p <<<"$output" | jq -e '.error | startswith("input line 1 is not a JSON object")'
+	sed -n 1p <<<"$output" | jq -e '.error | startswith("fetchimg: input line 1 is not a JSON object")'
 	assert_equal "$(sed -n 2p <<<"$output" | jq -r .content_type)" image/png
 }
 
@@ -174,7 +195,7 @@ assert_no_files() {
 @test "a text file named .jpg is not an image, and leaves no file" {
 	fetch "$HTTPD_URL/text.jpg"
 	assert_success
-	assert_equal "$(field error)" "not an image (starts with text)"
+	assert_equal "$(field error)" "fetchimg: not an image (starts with text)"
 	assert_equal "$(field file)" null
 	assert_no_files
 }
@@ -182,20 +203,20 @@ assert_no_files() {
 @test "an empty file is not an image" {
 	fetch "$HTTPD_URL/empty.jpg"
 	assert_success
-	assert_equal "$(field error)" "not an image (empty body)"
+	assert_equal "$(field error)" "fetchimg: not an image (empty body)"
 	assert_no_files
 }
 
 @test "binary that is no image is named by its first bytes" {
 	fetch "$HTTPD_URL/binary.jpg"
-	assert_equal "$(field error)" "not an image (starts with bytes 00 01 02 03)"
+	assert_equal "$(field error)" "fetchimg: not an image (starts with bytes 00 01 02 03)"
 	assert_no_files
 }
 
 @test "a 404 names the status and the URL, and is not retried" {
 	fetch "$HTTPD_URL/missing.jpg"
 	assert_success
-	assert_equal "$(field error)" "HTTP 404 from $HTTPD_URL/missing.jpg"
+	assert_equal "$(field error)" "fetchimg: HTTP 404 from $HTTPD_URL/missing.jpg"
 	assert_equal "$stderr" ""
 }
 
@@ -211,7 +232,7 @@ assert_no_files() {
 @test "a 503 that persists fails once --retries are spent" {
 	fetch "$HTTPD_URL/status/503" --retries 1
 	assert_success
-	assert_equal "$(field error)" "HTTP 503 from $HTTPD_URL/status/503"
+	assert_equal "$(field error)" "fetchimg: HTTP 503 from $HTTPD_URL/status/503"
 	assert_equal "$stderr" "fetchimg: $HTTPD_URL/status/503: HTTP 503 from $HTTPD_URL/status/503; retry 1 of 1"
 }
 
@@ -221,80 +242,103 @@ assert_no_files() {
 	rm "$(field file)"
 	url=$(redirects 6 "$HTTPD_URL/img.png")
 	fetch "$url"
-	assert_equal "$(field error)" "more than 5 redirects from $url"
+	assert_equal "$(field error)" "fetchimg: more than 5 redirects from $url"
 	assert_no_files
 }
 
 @test "a redirect loop stops after 5 redirects" {
 	fetch "$HTTPD_URL/loop"
 	assert_success
-	assert_equal "$(field error)" "more than 5 redirects from $HTTPD_URL/loop"
+	assert_equal "$(field error)" "fetchimg: more than 5 redirects from $HTTPD_URL/loop"
 }
 
 @test "a redirect to 169.254.169.254 is refused, even with IMGPIPE_ALLOW_PRIVATE=1" {
 	fetch "$HTTPD_URL/redirect?to=http://169.254.169.254/latest/meta-data/"
 	assert_success
-	assert_equal "$(field error)" "refused address 169.254.169.254 (link-local)"
+	assert_equal "$(field error)" "fetchimg: refused address for host 169.254.169.254 (cloud metadata)"
 }
 
 @test "only http and https, also after a redirect" {
 	fetch "ftp://127.0.0.1/img.jpg"
-	assert_equal "$(field error)" "unsupported protocol (http and https only): ftp://127.0.0.1/img.jpg"
+	assert_equal "$(field error)" "fetchimg: unsupported protocol (http and https only): ftp://127.0.0.1/img.jpg"
 	fetch "$HTTPD_URL/redirect?to=file:///etc/passwd"
-	assert_equal "$(field error)" "unsupported protocol (http and https only): file:///etc/passwd"
+	assert_equal "$(field error)" "fetchimg: unsupported protocol (http and https only): file:///etc/passwd"
 	assert_no_files
 }
 
 @test "loopback is refused without IMGPIPE_ALLOW_PRIVATE=1, however it is spelt" {
 	unset IMGPIPE_ALLOW_PRIVATE
 	port=${HTTPD_URL##*:}
+	# libcurl's URL parser writes every IPv4 spelling as dotted quads
 	for host in 127.0.0.1 127.1 2130706433 0x7f000001; do
 		fetch "http://$host:$port/img.jpg"
 		assert_success
-		assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+		assert_equal "$(field error)" "fetchimg: refused address for host 127.0.0.1 (loopback)"
 	done
-	fetch "http://[::ffff:127.0.0.1]:$port/img.jpg"
-	assert_equal "$(field error)" "refused address ::ffff:127.0.0.1 (loopback)"
-	fetch "http://[::1]:$port/img.jpg"
-	assert_equal "$(field error)" "refused address ::1 (loopback)"
-	# The check is on the address connected, so a name that resolves to loopback fails too.
+	for host in '[::ffff:127.0.0.1]' '[::1]' '[::127.0.0.1]' '[64:ff9b:1::7f00:1]'; do
+		fetch "http://$host:$port/img.jpg"
+		assert_equal "$(field error)" "fetchimg: refused address for host $host (loopback)"
+	done
+	# The check is on the address connected, so a name that resolves to loopback fails too,
+	# and the error names the host, not what it resolved to.
 	fetch "http://localhost:$port/img.jpg"
-	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address for host localhost (loopback)"
 	IMGPIPE_ALLOW_PRIVATE=0 fetch "$HTTPD_URL/img.jpg"
-	assert_equal "$(field error)" "refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address for host 127.0.0.1 (loopback)"
 	assert_no_files
 }
 
-@test "private, link-local, multicast and unspecified addresses are refused before connecting" {
+@test "private, link-local, multicast, reserved and unspecified addresses are refused before connecting" {
 	unset IMGPIPE_ALLOW_PRIVATE
-	declare -A kind=([10.1.2.3]=private [172.16.5.4]=private [192.168.1.1]=private
-		[100.64.0.1]=private [169.254.169.254]=link-local [224.0.0.1]=multicast
-		[0.0.0.0]=unspecified [fc00::1]=private [fe80::1]=link-local [ff02::1]=multicast)
+	declare -A kind=([10.1.2.3]="private network" [172.16.5.4]="private network"
+		[192.168.1.1]="private network" [100.64.0.1]="private network"
+		[169.254.1.1]=link-local [169.254.169.254]="cloud metadata"
+		[100.100.100.200]="cloud metadata" [224.0.0.1]=multicast [0.0.0.0]=unspecified
+		[0.1.2.3]=unspecified [192.0.0.8]=reserved [198.18.0.1]=reserved
+		[198.19.255.255]=reserved [240.0.0.1]=reserved [255.255.255.255]=broadcast
+		[fc00::1]="private network" [fec0::1]=site-local [fe80::1]=link-local
+		[ff02::1]=multicast [fd00:ec2::254]="cloud metadata" [2001::1]=Teredo
+		[::ffff:10.0.0.5]="private network" [::ffff:169.254.169.254]="cloud metadata"
+		[64:ff9b::a00:5]="private network" [2002:a9fe:a9fe::]="cloud metadata")
 	for ip in "${!kind[@]}"; do
 		host=$ip
 		[[ $ip == *:* ]] && host="[$ip]"
 		fetch "http://$host/img.jpg" --retries 0
-		assert_equal "$(field error)" "refused address $ip (${kind[$ip]})"
+		assert_equal "$(field error)" "fetchimg: refused address for host $host (${kind[$ip]})"
+	done
+}
+
+@test "IMGPIPE_ALLOW_PRIVATE=1 opens loopback and private networks, nothing else" {
+	# Only loopback is connected here: every other address is refused before a socket is
+	# opened.  (NAT64 and 6to4 forms of loopback are judged loopback too, but connecting
+	# them would leave this host, so they are tested refused only.)
+	fetch "http://[::ffff:127.0.0.1]:${HTTPD_URL##*:}/img.jpg"
+	assert_equal "$(field content_type)" image/jpeg
+	for ip in 169.254.1.1 198.18.0.1 240.0.0.1 fec0::1 2001::1 ff02::1; do
+		host=$ip
+		[[ $ip == *:* ]] && host="[$ip]"
+		fetch "http://$host/img.jpg" --retries 0
+		assert_regex "$(field error)" "^fetchimg: refused address for host "
 	done
 }
 
 @test "an unknown host is a DNS error" {
 	fetch "http://no-such-host.invalid/img.jpg"
 	assert_success
-	assert_equal "$(field error)" "DNS lookup failed: Could not resolve host: no-such-host.invalid"
+	assert_equal "$(field error)" "fetchimg: DNS lookup failed: Could not resolve host: no-such-host.invalid"
 }
 
 @test "a server that sends one byte a second trips the low-speed limit" {
 	fetch "$HTTPD_URL/slow" --speed-time 2 --retries 0
 	assert_success
-	assert_equal "$(field error)" "too slow: under 1024 bytes/s for 2s"
+	assert_equal "$(field error)" "fetchimg: too slow: under 1024 bytes/s for 2s"
 	assert_no_files
 }
 
 @test "the total timeout ends a download that crawls on" {
 	fetch "$HTTPD_URL/slow" --timeout 2 --retries 0
 	assert_success
-	assert_equal "$(field error)" "timed out after 2s"
+	assert_equal "$(field error)" "fetchimg: timed out after 2s"
 	assert_no_files
 }
 
@@ -310,16 +354,16 @@ time.sleep(120)' >"$BATS_TEST_TMPDIR/port" &
 	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
 	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --connect-timeout 1 --retries 0
 	kill "$pid"
-	assert_equal "$(field error)" "connect timed out after 1s"
+	assert_equal "$(field error)" "fetchimg: connect timed out after 1s"
 }
 
 @test "a 60 MB body is refused at the default cap of 50 MiB" {
 	fetch "$HTTPD_URL/big?mb=60"
 	assert_success
-	assert_equal "$(field error)" "larger than 52428800 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 52428800 bytes"
 	assert_no_files
 	fetch "$HTTPD_URL/img.tif" --max-bytes 100
-	assert_equal "$(field error)" "larger than 100 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 100 bytes"
 }
 
 @test "the cap holds while streaming a body of no announced length" {
@@ -337,7 +381,7 @@ except OSError:
 	until [ -s "$BATS_TEST_TMPDIR/port" ]; do sleep 0.05; done
 	fetch "http://127.0.0.1:$(cat "$BATS_TEST_TMPDIR/port")/img.jpg" --max-bytes 1048576 --retries 0
 	wait "$pid"
-	assert_equal "$(field error)" "larger than 1048576 bytes"
+	assert_equal "$(field error)" "fetchimg: larger than 1048576 bytes"
 	assert_no_files
 }
 
@@ -345,7 +389,7 @@ except OSError:
 	size=$(stat -c %s "$WWW/img.jpg")
 	fetch "$HTTPD_URL/lie?file=img.jpg" --retries 1
 	assert_success
-	assert_equal "$(field error)" "incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg"
+	assert_equal "$(field error)" "fetchimg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg"
 	assert_equal "$stderr" "fetchimg: $HTTPD_URL/lie?file=img.jpg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg; retry 1 of 1"
 	assert_no_files
 }

@@ -79,6 +79,10 @@ rgb() {
 		run shrink $args </dev/null
 		assert_failure 64
 	done
+	# TIFF is a format of the pipeline (fetchimg takes it) but not one shrink writes.
+	run shrink --format tiff "$D/photo.jpg" "$OUT/x.tif"
+	assert_failure 64
+	assert_line --index 0 "shrink: unknown --format 'tiff'"
 }
 
 # ---- JPEG ----
@@ -224,6 +228,8 @@ rgb() {
 	assert_equal "$(field "$OUT/b.webp" vips-loader)" pngload
 	shrink "$D/photo.jpg" "$OUT/c"
 	assert_equal "$(field "$OUT/c" vips-loader)" jpegload
+	shrink "$D/photo.webp" "$OUT/d.tif"    # a suffix of a format shrink does not write
+	assert_equal "$(field "$OUT/d.tif" vips-loader)" webpload
 }
 
 # ---- refusals, before decoding ----
@@ -312,8 +318,8 @@ rgb() {
 	assert_equal "${lines[0]}" "{ \"file\" : \"photo.jpg\", \"batch_id\" : \"b1\", \"serial_no\" : 1, \"index\" : 0, \"x\" : [ 1, 2 ], \"output_file\" : \"$OUT/photo.jpg\", \"output_bytes\" : $bytes, \"format\" : \"jpeg\", \"width\" : 400, \"height\" : 250 }"
 	assert_equal "$(jq -c '[.output_file, .format, .width, .height]' <<<"${lines[1]}")" "[\"$OUT/anim.gif\",\"gif\",120,90]"
 	assert_equal "$(jq -c '[.output_file, .format]' <<<"${lines[2]}")" "[\"$OUT/alpha.png\",\"png\"]"
-	assert_equal "${lines[3]}" '{ "file" : "photo.jpg", "error" : "fetch failed" }'
-	assert_equal "${lines[4]}" '{ "url" : "http://example.com/a.jpg" }'
+	assert_equal "${lines[3]}" '{"file": "photo.jpg", "error": "fetch failed"}'
+	assert_equal "${lines[4]}" '{"url": "http://example.com/a.jpg"}'
 }
 
 @test "records: bad images get an error each and the stream goes on" {
@@ -326,12 +332,12 @@ rgb() {
 		{"file": "$D/photo.jpg"}
 	EOF
 	assert_success
-	assert_equal "$(jq -r .error <<<"${lines[0]}")" "decompression bomb refused: 40000x40000 is 1600 megapixels, over --max-pixels 100"
-	assert_equal "$(jq -c . <<<"${lines[0]}")" "{\"file\":\"$D/bomb.png\",\"index\":1,\"error\":\"decompression bomb refused: 40000x40000 is 1600 megapixels, over --max-pixels 100\"}"
-	assert_equal "$(jq -r .error <<<"${lines[1]}")" "truncated or corrupt JPEG: Premature end of input file"
-	assert_equal "$(jq -r .error <<<"${lines[2]}")" "not an image"
-	assert_equal "$(jq -r .error <<<"${lines[3]}")" "empty file"
-	assert_equal "$(jq -r .error <<<"${lines[4]}")" '"file" is not a string'
+	assert_equal "$(jq -r .error <<<"${lines[0]}")" "shrink: decompression bomb refused: 40000x40000 is 1600 megapixels, over --max-pixels 100"
+	assert_equal "$(jq -c . <<<"${lines[0]}")" "{\"file\":\"$D/bomb.png\",\"index\":1,\"error\":\"shrink: decompression bomb refused: 40000x40000 is 1600 megapixels, over --max-pixels 100\"}"
+	assert_equal "$(jq -r .error <<<"${lines[1]}")" "shrink: truncated or corrupt JPEG: Premature end of input file"
+	assert_equal "$(jq -r .error <<<"${lines[2]}")" "shrink: not an image"
+	assert_equal "$(jq -r .error <<<"${lines[3]}")" "shrink: empty file"
+	assert_equal "$(jq -r .error <<<"${lines[4]}")" 'shrink: "file" is not a string'
 	assert_equal "$(jq -r .format <<<"${lines[5]}")" jpeg
 	assert_equal "$(ls "$OUT")" photo.jpg
 }
@@ -343,7 +349,7 @@ rgb() {
 	EOF
 	assert_failure 65
 	assert_equal "$(jq -r .input_line <<<"${lines[0]}")" 1
-	assert_line --index 0 --partial '"error" : "input line 1 is not a JSON object'
+	assert_line --index 0 --partial '"error" : "shrink: input line 1 is not a JSON object'
 	assert_equal "$(jq -r .output_file <<<"${lines[1]}")" "$OUT/photo.jpg"
 }
 

@@ -3,6 +3,7 @@
 # plain curl; the retry paths against the test HTTP server's failing routes.
 
 load helpers
+bats_require_minimum_version 1.5.0
 
 setup_file() {
 	stack_start redis ferretdb versitygw
@@ -30,6 +31,22 @@ teardown_file() {
 	cmp "$BATS_FILE_TMPDIR/in.jpg" "$BATS_TEST_TMPDIR/public.jpg"
 	run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/1-0.jpg"
 	assert_output image/jpeg
+}
+
+@test "s3put FILE KEY sends the Content-Type KEY's suffix names, else FILE's" {
+	declare -A type=([jpg]=image/jpeg [JPEG]=image/jpeg [png]=image/png [webp]=image/webp
+		[gif]=image/gif [avif]=image/avif [heic]=image/heif [heif]=image/heif
+		[tif]=image/tiff [tiff]=image/tiff [csv]=text/csv)
+	for ext in "${!type[@]}"; do
+		run s3put "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/types/x.$ext"
+		assert_success
+		run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/types/x.$ext"
+		assert_output "${type[$ext]}"
+	done
+	run s3put "$BATS_FILE_TMPDIR/in.png" "images/$RUN/types/no-suffix"
+	assert_success
+	run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/types/no-suffix"
+	assert_output image/png
 }
 
 @test "s3get round-trips a 48 MiB object, streaming it" {
@@ -98,23 +115,24 @@ teardown_file() {
 	{"line": 3, "serial_no": 8, "product_name": "P", "input_image_urls": ["http://x/a"]}
 	EOF
 	assert_success
-	assert_line --index 0 "{ \"batch_id\" : \"$RUN\", \"serial_no\" : 8, \"index\" : 0, \"output_file\" : \"/nonexistent.jpg\", \"error\" : \"fetch failed\" }"
-	assert_line --index 1 '{ "line" : 3, "serial_no" : 8, "product_name" : "P", "input_image_urls" : [ "http://x/a" ] }'
+	assert_line --index 0 "{\"batch_id\": \"$RUN\", \"serial_no\": 8, \"index\": 0, \"output_file\": \"/nonexistent.jpg\", \"error\": \"fetch failed\"}"
+	assert_line --index 1 '{"line": 3, "serial_no": 8, "product_name": "P", "input_image_urls": ["http://x/a"]}'
 }
 
 @test "NDJSON mode turns a failed upload into that record's error and goes on" {
-	run s3put <<-EOF
+	run --separate-stderr s3put <<-EOF
 	{"batch_id": "$RUN", "serial_no": 9, "index": 0, "output_file": "$BATS_FILE_TMPDIR/none.jpg"}
 	{"batch_id": "../x", "serial_no": 9, "index": 1, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	not json
 	{"batch_id": "$RUN", "serial_no": 9, "index": 2, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	EOF
-	assert_success
+	assert_failure 65
 	assert_equal "$(jq -r .error <<<"${lines[0]}")" \
 		"s3put: PUT s3://$S3_BUCKET/images/$RUN/9-0.jpg: cannot open $BATS_FILE_TMPDIR/none.jpg: No such file or directory"
 	assert_equal "$(jq -r .error <<<"${lines[1]}")" \
 		"s3put: a record with output_file needs batch_id (letters, digits, - and _), serial_no and index"
 	assert_equal "$(jq -r .input_line <<<"${lines[2]}")" 3
+	assert_regex "$(jq -r .error <<<"${lines[2]}")" '^s3put: input line 3 is not a JSON object: '
 	assert_equal "$(jq -r .output_url <<<"${lines[3]}")" "$S3_PUBLIC_URL/images/$RUN/9-2.jpg"
 }
 

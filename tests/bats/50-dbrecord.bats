@@ -53,6 +53,17 @@ PY
 
 products() { docs products "{\"batch_id\": \"$ID\"}" "$@"; }
 
+# The errors and output_image_urls of product $ID-SERIAL as stored, keys in their stored
+# order, as an independent client reads them.
+stored() {
+	/usr/bin/python3 - "$MONGODB_URI" "$ID-$1" <<'PY'
+import sys, json, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database()
+d = db.products.find_one({"_id": sys.argv[2]})
+print(json.dumps({"errors": d.get("errors"), "output_image_urls": d["output_image_urls"]}))
+PY
+}
+
 # A small batch: three products, one invalid row, five images of which two failed.
 records() {
 	cat <<EOF
@@ -71,9 +82,9 @@ EOF
 
 expected_products() {
 	cat <<EOF
-{"_id": "$ID-1", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "HTTP 404", "url": "http://img/1b.jpg"}}, "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"], "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "product_name": "Widget", "serial_no": 1, "updatedAt": "<date>"}
-{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "image_sizes": {"0": {"input_bytes": 1000, "output_bytes": 400}}, "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
-{"_id": "$ID-3", "batch_id": "$ID", "createdAt": "<date>", "image_errors": {"1": {"error": "not an image", "url": "http://img/3b.jpg"}}, "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"], "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"], "product_name": "Lamp", "serial_no": 3, "updatedAt": "<date>"}
+{"_id": "$ID-1", "batch_id": "$ID", "createdAt": "<date>", "errors": [{"error": "HTTP 404", "index": 1, "url": "http://img/1b.jpg"}], "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"], "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "product_name": "Widget", "serial_no": 1, "updatedAt": "<date>"}
+{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "errors": [], "image_sizes": {"0": {"input_bytes": 1000, "output_bytes": 400}}, "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
+{"_id": "$ID-3", "batch_id": "$ID", "createdAt": "<date>", "errors": [{"error": "not an image", "index": 1, "url": "http://img/3b.jpg"}], "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"], "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"], "product_name": "Lamp", "serial_no": 3, "updatedAt": "<date>"}
 EOF
 }
 
@@ -124,6 +135,43 @@ EOF
 		"[{\"output_image_urls\":[\"http://s3/images/$ID/1-0.jpg\",\"http://s3/images/$ID/1-1.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"http://s3/images/$ID/2-0.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"\",\"\",\"http://s3/images/$ID/3-2.jpg\"],\"errors\":[{\"index\":0,\"url\":\"http://img/3a.jpg\",\"error\":\"timed out\"},{\"index\":1,\"url\":\"http://img/3b.jpg\",\"error\":\"not an image\"}]}]"
 	assert_equal "$(jq -c .progress <<<"$output")" \
 		'{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
+}
+
+@test "a product's errors hold one entry an image: kept by a rerun, replaced by a later error, dropped by a success" {
+	image1() { echo "{\"batch_id\": \"$ID\", \"serial_no\": 1, \"index\": 1, \"url\": \"http://img/1b.jpg\", $1}"; }
+	failed() { echo "{\"errors\": [{\"index\": 1, \"url\": \"http://img/1b.jpg\", \"error\": \"$1\"}], \"output_image_urls\": [\"http://s3/images/$ID/1-0.jpg\", \"\"]}"; }
+	records | dbrecord >/dev/null
+	run stored 1
+	assert_output "$(failed "HTTP 404")"
+	records | dbrecord >/dev/null
+	image1 '"error": "HTTP 404"' | dbrecord >/dev/null
+	run stored 1
+	assert_output "$(failed "HTTP 404")"
+	{ image1 '"error": "HTTP 500"'; image1 '"error": "timed out"'; } | dbrecord >/dev/null
+	run stored 1
+	assert_output "$(failed "timed out")"
+	image1 "\"output_url\": \"http://s3/images/$ID/1-1.jpg\"" | dbrecord >/dev/null
+	run stored 1
+	assert_output "{\"errors\": [], \"output_image_urls\": [\"http://s3/images/$ID/1-0.jpg\", \"http://s3/images/$ID/1-1.jpg\"]}"
+
+	# One process, one record at a time: from what it wrote, not from a query.
+	mkfifo "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+	dbrecord <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 3>&- &
+	pid=$!
+	exec 4>"$BATS_TEST_TMPDIR/in" 5<"$BATS_TEST_TMPDIR/out"
+	for outcome in '"error": "HTTP 503"' '"error": "HTTP 503"' '"error": "not an image"' \
+		"\"output_url\": \"http://s3/images/$ID/1-1.jpg\"" '"error": "HTTP 404"'; do
+		image1 "$outcome" >&4
+		read -r _ <&5
+		run stored 1
+		case $outcome in
+		*error*) assert_output "$(failed "$(jq -r .error <<<"{$outcome}")")" ;;
+		*) assert_output --partial '"errors": [],' ;;
+		esac
+	done
+	exec 4>&-
+	wait "$pid"
+	exec 5<&-
 }
 
 @test "an image's sizes are kept with its output and dropped by a later error" {
@@ -238,7 +286,7 @@ big_batch() {
 		assert_equal "$(jq '[.products[].serial_no] == ([range(1; 201)] | map(select(. % 20 != 0)))' <<<"$output")" true
 		assert_equal "$(jq '.row_errors | length' <<<"$output")" 10
 		run docs products "{\"batch_id\": \"$ID\", \"serial_no\": 55}"
-		assert_output "{\"_id\": \"$ID-55\", \"batch_id\": \"$ID\", \"createdAt\": \"<date>\", \"image_errors\": {\"1\": {\"error\": \"HTTP 500\", \"url\": \"http://img/55-1\"}}, \"input_image_urls\": [\"http://img/55-0\", \"http://img/55-1\"], \"output_image_urls\": [\"http://s3/55-0\", \"\"], \"product_name\": \"P55\", \"serial_no\": 55, \"updatedAt\": \"<date>\"}"
+		assert_output "{\"_id\": \"$ID-55\", \"batch_id\": \"$ID\", \"createdAt\": \"<date>\", \"errors\": [{\"error\": \"HTTP 500\", \"index\": 1, \"url\": \"http://img/55-1\"}], \"input_image_urls\": [\"http://img/55-0\", \"http://img/55-1\"], \"output_image_urls\": [\"http://s3/55-0\", \"\"], \"product_name\": \"P55\", \"serial_no\": 55, \"updatedAt\": \"<date>\"}"
 	done
 }
 
@@ -291,15 +339,15 @@ big_batch() {
 {"url": "http://img/y.jpg", "error": "fetch failed"}
 not json
 EOF
-	assert_success
+	assert_failure 65
 	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . <<EOF
-{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg", "error": "not recorded: it has no batch_id"}
-{"batch_id": "$ID", "hello": "world", "error": "not recorded: it is not a product, image, row error or webhook delivery record"}
-{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg", "error": "not recorded: no product $ID-7 with image 0"}
-{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg", "error": "not recorded: no product $ID-1 with image 2"}
+{"serial_no": 1, "index": 0, "url": "http://img/x.jpg", "output_url": "http://s3/x.jpg", "error": "dbrecord: not recorded: it has no batch_id"}
+{"batch_id": "$ID", "hello": "world", "error": "dbrecord: not recorded: it is not a product, image, row error or webhook delivery record"}
+{"batch_id": "$ID", "serial_no": 7, "index": 0, "url": "http://img/7.jpg", "output_url": "http://s3/7.jpg", "error": "dbrecord: not recorded: no product $ID-7 with image 0"}
+{"batch_id": "$ID", "serial_no": 1, "index": 2, "url": "http://img/1c.jpg", "output_url": "http://s3/1c.jpg", "error": "dbrecord: not recorded: no product $ID-1 with image 2"}
 {"batch_id": "$ID", "serial_no": 1, "index": 0, "url": "http://img/1a.jpg", "output_url": "http://s3/1a.jpg"}
 {"url": "http://img/y.jpg", "error": "fetch failed"}
-{"input_line": 7, "error": "input line 7 is not a JSON object: Got parse error at \"o\", position 1: \"SPECIAL_EXPECTED\""}
+{"input_line": 7, "error": "dbrecord: input line 7 is not a JSON object: Got parse error at \"o\", position 1: \"SPECIAL_EXPECTED\""}
 EOF
 )"
 	run products

@@ -56,7 +56,7 @@ submit_wait() {
 	assert_success
 	assert_equal "$(status_line)" "HTTP/1.1 200 OK"
 	assert_equal "$(header Content-Type)" "text/html; charset=utf-8"
-	assert_equal "$(header Referrer-Policy)" "no-referrer"
+	assert_equal "$(header Referrer-Policy)" "same-origin"
 	assert_line '<form method="post" action="/upload" enctype="multipart/form-data">'
 	assert_line '<input id="file" name="file" type="file" accept=".csv,text/csv" required></p>'
 	assert_line --regexp '^<input id="webhook_url" name="webhook_url" type="url" '
@@ -185,7 +185,7 @@ submit_wait() {
 		'[["1","Autumn Print"],["2","Kite Poster"],["3","Evening Glow Canvas"],["4","Colourful Cups"],["5","Missing Poster"]]'
 	# sizes before and after and the saving of every compressed image; the 404's error
 	check '[.products[:-1][] | .[-3:] | (.[0:2] | all(test("^[0-9.]+ (B|kB|MB)$"))) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
-	check '.products[-1]' "[\"5\",\"Missing Poster\",\"\",\"HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
+	check '.products[-1]' "[\"5\",\"Missing Poster\",\"\",\"fetchimg: HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
 	check '[.before, .after]' '[{"count":6,"loaded":5},{"count":5,"loaded":5}]'
 	check "[.after_srcs[] | startswith(\"$S3_PUBLIC_URL/images/$batch/\")] | unique" '[true]'
 	check '[.csv_link, .csv_header]' "[\"/status/$batch?format=csv\",\"S. No.,Product Name,Input Image Urls,Output Image Urls\"]"

@@ -122,7 +122,8 @@ wait_idle() {
 	run env REQUEST_METHOD=POST PATH_INFO="/status/$id/retry" REDIS_URL="$REDIS_URL/1" imgpipe.cgi
 	redis-cli -u "$REDIS_URL" -n 1 DEL imgpipe:jobs >/dev/null
 	assert_line "Status: 503 Service Unavailable"
-	assert_line --partial '"Redis unavailable: XADD: WRONGTYPE'
+	assert_output --partial '{ "error" : "Redis unavailable" }'
+	assert_line --partial "503: Redis unavailable: XADD: WRONGTYPE"   # the server's log
 	assert_equal "$(field "$id" '[.status, .message, .ending] | tojson')" "$before"
 	run answer POST "/status/$id/retry"
 	assert_output --regexp '^202 '

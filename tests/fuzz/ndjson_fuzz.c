@@ -21,7 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ndjson_reader_init(&r, in);
 	while ((rc = ndjson_read(&r, &doc, &error)) != 0) {
 		if (rc < 0) {
-			ndjson_write_bad_line(null, r.lineno, error.message);
+			bson_t *bad = ndjson_bad_line(r.lineno, error.message);
+			ndjson_write(null, bad);
+			bson_destroy(bad);
 			continue;
 		}
 		ndjson_write(null, doc);

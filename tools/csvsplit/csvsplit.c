@@ -1,6 +1,5 @@
 /* csvsplit: a product CSV to one NDJSON record a data row (DESIGN.md, "Stage records").
  * The parsing and validation are lib/csvin.c; this is the command line around it. */
-#include <getopt.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -38,7 +37,7 @@ static int options(int argc, char **argv, struct csvin_limits *lim, const char *
 	};
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((opt = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
 		switch (opt) {
 		case BATCH:
 			if (!*optarg || !bson_utf8_validate(optarg, strlen(optarg), false))
@@ -54,8 +53,6 @@ static int options(int argc, char **argv, struct csvin_limits *lim, const char *
 		case MAX_ROWS:
 			lim->max_rows = (uint64_t)cli_long("--max-rows", optarg, 1, 1L << 40);
 			break;
-		default:
-			cli_usage_error(usage, "unknown option");
 		}
 	}
 	if (argc - optind > 1)

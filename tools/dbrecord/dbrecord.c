@@ -4,16 +4,16 @@
  * Every write is a single-document update that gives the same result when repeated, so
  * a rerun, a retry after a lost connection and a second writer on the same batch all
  * leave the same documents.  Progress is not stored but derived when read (db.c). */
-#include <getopt.h>
 #include <poll.h>
 #include <string.h>
-#include <time.h>
 
+#include "backoff.h"
 #include "db.h"
+#include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
-#define BACKOFF_FIRST_US 100000
-#define BACKOFF_MAX_US 5000000
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 5000
 #define DUPLICATE_KEY 11000        /* a concurrent upsert inserted the document first */
 
 static const char usage[] =
@@ -35,15 +35,18 @@ enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
 
 struct item {
 	bson_t *rec;
+	char *line;                /* the input line, echoed as it came while rec is unchanged */
 	enum kind kind;
 	char *id;                  /* products and images: the product's _id */
 	int64_t urls;              /* its number of input URLs; -1 while unknown */
+	bson_t *stale;             /* images: the entries the product's errors hold for the
+	                            * image before this record (an array); NULL until known */
 };
 
-/* Exponential backoff within --retry-for seconds of the first failure. */
+/* Exponential backoff with jitter within --retry-for seconds of the first failure. */
 struct retry {
 	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
-	int64_t delay;
+	int retries;
 };
 
 static struct config cfg;
@@ -79,15 +82,14 @@ static int connection_lost(const bson_error_t *err, const bson_t *reply)
  * else exits 69. */
 static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
 {
-	int64_t now = bson_get_monotonic_time(), pause;
+	int64_t now = bson_get_monotonic_time(), left_ms;
 	int lost = connection_lost(err, reply);
-	struct timespec ts;
+	long pause_ms;
 
 	if (!lost && err->code != DUPLICATE_KEY)
 		errx(EX_UNAVAILABLE, "MongoDB at %s failed: %s", where(), err->message);
 	if (!r->deadline) {
 		r->deadline = now + (int64_t)retry_for * 1000000;
-		r->delay = BACKOFF_FIRST_US;
 		if (lost && retry_for > 0)
 			warnx("MongoDB at %s: %s; retrying for up to %ld s", where(), err->message,
 			      retry_for);
@@ -95,11 +97,9 @@ static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t
 	if (now >= r->deadline)
 		errx(EX_UNAVAILABLE, "MongoDB at %s unreachable for %ld s: %s", where(), retry_for,
 		     err->message);
-	pause = r->delay < r->deadline - now ? r->delay : r->deadline - now;
-	ts.tv_sec = pause / 1000000;
-	ts.tv_nsec = pause % 1000000 * 1000;
-	nanosleep(&ts, NULL);
-	r->delay = r->delay * 2 < BACKOFF_MAX_US ? r->delay * 2 : BACKOFF_MAX_US;
+	pause_ms = backoff_ms(BACKOFF_FIRST_MS, BACKOFF_MAX_MS, ++r->retries);
+	left_ms = (r->deadline - now + 999) / 1000;
+	sleep_ms(pause_ms < left_ms ? pause_ms : (long)left_ms);
 }
 
 static void connect_db(void)
@@ -177,15 +177,15 @@ static enum kind classify(const bson_t *rec, const char **why)
 	return PASS;
 }
 
-/* An item for the record; one that cannot be recorded is warned about and passes through,
- * with an error added unless it carries one already. */
-static struct item item_new(bson_t *rec, unsigned long lineno)
+/* An item for the record read last; one that cannot be recorded is warned about and
+ * passes through, with an error added unless it carries one already. */
+static struct item item_new(bson_t *rec, const struct stage *s)
 {
 	const char *why;
-	struct item it = { rec, classify(rec, &why), NULL, -1 };
+	struct item it = { rec, NULL, classify(rec, &why), NULL, -1, NULL };
 
 	if (it.kind == PASS) {
-		warnx("input line %lu not recorded: %s", lineno, why);
+		warnx("input line %lu not recorded: %s", s->in.lineno, why);
 		if (!rec_has_error(rec)) {
 			it.rec = rec_error(rec, "not recorded: %s", why);
 			bson_destroy(rec);
@@ -197,7 +197,17 @@ static struct item item_new(bson_t *rec, unsigned long lineno)
 		if (it.kind == PRODUCT)
 			it.urls = string_array(rec, "input_image_urls");
 	}
+	if (it.rec == rec)
+		it.line = bson_strdup(stage_line(s));
 	return it;
+}
+
+static void item_free(struct item *it)
+{
+	bson_destroy(it->rec);
+	bson_free(it->line);
+	bson_free(it->id);
+	bson_destroy(it->stale);
 }
 
 /* Replaces the item's record by a copy with the reason it was not recorded. */
@@ -207,7 +217,9 @@ static void reject(struct item *it, const char *why)
 
 	warnx("not recorded: %s", why);
 	bson_destroy(it->rec);
+	bson_free(it->line);
 	it->rec = marked;
+	it->line = NULL;
 	it->kind = PASS;
 }
 
@@ -221,11 +233,11 @@ static void append_int(bson_t *doc, const char *key, int64_t n)
 		BSON_APPEND_INT64(doc, key, n);
 }
 
-/* Refreshes the product's row fields; output_image_urls and createdAt are set only when
- * the product is new, so a rerun never wipes a finished slot. */
+/* Refreshes the product's row fields; output_image_urls, errors and createdAt are set
+ * only when the product is new, so a rerun never wipes a finished slot or an error. */
 static bson_t *product_update(const bson_t *rec, int64_t now)
 {
-	bson_t *u = bson_new(), set, init, outs;
+	bson_t *u = bson_new(), set, init, outs, push, none, each;
 	bson_iter_t urls;
 	int n = string_array(rec, "input_image_urls");
 	char idx[16];
@@ -249,46 +261,144 @@ static bson_t *product_update(const bson_t *rec, int64_t now)
 	}
 	bson_append_array_end(&init, &outs);
 	bson_append_document_end(u, &init);
+
+	/* errors starts empty: pushing no entry makes it when missing and keeps it otherwise
+	 * (FerretDB's $setOnInsert drops an empty array) */
+	bson_append_document_begin(u, "$push", -1, &push);
+	bson_append_document_begin(&push, "errors", -1, &none);
+	bson_append_array_begin(&none, "$each", -1, &each);
+	bson_append_array_end(&none, &each);
+	bson_append_document_end(&push, &none);
+	bson_append_document_end(u, &push);
 	return u;
 }
 
-/* Sets the image's slot: its output URL and, when the record has them (from fetchimg and
- * shrink), its sizes; or "" and the error.  Each is kept under the image's index, so a
- * rerun replaces the outcome rather than adding one. */
-static bson_t *image_update(const bson_t *rec, int64_t now)
+/* Appends doc to the array arr as its element *n, counting it. */
+static void array_push(bson_t *arr, uint32_t *n, const bson_t *doc)
 {
+	char idx[16];
+	const char *key;
+
+	bson_uint32_to_string((*n)++, &key, idx, sizeof idx);
+	BSON_APPEND_DOCUMENT(arr, key, doc);
+}
+
+/* The entry of the product's errors that an image record with an error makes. */
+static bson_t *error_entry(const bson_t *rec)
+{
+	bson_t *entry = bson_new();
+
+	append_int(entry, "index", rec_int(rec, "index", 0));
+	BSON_APPEND_UTF8(entry, "url", rec_str(rec, "url"));
+	BSON_APPEND_UTF8(entry, "error", rec_str(rec, "error"));
+	return entry;
+}
+
+/* The entries of errors (an array) for image index, or with others those for the rest. */
+static bson_t *select_entries(const bson_t *errors, int64_t index, bool others)
+{
+	bson_t *out = bson_new(), entry;
+	bson_iter_t it;
+	uint32_t n = 0;
+
+	if (bson_iter_init(&it, errors))
+		while (rec_next_doc(&it, &entry))
+			if ((rec_int(&entry, "index", -1) == index) != others)
+				array_push(out, &n, &entry);
+	return out;
+}
+
+/* Appends to the array arr, of *n entries, what the image record adds to the product's
+ * errors: its error entry, or nothing for a success. */
+static void push_outcome(bson_t *arr, uint32_t *n, const bson_t *rec)
+{
+	bson_t *entry;
+
+	if (!rec_str(rec, "error"))
+		return;
+	entry = error_entry(rec);
+	array_push(arr, n, entry);
+	bson_destroy(entry);
+}
+
+/* True when the image's error is already all that errors holds for the image: a rerun
+ * that records it again changes nothing. */
+static bool error_recorded(const struct item *it)
+{
+	bson_t *entry, stored;
+	bson_iter_t el;
+	bool same;
+
+	if (!rec_str(it->rec, "error") || bson_count_keys(it->stale) != 1 ||
+	    !bson_iter_init(&el, it->stale) || !rec_next_doc(&el, &stored))
+		return false;
+	entry = error_entry(it->rec);
+	same = bson_equal(entry, &stored);
+	bson_destroy(entry);
+	return same;
+}
+
+/* Sets the image's slot: its output URL and, when the record has them (from fetchimg and
+ * shrink), its sizes, kept under the image's index; or "" for an error.  Takes out of
+ * errors the entries it held for the image, and the one this error makes (error_push
+ * adds it next), by value: $pullAll matches whole documents alike in MongoDB and in
+ * FerretDB 1.24, which has no $pull by condition, arrayFilters nor positional updates.
+ * So a rerun replaces the outcome rather than adding one, and a write cut short and
+ * repeated leaves one entry. */
+static bson_t *image_update(const struct item *it, int64_t now)
+{
+	const bson_t *rec = it->rec;
 	long long index = (long long)rec_int(rec, "index", 0);
 	int64_t in = rec_int(rec, "input_bytes", -1), out = rec_int(rec, "output_bytes", -1);
 	const char *error = rec_str(rec, "error");
 	int sized = !error && in >= 0 && out >= 0;
-	char slot[48], errkey[48], sizekey[48];
-	bson_t *u = bson_new(), set, unset, doc;
+	char slot[48], sizekey[48];
+	bson_t *u = bson_new(), set, unset, sizes, pull, gone, entry;
+	bson_iter_t old;
+	uint32_t n = 0;
 
 	snprintf(slot, sizeof slot, "output_image_urls.%lld", index);
-	snprintf(errkey, sizeof errkey, "image_errors.%lld", index);
 	snprintf(sizekey, sizeof sizekey, "image_sizes.%lld", index);
 	bson_append_document_begin(u, "$set", -1, &set);
 	BSON_APPEND_UTF8(&set, slot, error ? "" : rec_str(rec, "output_url"));
 	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
-	if (error) {
-		bson_append_document_begin(&set, errkey, -1, &doc);
-		BSON_APPEND_UTF8(&doc, "url", rec_str(rec, "url"));
-		BSON_APPEND_UTF8(&doc, "error", error);
-		bson_append_document_end(&set, &doc);
-	} else if (sized) {
-		bson_append_document_begin(&set, sizekey, -1, &doc);
-		BSON_APPEND_INT64(&doc, "input_bytes", in);
-		BSON_APPEND_INT64(&doc, "output_bytes", out);
-		bson_append_document_end(&set, &doc);
+	if (sized) {
+		bson_append_document_begin(&set, sizekey, -1, &sizes);
+		BSON_APPEND_INT64(&sizes, "input_bytes", in);
+		BSON_APPEND_INT64(&sizes, "output_bytes", out);
+		bson_append_document_end(&set, &sizes);
 	}
 	bson_append_document_end(u, &set);
-
-	bson_append_document_begin(u, "$unset", -1, &unset);
-	if (!error)
-		BSON_APPEND_UTF8(&unset, errkey, "");
-	if (!sized)
+	if (!sized) {
+		bson_append_document_begin(u, "$unset", -1, &unset);
 		BSON_APPEND_UTF8(&unset, sizekey, "");
-	bson_append_document_end(u, &unset);
+		bson_append_document_end(u, &unset);
+	}
+
+	if (error_recorded(it) || (!error && bson_empty(it->stale)))
+		return u;
+	bson_append_document_begin(u, "$pullAll", -1, &pull);
+	bson_append_array_begin(&pull, "errors", -1, &gone);
+	if (bson_iter_init(&old, it->stale))
+		while (rec_next_doc(&old, &entry))
+			array_push(&gone, &n, &entry);
+	push_outcome(&gone, &n, rec);
+	bson_append_array_end(&pull, &gone);
+	bson_append_document_end(u, &pull);
+	return u;
+}
+
+/* Adds the image's error to errors, after image_update took out every entry for the
+ * image; NULL when there is nothing to add. */
+static bson_t *error_push(const struct item *it)
+{
+	bson_t *u, *entry;
+
+	if (!rec_str(it->rec, "error") || error_recorded(it))
+		return NULL;
+	entry = error_entry(it->rec);
+	u = BCON_NEW("$push", "{", "errors", BCON_DOCUMENT(entry), "}");
+	bson_destroy(entry);
 	return u;
 }
 
@@ -355,12 +465,16 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 {
 	const char *batch = rec_str(it->rec, "batch_id");
 	int on_product = it->kind == PRODUCT || it->kind == IMAGE;
+	bson_t *push;
 
 	if (it->kind == PRODUCT &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), product_update(it->rec, now), true, err))
 		return false;
 	if (it->kind == IMAGE &&
-	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), image_update(it->rec, now), false, err))
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), image_update(it, now), false, err))
+		return false;
+	if (it->kind == IMAGE && (push = error_push(it)) &&
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), push, false, err))
 		return false;
 	*np += on_product;
 	if (on_product && *last_batch && strcmp(*last_batch, batch) == 0)
@@ -370,49 +484,97 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	return add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_update(it, now), true, err);
 }
 
-/* The input URL counts of the products this process saw last: a product's images follow
- * one another in a pipeline, so most images need no query. */
+/* Products as the database holds them after this process's last write: their number
+ * of input URLs and the entries of their errors (NULL while unknown), as written or read.
+ * A product's images follow one another in a pipeline, so most images need no query.
+ * This holds while one process at a time writes a product's images, as process-batch
+ * arranges. */
 #define KNOWN_MAX 64
-static struct { char *id; int64_t urls; } known[KNOWN_MAX];
+static struct known {
+	char *id;
+	int64_t urls;
+	bson_t *errors;            /* an array */
+} known[KNOWN_MAX];
 static size_t known_next;
 
-static int64_t known_urls(const char *id)
+static struct known *known_find(const char *id)
 {
 	for (size_t i = 0; i < KNOWN_MAX; i++)
 		if (known[i].id && strcmp(known[i].id, id) == 0)
-			return known[i].urls;
-	return -1;
+			return &known[i];
+	return NULL;
 }
 
-static void remember_urls(const char *id, int64_t urls)
+/* What is known of product id, made in the place of the oldest when nothing is. */
+static struct known *known_get(const char *id)
 {
-	if (urls < 0 || known_urls(id) == urls)
-		return;
-	bson_free(known[known_next].id);
-	known[known_next].id = bson_strdup(id);
-	known[known_next].urls = urls;
+	struct known *k = known_find(id);
+
+	if (k)
+		return k;
+	k = &known[known_next];
 	known_next = (known_next + 1) % KNOWN_MAX;
+	bson_free(k->id);
+	bson_destroy(k->errors);
+	*k = (struct known){ bson_strdup(id), -1, NULL };
+	return k;
 }
 
-static void forget_urls(void)
+static void forget_products(void)
 {
-	for (size_t i = 0; i < KNOWN_MAX; i++)
+	for (size_t i = 0; i < KNOWN_MAX; i++) {
 		bson_free(known[i].id);
+		bson_destroy(known[i].errors);
+	}
 }
 
-/* The number of input URLs of product id in the database, or -1 when there is no such
- * product.  One _id equality a query: FerretDB pushes that down to SQLite, and scans the
- * whole collection for an $in. */
-static bool query_urls(const char *id, int64_t *urls, bson_error_t *err)
+/* After a write: what is known of the items' products becomes what was written. */
+static void remember_written(const struct item *items, size_t n)
+{
+	struct known *k;
+	bson_t *kept;
+	uint32_t count;
+
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind == PRODUCT)
+			known_get(items[i].id)->urls = items[i].urls;
+		if (items[i].kind != IMAGE || !(k = known_find(items[i].id)) || !k->errors)
+			continue;
+		kept = select_entries(k->errors, rec_int(items[i].rec, "index", 0), true);
+		count = (uint32_t)bson_count_keys(kept);
+		push_outcome(kept, &count, items[i].rec);
+		bson_destroy(k->errors);
+		k->errors = kept;
+	}
+}
+
+/* Reads product id's number of input URLs and its errors into what is known of it;
+ * nothing when there is no such product.  One _id equality a query: FerretDB pushes that
+ * down to SQLite, and scans the whole collection for an $in. */
+static bool query_product(const char *id, bson_error_t *err)
 {
 	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-	bson_t *opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1), "}",
-				"limit", BCON_INT64(1));
+	bson_t *opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1),
+				"errors", BCON_INT32(1), "}", "limit", BCON_INT64(1));
 	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
 	const bson_t *doc;
+	struct known *k;
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
 	bool ok;
 
-	*urls = mongoc_cursor_next(c, &doc) ? string_array(doc, "input_image_urls") : -1;
+	if (mongoc_cursor_next(c, &doc)) {
+		k = known_get(id);
+		k->urls = string_array(doc, "input_image_urls");
+		bson_destroy(k->errors);
+		if (bson_iter_init_find(&it, doc, "errors") && BSON_ITER_HOLDS_ARRAY(&it)) {
+			bson_iter_array(&it, &len, &data);
+			k->errors = bson_new_from_data(data, len);
+		} else {
+			k->errors = bson_new();
+		}
+	}
 	ok = !mongoc_cursor_error(c, err);
 	mongoc_cursor_destroy(c);
 	bson_destroy(opts);
@@ -420,23 +582,43 @@ static bool query_urls(const char *id, int64_t *urls, bson_error_t *err)
 	return ok;
 }
 
-/* Sets the number of input URLs of each image's product: from a product record earlier
- * in these items or seen before, else from the database. */
-static bool count_urls(struct item *items, size_t n, bson_error_t *err)
+/* Looks up what each image needs of its product: its number of input URLs (to refuse an
+ * image it lacks) and the entries its errors hold for the image (to replace them).  From
+ * the records before it in these items, else from what is known, else from the database:
+ * a query a product a process.  An image looked up before a failed query keeps what it
+ * found, so this can be called again. */
+static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].kind == PRODUCT)
-			remember_urls(items[i].id, items[i].urls);
-		if (items[i].kind != IMAGE)
+		struct item *it = &items[i];
+		int64_t index = rec_int(it->rec, "index", 0);
+		const struct item *product = NULL, *earlier = NULL;
+		struct known *k;
+		uint32_t none = 0;
+
+		if (it->kind != IMAGE || it->stale)
 			continue;
-		items[i].urls = known_urls(items[i].id);
-		for (size_t j = i; items[i].urls < 0 && j-- > 0;)
-			if (items[j].kind == PRODUCT && strcmp(items[j].id, items[i].id) == 0)
-				items[i].urls = items[j].urls;
-		if (items[i].urls < 0) {
-			if (!query_urls(items[i].id, &items[i].urls, err))
+		for (size_t j = i; j-- > 0 && !(product && earlier);) {
+			if (!items[j].id || strcmp(items[j].id, it->id) != 0)
+				continue;
+			if (items[j].kind == PRODUCT && !product)
+				product = &items[j];
+			else if (items[j].kind == IMAGE && !earlier &&
+				 rec_int(items[j].rec, "index", 0) == index)
+				earlier = &items[j];
+		}
+		k = known_find(it->id);
+		if ((!product && !k) || (!earlier && !(k && k->errors))) {
+			if (!query_product(it->id, err))
 				return false;
-			remember_urls(items[i].id, items[i].urls);
+			k = known_find(it->id);
+		}
+		it->urls = product ? product->urls : k ? k->urls : -1;
+		if (earlier) {
+			it->stale = bson_new();
+			push_outcome(it->stale, &none, earlier->rec);
+		} else {
+			it->stale = k && k->errors ? select_entries(k->errors, index, false) : bson_new();
 		}
 	}
 	return true;
@@ -481,6 +663,8 @@ static bool write_items(const struct item *items, size_t n, int64_t now, bson_t 
 		if (items[i].kind != PASS)
 			ok = queue_item(&items[i], pb, &np, bb, &nb, &last_batch, now, err);
 	ok = ok && run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
+	if (ok)
+		remember_written(items, n);
 	if (ok && nb > 0 && last_batch != last_touch.id) {
 		char *id = bson_strdup(last_batch);     /* last_batch may be last_touch.id's */
 		bson_free(last_touch.id);
@@ -502,7 +686,7 @@ static void flush(struct item *items, size_t *n)
 	int64_t now = db_now();
 
 	if (*n > 0) {
-		while (!count_urls(items, *n, &error))
+		while (!look_up_products(items, *n, &error))
 			retry_or_exit(&r, &error, NULL);
 		reject_strays(items, *n);
 		while (!write_items(items, *n, now, &reply, &error))
@@ -510,14 +694,13 @@ static void flush(struct item *items, size_t *n)
 	}
 	bson_destroy(&reply);
 	for (size_t i = 0; i < *n; i++) {
-		if (ndjson_write(stdout, items[i].rec) < 0)
-			err(EX_IOERR, "stdout");
-		bson_destroy(items[i].rec);
-		bson_free(items[i].id);
+		if (items[i].line)
+			stage_write_line(items[i].line);
+		else
+			stage_write(items[i].rec);
+		item_free(&items[i]);
 	}
 	*n = 0;
-	if (fflush(stdout) == EOF)
-		err(EX_IOERR, "stdout");
 }
 
 /* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
@@ -530,71 +713,85 @@ static int input_pending(FILE *f)
 }
 
 /* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
- * the input runs dry, so a slow trickle is still recorded at once. */
-static void record_stream(void)
+ * the input runs dry, so a slow trickle is still recorded at once.  Returns the exit
+ * status. */
+static int record_stream(void)
 {
-	struct ndjson_reader r;
+	struct stage s;
 	struct item items[FLUSH_MAX];
 	size_t n = 0;
 	bson_t *rec;
-	bson_error_t error;
-	int rc;
+	enum stage_line got;
 
-	ndjson_reader_init(&r, stdin);
-	while ((rc = ndjson_read(&r, &rec, &error)) != 0) {
-		if (rc < 0) {
-			flush(items, &n);
-			warnx("input line %lu: %s", r.lineno, error.message);
-			if (ndjson_write_bad_line(stdout, r.lineno, error.message) < 0 || fflush(stdout) == EOF)
-				err(EX_IOERR, "stdout");
+	stage_init(&s, NULL);
+	s.takes_errors = 1;        /* image and row errors are recorded too */
+	while ((got = stage_read(&s, &rec)) != STAGE_END) {
+		if (got == STAGE_PASS) {
+			flush(items, &n);  /* so that its line keeps its place in the output */
+			stage_pass(&s);
 			continue;
 		}
-		items[n++] = item_new(rec, r.lineno);
+		items[n++] = item_new(rec, &s);
 		if (n == FLUSH_MAX || !input_pending(stdin))
 			flush(items, &n);
 	}
 	flush(items, &n);
-	if (ferror(stdin))
-		err(EX_IOERR, "stdin");
-	ndjson_reader_free(&r);
-	forget_urls();
+	forget_products();
 	bson_free(last_touch.id);
+	return stage_end(&s);
 }
 
 /* ---- commands ---- */
 
-static void set_status(char **args, int n)
+/* batch ID STATUS [MESSAGE]: no options, so a MESSAGE may start with '-'. */
+static void set_status(int argc, char **argv)
 {
 	struct retry r = { 0 };
 	bson_error_t error;
 
-	if (n < 2 || n > 3)
+	if (argc < 3 || argc > 4)
 		cli_usage_error(usage, "batch wants ID STATUS [MESSAGE]");
-	if (!*args[0])
+	if (!*argv[1])
 		cli_usage_error(usage, "the batch id is empty");
-	if (!db_status_valid(args[1]))
+	if (!db_status_valid(argv[2]))
 		errx(EX_USAGE, "status '%s' is not one of 'in queue', 'in progress', 'completed', 'failed'",
-		     args[1]);
+		     argv[2]);
 	connect_db();
-	while (db_batch_set_status(&db, args[0], args[1], n == 3 ? args[2] : NULL, &error) < 0)
+	while (db_batch_set_status(&db, argv[1], argv[2], argc == 4 ? argv[3] : NULL, &error) < 0)
 		retry_or_exit(&r, &error, NULL);
 }
 
-static void show(char **args, int n, int csv)
+/* show ID [--csv] */
+static void show(int argc, char **argv)
 {
+	enum { OPT_CSV = 256 };
+	static const struct option longopts[] = {
+		{ "csv", no_argument, NULL, OPT_CSV },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct retry r = { 0 };
 	bson_t status = BSON_INITIALIZER;
 	bson_error_t error;
-	int rc;
+	const char *id;
+	int c, rc, csv = 0;
 
-	if (n != 1)
+	optind = 0;     /* glibc starts afresh: show's options may come before or after ID */
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_CSV:
+			csv = 1;
+			break;
+		}
+	}
+	if (argc - optind != 1)
 		cli_usage_error(usage, "show wants one batch ID");
+	id = argv[optind];
 	connect_db();
-	while ((rc = csv ? db_status_csv(&db, args[0], stdout, &error)
-			 : db_status(&db, args[0], &status, &error)) < 0)
+	while ((rc = csv ? db_status_csv(&db, id, stdout, &error)
+			 : db_status(&db, id, &status, &error)) < 0)
 		retry_or_exit(&r, &error, NULL);
 	if (rc == 1)
-		errx(EX_DATAERR, "no batch %s", args[0]);
+		errx(EX_DATAERR, "no batch %s", id);
 	if (!csv && ndjson_write(stdout, &status) < 0)
 		err(EX_IOERR, "stdout");
 	bson_destroy(&status);
@@ -602,38 +799,35 @@ static void show(char **args, int n, int csv)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "retry-for", required_argument, NULL, 'r' },
-		{ "csv", no_argument, NULL, 'c' },
+	enum { OPT_RETRY_FOR = 256 };
+	static const struct option longopts[] = {
+		{ "retry-for", required_argument, NULL, OPT_RETRY_FOR },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, csv = 0;
+	int c, rc = EX_OK;
 
 	cli_common(argc, argv, usage);
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'r')
+	/* "+": dbrecord's own options end at the command, which parses the rest */
+	while ((c = cli_getopt(argc, argv, "+", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_RETRY_FOR:
 			retry_for = cli_long("--retry-for", optarg, 0, 86400);
-		else if (c == 'c')
-			csv = 1;
-		else
-			cli_usage_error(usage, "bad option '%s'", argv[optind - 1]);
+			break;
+		}
 	}
 	argv += optind;
 	argc -= optind;
-	if (csv && (argc == 0 || strcmp(argv[0], "show") != 0))
-		cli_usage_error(usage, "--csv goes with show");
 
 	config_load(&cfg);
 	config_require("MONGODB_URI", cfg.mongodb_uri);
 	if (argc == 0) {
 		connect_db();
 		prepare_products();
-		record_stream();
+		rc = record_stream();
 	} else if (strcmp(argv[0], "batch") == 0) {
-		set_status(argv + 1, argc - 1);
+		set_status(argc, argv);
 	} else if (strcmp(argv[0], "show") == 0) {
-		show(argv + 1, argc - 1, csv);
+		show(argc, argv);
 	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[0]);
 	}
@@ -641,5 +835,5 @@ int main(int argc, char **argv)
 	config_free(&cfg);
 	if (fflush(stdout) == EOF)
 		err(EX_IOERR, "stdout");
-	return EX_OK;
+	return rc;
 }

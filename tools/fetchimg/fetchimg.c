@@ -2,33 +2,31 @@
  *
  * One curl multi handle runs up to --parallel transfers while stdin keeps being read, so
  * records stream through: each leaves on stdout as soon as its download ends.  Every
- * connection is checked on the address actually connected, so neither DNS tricks nor
- * redirects reach loopback, private or link-local hosts; bodies are capped while they
- * stream; the type is sniffed from the first bytes, never taken from the server. */
-#include <arpa/inet.h>
+ * connection is checked by lib/netpolicy.c on the address actually connected, so neither
+ * DNS tricks nor redirects reach loopback, private or metadata hosts; bodies are capped
+ * while they stream; the type is sniffed from the first bytes, never taken from the server. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
-#include "imgpipe.h"
+#include "backoff.h"
+#include "format.h"
+#include "netpolicy.h"
+#include "stage.h"
 
-#define HEAD_BYTES     16     /* enough to sniff every accepted format */
 #define MAX_REDIRECTS  5
 #define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
-#define BACKOFF_MS     500    /* wait before the first retry; it doubles each time */
+#define BACKOFF_MS     500    /* first retry's wait, doubled each time (see backoff.h) */
 #define BACKOFF_MAX_MS 30000
 
 static const char usage[] =
@@ -44,8 +42,9 @@ static const char usage[] =
 	"  --connect-timeout SEC  limit for connecting (default 10)\n"
 	"  --speed-time SEC       abort when slower than 1024 bytes/s this long (default 30)\n"
 	"  --retries N            retries of a 5xx, timeout or reset, with backoff (default 3)\n"
-	"Only http and https, at most 5 redirects.  Loopback and private addresses are refused\n"
-	"unless IMGPIPE_ALLOW_PRIVATE=1; link-local, multicast and unspecified ones always.\n";
+	"Only http and https, at most 5 redirects.  Every address connected is checked first:\n"
+	"loopback and private ones are refused unless IMGPIPE_ALLOW_PRIVATE=1; cloud metadata,\n"
+	"link-local, multicast, broadcast, unspecified and reserved ones always.\n";
 
 static struct {
 	long parallel;
@@ -59,45 +58,6 @@ static struct {
 } opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 0 };
 
 /* ---- what an image is ---- */
-
-#define SIG(s) s, sizeof s - 1
-
-/* Signatures of the accepted formats; '?' matches any byte. */
-static const struct magic {
-	const char *sig;
-	size_t len;
-	const char *type;
-	const char *ext;
-} magic[] = {
-	{ SIG("\xff\xd8\xff"), "image/jpeg", "jpg" },
-	{ SIG("\x89PNG\r\n\x1a\n"), "image/png", "png" },
-	{ SIG("RIFF????WEBP"), "image/webp", "webp" },
-	{ SIG("GIF87a"), "image/gif", "gif" },
-	{ SIG("GIF89a"), "image/gif", "gif" },
-	{ SIG("????ftypavif"), "image/avif", "avif" },
-	{ SIG("????ftypavis"), "image/avif", "avif" },
-	{ SIG("????ftypheic"), "image/heif", "heic" },
-	{ SIG("????ftypheix"), "image/heif", "heic" },
-	{ SIG("????ftypmif1"), "image/heif", "heif" },
-	{ SIG("????ftypmsf1"), "image/heif", "heif" },
-	{ SIG("II*\0"), "image/tiff", "tif" },
-	{ SIG("MM\0*"), "image/tiff", "tif" },
-};
-
-static const struct magic *sniff(const unsigned char *b, size_t n)
-{
-	for (size_t i = 0; i < sizeof magic / sizeof *magic; i++) {
-		const struct magic *m = &magic[i];
-		size_t k = 0;
-		if (n < m->len)
-			continue;
-		while (k < m->len && (m->sig[k] == '?' || (unsigned char)m->sig[k] == b[k]))
-			k++;
-		if (k == m->len)
-			return m;
-	}
-	return NULL;
-}
 
 /* Says what a body that is no image starts with, for the error. */
 static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
@@ -120,70 +80,6 @@ static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
 		len += (size_t)snprintf(out + len, cap - len, " %02x", b[i]);
 }
 
-/* ---- which addresses may be connected ---- */
-
-/* Networks refused, in IPv6 form (IPv4 ones mapped into ::ffff:0:0/96).  Those marked
- * always stay refused under IMGPIPE_ALLOW_PRIVATE=1: nothing serves images there, and
- * link-local holds the cloud metadata service. */
-static const struct net {
-	const char *prefix;
-	int bits;
-	const char *kind;
-	int always;
-} refused_nets[] = {
-	{ "::ffff:0.0.0.0", 104, "unspecified", 1 },
-	{ "::ffff:10.0.0.0", 104, "private", 0 },
-	{ "::ffff:100.64.0.0", 106, "private", 0 },
-	{ "::ffff:127.0.0.0", 104, "loopback", 0 },
-	{ "::ffff:169.254.0.0", 112, "link-local", 1 },
-	{ "::ffff:172.16.0.0", 108, "private", 0 },
-	{ "::ffff:192.168.0.0", 112, "private", 0 },
-	{ "::ffff:224.0.0.0", 100, "multicast", 1 },
-	{ "::ffff:240.0.0.0", 100, "reserved", 1 },
-	{ "::", 128, "unspecified", 1 },
-	{ "::1", 128, "loopback", 0 },
-	{ "fc00::", 7, "private", 0 },
-	{ "fe80::", 10, "link-local", 1 },
-	{ "ff00::", 8, "multicast", 1 },
-};
-
-static int in_prefix(const unsigned char *a, const unsigned char *net, int bits)
-{
-	int whole = bits / 8, rest = bits % 8;
-	if (memcmp(a, net, (size_t)whole) != 0)
-		return 0;
-	return rest == 0 || ((a[whole] ^ net[whole]) & (0xff << (8 - rest))) == 0;
-}
-
-/* The kind of network sa lies in when connecting there is refused, else NULL.
- * Its text form goes to ip. */
-static const char *refused_kind(const struct sockaddr_storage *sa, char *ip, size_t iplen)
-{
-	unsigned char a[16] = { [10] = 0xff, [11] = 0xff };
-
-	if (sa->ss_family == AF_INET) {
-		const struct sockaddr_in *v4 = (const struct sockaddr_in *)sa;
-		memcpy(a + 12, &v4->sin_addr, 4);
-		inet_ntop(AF_INET, &v4->sin_addr, ip, (socklen_t)iplen);
-	} else if (sa->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
-		memcpy(a, &v6->sin6_addr, 16);
-		inet_ntop(AF_INET6, &v6->sin6_addr, ip, (socklen_t)iplen);
-	} else {
-		snprintf(ip, iplen, "of family %d", sa->ss_family);
-		return "not IP";
-	}
-	for (size_t i = 0; i < sizeof refused_nets / sizeof *refused_nets; i++) {
-		const struct net *n = &refused_nets[i];
-		unsigned char net[16];
-		if (inet_pton(AF_INET6, n->prefix, net) != 1)
-			errx(EX_SOFTWARE, "bad network %s", n->prefix);
-		if (in_prefix(a, net, n->bits))
-			return n->always || !opt.allow_private ? n->kind : NULL;
-	}
-	return NULL;
-}
-
 /* ---- one download ---- */
 
 /* One record being fetched: its transfer, its output file, and why it failed. */
@@ -196,32 +92,14 @@ struct job {
 	int64_t retry_at;                  /* monotonic ms; 0 while transferring */
 	char errbuf[CURL_ERROR_SIZE];
 	char *fail;                        /* why this try failed, once it did */
-	char refused[96];                  /* the first address refused */
-	unsigned char head[HEAD_BYTES];    /* the first bytes, kept until the type is sniffed */
+	struct netguard guard;             /* the address policy, on every connection */
+	unsigned char head[FORMAT_SNIFF_BYTES];   /* kept until the type is sniffed */
 	size_t headlen;
 	curl_off_t bytes;                  /* body bytes received */
-	const struct magic *type;
+	const struct image_format *type;
 	char *path;                        /* output file, once the type is known */
 	int fd;
 };
-
-static curl_socket_t open_socket(void *p, curlsocktype purpose, struct curl_sockaddr *a)
-{
-	struct job *j = p;
-	struct sockaddr_storage sa = { 0 };
-	char ip[INET6_ADDRSTRLEN + 16];
-	const char *kind;
-
-	(void)purpose;
-	memcpy(&sa, &a->addr, a->addrlen < sizeof sa ? a->addrlen : sizeof sa);
-	kind = refused_kind(&sa, ip, sizeof ip);
-	if (kind) {
-		if (!j->refused[0])
-			snprintf(j->refused, sizeof j->refused, "refused address %s (%s)", ip, kind);
-		return CURL_SOCKET_BAD;
-	}
-	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
 
 /* Records why the job's try failed; the first reason wins. */
 static void __attribute__((format(printf, 2, 3))) job_fail(struct job *j, const char *fmt, ...)
@@ -261,7 +139,7 @@ static int create_file(struct job *j)
 	char *stem = file_stem(j->rec);
 	const char *dir = opt.dir ? opt.dir : "";
 	const char *slash = *dir && dir[strlen(dir) - 1] != '/' ? "/" : "";
-	const char *ext = j->type->ext;
+	const char *ext = j->type->suffix;
 
 	if (stem) {
 		j->path = bson_strdup_printf("%s%s%s.%s", dir, slash, stem, ext);
@@ -312,7 +190,7 @@ static int start_file(struct job *j)
 {
 	char what[64];
 
-	j->type = sniff(j->head, j->headlen);
+	j->type = format_sniff(j->head, j->headlen);
 	if (!j->type) {
 		describe(j->head, j->headlen, what, sizeof what);
 		job_fail(j, "not an image (%s)", what);
@@ -359,10 +237,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *p)
 	if (!is_2xx(j))
 		return len;    /* an error page: only its status matters */
 	if (j->fd < 0) {
-		take = len < HEAD_BYTES - j->headlen ? len : HEAD_BYTES - j->headlen;
+		take = len < FORMAT_SNIFF_BYTES - j->headlen ? len : FORMAT_SNIFF_BYTES - j->headlen;
 		memcpy(j->head + j->headlen, data, take);
 		j->headlen += take;
-		if (j->headlen < HEAD_BYTES)
+		if (j->headlen < FORMAT_SNIFF_BYTES)
 			return len;
 		if (start_file(j) != 0)
 			return 0;
@@ -396,9 +274,9 @@ static struct job *job_new(bson_t *rec, size_t slot)
 	SETOPT(j->h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	SETOPT(j->h, CURLOPT_FOLLOWLOCATION, 1L);
 	SETOPT(j->h, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
-	SETOPT(j->h, CURLOPT_PROXY, "");    /* a proxy would hide the real address */
-	SETOPT(j->h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	SETOPT(j->h, CURLOPT_OPENSOCKETDATA, j);
+	j->guard.allow_private = opt.allow_private;
+	if (netguard_attach(j->h, &j->guard) != 0)
+		errx(EX_SOFTWARE, "cannot set the address policy on a curl handle");
 	SETOPT(j->h, CURLOPT_FAILONERROR, 1L);
 	SETOPT(j->h, CURLOPT_CONNECTTIMEOUT, opt.connect_timeout);
 	SETOPT(j->h, CURLOPT_TIMEOUT, opt.timeout);
@@ -428,7 +306,8 @@ static void job_reset(struct job *j)
 	drop_file(j);
 	bson_free(j->fail);
 	j->fail = NULL;
-	j->errbuf[0] = j->refused[0] = '\0';
+	j->errbuf[0] = '\0';
+	j->guard.refused = NULL;
 	j->headlen = 0;
 	j->bytes = 0;
 	j->type = NULL;
@@ -438,7 +317,7 @@ static void job_reset(struct job *j)
 static int transfer_error(struct job *j, CURLcode rc)
 {
 	const char *detail = j->errbuf[0] ? j->errbuf : curl_easy_strerror(rc);
-	char *where = NULL;
+	char *where = NULL, refused[256];
 	long code = 0;
 	curl_off_t connect = 0, total = 0, length = -1;
 
@@ -454,7 +333,8 @@ static int transfer_error(struct job *j, CURLcode rc)
 		job_fail(j, "DNS lookup failed: %s", detail);
 		return 0;
 	case CURLE_COULDNT_CONNECT:
-		job_fail(j, "%s", j->refused[0] ? j->refused : detail);
+		job_fail(j, "%s", netguard_error(&j->guard, j->h, rc, refused, sizeof refused) ?
+				  refused : detail);
 		return 0;
 	case CURLE_OPERATION_TIMEDOUT:
 		/* curl says only "timed out": tell the three limits apart by the clock.  The
@@ -514,23 +394,16 @@ static int job_done(struct job *j, CURLcode rc)
 
 struct run {
 	CURLM *multi;
-	struct ndjson_reader in;
+	struct stage in;
 	struct job **slots;       /* opt.parallel of them; NULL when free */
 	long busy;
 	int eof;
-	int bad_input;
 };
 
 /* libbson's monotonic clock, in milliseconds. */
 static int64_t now_ms(void)
 {
 	return bson_get_monotonic_time() / 1000;
-}
-
-static void emit(const bson_t *doc)
-{
-	if (ndjson_write(stdout, doc) != 0 || fflush(stdout) == EOF)
-		err(EX_IOERR, "stdout");
 }
 
 static void add_transfer(struct run *r, struct job *j)
@@ -544,25 +417,17 @@ static void add_transfer(struct run *r, struct job *j)
 static void read_record(struct run *r)
 {
 	bson_t *rec;
-	bson_error_t e;
 	size_t slot = 0;
 
-	switch (ndjson_read(&r->in, &rec, &e)) {
-	case 0:
-		if (ferror(stdin))
-			err(EX_IOERR, "stdin");
+	switch (stage_read(&r->in, &rec)) {
+	case STAGE_END:
 		r->eof = 1;
 		return;
-	case -1:
-		r->bad_input = 1;
-		if (ndjson_write_bad_line(stdout, r->in.lineno, e.message) != 0 || fflush(stdout) == EOF)
-			err(EX_IOERR, "stdout");
+	case STAGE_PASS:
+		stage_pass(&r->in);
 		return;
-	}
-	if (!rec_str(rec, "url") || rec_has_error(rec)) {
-		emit(rec);
-		bson_destroy(rec);
-		return;
+	case STAGE_WORK:
+		break;
 	}
 	while (r->slots[slot])
 		slot++;
@@ -579,10 +444,10 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 
 	curl_multi_remove_handle(r->multi, j->h);
 	if (j->fail && transient && j->attempts < opt.retries) {
-		int64_t wait = (int64_t)BACKOFF_MS << j->attempts++;
+		j->attempts++;
 		warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
 		job_reset(j);
-		j->retry_at = now_ms() + (wait < BACKOFF_MAX_MS ? wait : BACKOFF_MAX_MS);
+		j->retry_at = now_ms() + backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts);
 		return;
 	}
 	if (j->fail) {
@@ -593,9 +458,9 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 		bson_copy_to_excluding_noinit(j->rec, out, "file", "input_bytes", "content_type", NULL);
 		BSON_APPEND_UTF8(out, "file", j->path);
 		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
-		BSON_APPEND_UTF8(out, "content_type", j->type->type);
+		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
 	}
-	emit(out);
+	stage_write(out);
 	bson_destroy(out);
 	r->slots[j->slot] = NULL;
 	r->busy--;
@@ -648,7 +513,7 @@ static int run(void)
 	 * hiding in a stdio buffer while we wait for downloads. */
 	if (fstat(0, &st) == 0 && !S_ISREG(st.st_mode))
 		setvbuf(stdin, NULL, _IONBF, 0);
-	ndjson_reader_init(&r.in, stdin);
+	stage_init(&r.in, "url");
 	r.slots = bson_malloc0(sizeof *r.slots * (size_t)opt.parallel);
 	if (!(r.multi = curl_multi_init()))
 		errx(EX_SOFTWARE, "curl_multi_init failed");
@@ -674,8 +539,7 @@ static int run(void)
 	}
 	curl_multi_cleanup(r.multi);
 	bson_free(r.slots);
-	ndjson_reader_free(&r.in);
-	return r.bad_input ? EX_DATAERR : EX_OK;
+	return stage_end(&r.in);
 }
 
 /* ---- command line ---- */
@@ -695,8 +559,7 @@ static void parse_options(int argc, char **argv)
 	struct stat st;
 	int c;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
 		switch (c) {
 		case 'p': opt.parallel = cli_long("--parallel", optarg, 1, 1000); break;
 		case 'd': opt.dir = optarg; break;
@@ -705,8 +568,6 @@ static void parse_options(int argc, char **argv)
 		case 'c': opt.connect_timeout = cli_long("--connect-timeout", optarg, 1, 3600); break;
 		case 's': opt.speed_time = cli_long("--speed-time", optarg, 1, 86400); break;
 		case 'r': opt.retries = cli_long("--retries", optarg, 0, 10); break;
-		default:
-			cli_usage_error(usage, "unknown option or missing value: %s", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)

@@ -1,6 +1,4 @@
 /* s3get: writes an object of the bucket to stdout, as it arrives. */
-#include <string.h>
-
 #include "s3.h"
 
 static const char usage[] =
@@ -12,23 +10,25 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
+	enum { OPT_RETRIES = 256 };
+	static const struct option longopts[] = {
+		{ "retries", required_argument, NULL, OPT_RETRIES },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct config cfg;
 	struct s3 s;
 	long retries = S3_RETRIES;
-	int i, rc;
+	int c, rc;
 
 	cli_common(argc, argv, usage);
-	for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			i++;
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_RETRIES:
+			retries = cli_long("--retries", optarg, 0, 10);
 			break;
-		} else if (strcmp(argv[i], "--retries") == 0 && i + 1 < argc) {
-			retries = cli_long("--retries", argv[++i], 0, 10);
-		} else {
-			cli_usage_error(usage, "unknown option or missing value: %s", argv[i]);
 		}
 	}
-	if (argc - i != 1)
+	if (argc - optind != 1)
 		cli_usage_error(usage, "wants one KEY");
 
 	config_load(&cfg);
@@ -36,7 +36,7 @@ int main(int argc, char **argv)
 		errx(EX_UNAVAILABLE, "cannot start libcurl");
 	s3_open(&s, &cfg);
 	s.retries = (int)retries;
-	rc = s3_get(&s, argv[i], stdout);
+	rc = s3_get(&s, argv[optind], stdout);
 	if (rc == 0 && fflush(stdout) != 0)
 		err(EX_IOERR, "stdout");
 	if (rc)

@@ -4,7 +4,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "format.h"
 #include "s3.h"
+#include "stage.h"
 
 static const char usage[] =
 	"usage: s3put [--retries N] [--private] FILE KEY\n"
@@ -15,40 +17,17 @@ static const char usage[] =
 	"a failed upload becomes the record's error.  Other records pass through untouched.\n"
 	"  --retries N  retries on 5xx answers and network errors (default 4, at most 10)\n"
 	"  --private    no x-amz-acl: public-read header (for buckets with ACLs disabled)\n"
-	"Exit: 0 done, 64 usage, 65 unreadable FILE, 69 store refused or unreachable,\n"
-	"74 stdout unwritable, 75 store failing after the retries.\n";
+	"Exit: 0 done, 64 usage, 65 unreadable FILE or an input line not JSON, 69 store\n"
+	"refused or unreachable, 74 stdout unwritable, 75 store failing after the retries.\n";
 
-/* An image (or CSV) format: its name as shrink reports it, a file extension, a MIME type. */
-struct format {
-	const char *name, *ext, *type;
-};
-
-static const struct format formats[] = {
-	{ "jpeg", "jpg", "image/jpeg" },
-	{ "png", "png", "image/png" },
-	{ "webp", "webp", "image/webp" },
-	{ "gif", "gif", "image/gif" },
-	{ "avif", "avif", "image/avif" },
-	{ "heif", "heic", "image/heif" },
-	{ "tiff", "tif", "image/tiff" },
-	{ "csv", "csv", "text/csv" },
-};
-
-/* The format called word, by name or extension (jpeg, jpg, JPG...), or NULL. */
-static const struct format *format_find(const char *word)
+/* The format of an upload called word, by name or suffix: an image format, or CSV (s3put
+ * stores the products' CSV files too), else NULL. */
+static const struct image_format *upload_format(const char *word)
 {
-	for (size_t i = 0; word && i < sizeof formats / sizeof *formats; i++)
-		if (strcasecmp(word, formats[i].name) == 0 || strcasecmp(word, formats[i].ext) == 0)
-			return &formats[i];
-	return NULL;
-}
+	/* No image: only the fields s3put reads. */
+	static const struct image_format csv = { .name = "csv", .suffix = "csv", .mime = "text/csv" };
 
-/* The format of a file from its extension, or NULL. */
-static const struct format *format_of_path(const char *path)
-{
-	const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
-
-	return dot && (!slash || dot > slash) ? format_find(dot + 1) : NULL;
+	return word && strcasecmp(word, csv.name) == 0 ? &csv : format_named(word);
 }
 
 /* A batch id goes into keys and URLs as it is: letters, digits, '-' and '_' only. */
@@ -64,13 +43,13 @@ static int batch_id_ok(const char *id)
 
 static void put_one(struct s3 *s, const char *file, const char *key, int public_read)
 {
-	const struct format *f = format_of_path(key);
+	const struct image_format *f = upload_format(path_suffix(key));
 	char *url;
 	int rc;
 
 	if (!f)
-		f = format_of_path(file);
-	rc = s3_put_file(s, file, key, f ? f->type : NULL, public_read);
+		f = upload_format(path_suffix(file));
+	rc = s3_put_file(s, file, key, f ? f->mime : NULL, public_read);
 	if (rc)
 		errx(rc, "%s", s->error);
 	if (!(url = s3_public_url(s->cfg, key)))
@@ -86,25 +65,24 @@ static bson_t *put_record(struct s3 *s, const bson_t *rec, int public_read, int 
 {
 	const char *file = rec_str(rec, "output_file"), *batch = rec_str(rec, "batch_id");
 	int64_t serial = rec_int(rec, "serial_no", -1), index = rec_int(rec, "index", -1);
-	const struct format *f = format_find(rec_str(rec, "format"));
+	const struct image_format *f = upload_format(rec_str(rec, "format"));
 	char *key, *url;
 	bson_t *out;
 
 	*rc = 0;
 	if (!batch_id_ok(batch) || serial < 0 || index < 0)
-		return rec_error(rec, "s3put: a record with output_file needs batch_id (letters, "
+		return rec_error(rec, "a record with output_file needs batch_id (letters, "
 				 "digits, - and _), serial_no and index");
 	if (!f)
-		f = format_of_path(file);
+		f = upload_format(path_suffix(file));
 	if (!f)
-		return rec_error(rec, "s3put: unknown format of %s (no known format or extension)",
-				 file);
+		return rec_error(rec, "unknown format of %s (no known format or extension)", file);
 	key = bson_strdup_printf("images/%s/%" PRId64 "-%" PRId64 ".%s", batch, serial, index,
-				 f->ext);
-	*rc = s3_put_file(s, file, key, f->type, public_read);
+				 f->suffix);
+	*rc = s3_put_file(s, file, key, f->mime, public_read);
 	url = *rc ? NULL : s3_public_url(s->cfg, key);
 	if (*rc || !url) {
-		out = rec_error(rec, "s3put: %s", *rc ? s->error : "out of memory");
+		out = rec_error(rec, "%s", *rc ? s->error : "out of memory");
 	} else {
 		out = bson_new();
 		bson_copy_to_excluding_noinit(rec, out, "output_key", "output_url", NULL);
@@ -116,74 +94,66 @@ static bson_t *put_record(struct s3 *s, const bson_t *rec, int public_read, int 
 	return out;
 }
 
-/* Uploads each record's output_file.  While the store is down, later records try once
- * instead of waiting out every retry again; a success restores the retries. */
-static void put_stream(struct s3 *s, int public_read)
-{
-	struct ndjson_reader r;
-	bson_error_t error;
-	bson_t *rec, *out;
-	int got, retries = s->retries, wrote, rc;
+/* NDJSON mode's state: the store, and the retries a record gets while it answers. */
+struct uploader {
+	struct s3 s3;
+	int public_read;
+	int retries;
+};
 
-	ndjson_reader_init(&r, stdin);
-	while ((got = ndjson_read(&r, &rec, &error)) != 0) {
-		if (got < 0) {
-			wrote = ndjson_write_bad_line(stdout, r.lineno, error.message);
-		} else if (rec_has_error(rec) || !rec_str(rec, "output_file")) {
-			wrote = ndjson_write(stdout, rec);
-		} else {
-			out = put_record(s, rec, public_read, &rc);
-			if (rc == EX_UNAVAILABLE || rc == EX_TEMPFAIL)
-				s->retries = 0;
-			else if (rc == 0)
-				s->retries = retries;
-			wrote = ndjson_write(stdout, out);
-			bson_destroy(out);
-		}
-		if (rec)
-			bson_destroy(rec);
-		if (wrote != 0 || fflush(stdout) != 0)
-			err(EX_IOERR, "stdout");
-	}
-	if (ferror(stdin))
-		err(EX_IOERR, "stdin");
-	ndjson_reader_free(&r);
+/* Uploads one record's output_file.  While the store is down, later records try once
+ * instead of waiting out every retry again; a success restores the retries. */
+static bson_t *put_next(struct stage *s, const bson_t *rec, void *arg)
+{
+	struct uploader *u = arg;
+	int rc;
+	bson_t *out = put_record(&u->s3, rec, u->public_read, &rc);
+
+	(void)s;
+	if (rc == EX_UNAVAILABLE || rc == EX_TEMPFAIL)
+		u->s3.retries = 0;
+	else if (rc == 0)
+		u->s3.retries = u->retries;
+	return out;
 }
 
 int main(int argc, char **argv)
 {
+	enum { OPT_RETRIES = 256, OPT_PRIVATE };
+	static const struct option longopts[] = {
+		{ "retries", required_argument, NULL, OPT_RETRIES },
+		{ "private", no_argument, NULL, OPT_PRIVATE },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct config cfg;
-	struct s3 s;
-	long retries = S3_RETRIES;
-	int public_read = 1, i;
+	struct uploader u = { .public_read = 1, .retries = S3_RETRIES };
+	int c, rc = EX_OK;
 
 	cli_common(argc, argv, usage);
-	for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			i++;
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		switch (c) {
+		case OPT_RETRIES:
+			u.retries = (int)cli_long("--retries", optarg, 0, 10);
 			break;
-		} else if (strcmp(argv[i], "--private") == 0) {
-			public_read = 0;
-		} else if (strcmp(argv[i], "--retries") == 0 && i + 1 < argc) {
-			retries = cli_long("--retries", argv[++i], 0, 10);
-		} else {
-			cli_usage_error(usage, "unknown option or missing value: %s", argv[i]);
+		case OPT_PRIVATE:
+			u.public_read = 0;
+			break;
 		}
 	}
-	if (argc - i != 0 && argc - i != 2)
+	if (argc - optind != 0 && argc - optind != 2)
 		cli_usage_error(usage, "wants FILE KEY, or no arguments for NDJSON mode");
 
 	config_load(&cfg);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		errx(EX_UNAVAILABLE, "cannot start libcurl");
-	s3_open(&s, &cfg);
-	s.retries = (int)retries;
-	if (argc - i == 2)
-		put_one(&s, argv[i], argv[i + 1], public_read);
+	s3_open(&u.s3, &cfg);
+	u.s3.retries = u.retries;
+	if (argc - optind == 2)
+		put_one(&u.s3, argv[optind], argv[optind + 1], u.public_read);
 	else
-		put_stream(&s, public_read);
-	s3_close(&s);
+		rc = stage_run("output_file", put_next, &u);
+	s3_close(&u.s3);
 	curl_global_cleanup();
 	config_free(&cfg);
-	return EX_OK;
+	return rc;
 }

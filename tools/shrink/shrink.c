@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +16,8 @@
 
 #include <vips/vips.h>
 
-#include "imgpipe.h"
+#include "format.h"
+#include "stage.h"
 
 static const char usage[] =
 	"usage: shrink [-q QUALITY] [--format FORMAT] [--scale FACTOR] [--max-pixels MP]\n"
@@ -35,7 +35,7 @@ static const char usage[] =
 
 struct options {
 	int quality;
-	const struct format *format;    /* NULL: keep the input's */
+	const struct image_format *format;   /* NULL: keep the input's */
 	double scale;
 	long max_mp;
 	const char *out_dir;
@@ -43,22 +43,10 @@ struct options {
 
 typedef int (*saver)(VipsImage *img, const char *path, int quality);
 
-/* A format shrink reads and writes: its name (in --format and the "format" field), its
- * name in messages, the suffix of its files, the libvips loader that reads it. */
-struct format {
-	const char *name;
-	const char *label;
-	const char *suffix;
-	const char *loader;
-	int animated;           /* holds several frames */
-	int alpha;              /* holds transparency */
-	saver save;
-};
-
 /* What became of one image. */
 struct result {
 	char *path;
-	const struct format *format;
+	const struct image_format *format;
 	int64_t bytes;
 	int width, height;      /* of one frame */
 };
@@ -105,32 +93,25 @@ static int save_heif(VipsImage *img, const char *path, int q)
 			     "strip", TRUE, NULL);
 }
 
-static const struct format formats[] = {
-	{"jpeg", "JPEG", "jpg", "jpegload", 0, 0, save_jpeg},
-	{"png", "PNG", "png", "pngload", 0, 1, save_png},
-	{"webp", "WebP", "webp", "webpload", 1, 1, save_webp},
-	{"gif", "GIF", "gif", "gifload", 1, 1, save_gif},
-	{"heif", "HEIF", "heic", "heifload", 0, 1, save_heif},
-	{"avif", "AVIF", "avif", "heifload", 0, 1, save_avif},
-};
-#define NFORMATS (sizeof formats / sizeof formats[0])
-
-/* The format called name, by its name or its file suffix (jpg, heic), or NULL. */
-static const struct format *format_named(const char *name)
+/* How shrink writes format, or NULL for one it does not handle (TIFF). */
+static saver saver_of(const struct image_format *format)
 {
-	for (size_t i = 0; i < NFORMATS; i++)
-		if (strcasecmp(name, formats[i].name) == 0 || strcasecmp(name, formats[i].suffix) == 0)
-			return &formats[i];
+	switch (format->id) {
+	case FORMAT_JPEG: return save_jpeg;
+	case FORMAT_PNG: return save_png;
+	case FORMAT_WEBP: return save_webp;
+	case FORMAT_GIF: return save_gif;
+	case FORMAT_HEIF: return save_heif;
+	case FORMAT_AVIF: return save_avif;
+	case FORMAT_TIFF: break;
+	}
 	return NULL;
 }
 
-/* The format libvips reads with loader (HEIF for heifload), or NULL. */
-static const struct format *format_of_loader(const char *loader)
+/* format when shrink reads and writes it, else NULL (also for a NULL format). */
+static const struct image_format *shrinkable(const struct image_format *format)
 {
-	for (size_t i = 0; i < NFORMATS; i++)
-		if (strcmp(loader, formats[i].loader) == 0)
-			return &formats[i];
-	return NULL;
+	return format && saver_of(format) ? format : NULL;
 }
 
 /* ---- errors: each failing function fills why and returns -1 ---- */
@@ -166,7 +147,7 @@ static int fail_vips(char *why, size_t n, const char *what)
 	return -1;
 }
 
-static int fail_corrupt(const struct format *format, char *why, size_t n)
+static int fail_corrupt(const struct image_format *format, char *why, size_t n)
 {
 	char what[64];
 
@@ -216,10 +197,10 @@ static int check_pixels(VipsImage *img, long max_mp, char *why, size_t n)
 }
 
 /* Opens path for sequential reading, having libvips read its header only, and checks
- * it: the file must be one of the formats above and within --max-pixels.  Decode errors
+ * it: its format must be shrinkable and its size within --max-pixels.  Decode errors
  * found later fail the image (fail_on error) instead of being papered over. */
 static int open_image(const char *path, const struct options *o, VipsImage **img,
-		      const struct format **format, char *why, size_t n)
+		      const struct image_format **format, char *why, size_t n)
 {
 	const char *class, *loader, *codec;
 	int rc;
@@ -231,7 +212,7 @@ static int open_image(const char *path, const struct options *o, VipsImage **img
 		return fail(why, n, "not an image");
 	}
 	loader = vips_nickname_find(g_type_from_name(class));
-	if (!loader || !(*format = format_of_loader(loader)))
+	if (!loader || !(*format = shrinkable(format_of_loader(loader))))
 		return fail(why, n, "unsupported image format (%s): shrink reads JPEG, PNG, WebP, "
 			    "GIF, AVIF and HEIF", loader ? loader : class);
 	/* n = -1: every frame of an animation, so that the pixel check counts them all. */
@@ -380,7 +361,7 @@ static int flatten(VipsImage *in, VipsImage **t)
 }
 
 /* Runs the pipeline from the opened image to a saved file at path, and describes it. */
-static int convert(VipsImage *in, const struct format *to, const struct options *o,
+static int convert(VipsImage *in, const struct image_format *to, const struct options *o,
 		   const char *path, struct result *r)
 {
 	VipsObject *scope = VIPS_OBJECT(vips_image_new());
@@ -412,7 +393,7 @@ static int convert(VipsImage *in, const struct format *to, const struct options 
 			goto out;
 		x = t[4];
 	}
-	if ((rc = to->save(x, path, o->quality)) == 0) {
+	if ((rc = saver_of(to)(x, path, o->quality)) == 0) {
 		r->format = to;
 		r->width = x->Xsize;
 		r->height = vips_image_get_page_height(x);
@@ -488,21 +469,19 @@ static char *create_temp(const char *in, const char *out, int *rc, char *why, si
 }
 
 /* The output format: --format, else the one OUT's suffix names, else the input's. */
-static const struct format *output_format(const struct options *o, const char *out,
-					  const struct format *from)
+static const struct image_format *output_format(const struct options *o, const char *out,
+						const struct image_format *from)
 {
-	const char *dot = out ? strrchr(out, '.') : NULL;
+	const struct image_format *named = out ? shrinkable(format_of_path(out)) : NULL;
 
 	if (o->format)
 		return o->format;
-	if (dot && !strchr(dot, '/') && format_named(dot + 1))
-		return format_named(dot + 1);
-	return from;
+	return named ? named : from;
 }
 
 /* Why the pipeline failed: libvips names the file in errors writing it; any other error
  * is in the input's data, decoded only now. */
-static int fail_convert(const char *path, const char *shown, const struct format *from,
+static int fail_convert(const char *path, const char *shown, const struct image_format *from,
 			char *why, size_t n)
 {
 	const char *msg = vips_error_buffer();
@@ -526,7 +505,7 @@ static int fail_convert(const char *path, const char *shown, const struct format
 static int shrink(const char *in, const char *out, const struct options *o,
 		  struct result *r, char *why, size_t n)
 {
-	const struct format *from = NULL, *to;
+	const struct image_format *from = NULL, *to;
 	VipsImage *img;
 	struct stat st;
 	char *path;
@@ -563,17 +542,16 @@ static int shrink(const char *in, const char *out, const struct options *o,
 
 /* ---- the two modes ---- */
 
-/* Record mode: each record with "file" gains the output fields, or an "error". */
-static bson_t *shrink_record(const bson_t *rec, const struct options *o)
+/* Record mode: a record with "file" gains the output fields, or an "error". */
+static bson_t *shrink_record(struct stage *s, const bson_t *rec, void *arg)
 {
-	const char *file = rec_str(rec, "file");
+	const struct options *o = arg;
 	struct result r = {0};
 	char why[1024];
 	bson_t *out;
 
-	if (!file)
-		return rec_error(rec, "\"file\" is not a string");
-	if (shrink(file, NULL, o, &r, why, sizeof why) != EX_OK)
+	(void)s;
+	if (shrink(rec_str(rec, "file"), NULL, o, &r, why, sizeof why) != EX_OK)
 		return rec_error(rec, "%s", why);
 	out = bson_new();
 	bson_copy_to_excluding_noinit(rec, out, "output_file", "output_bytes", "format", "width",
@@ -585,37 +563,6 @@ static bson_t *shrink_record(const bson_t *rec, const struct options *o)
 	BSON_APPEND_INT32(out, "height", r.height);
 	bson_free(r.path);
 	return out;
-}
-
-/* Filters stdin to stdout; records with "error" or without "file" pass untouched.
- * Returns EX_DATAERR when a line was not a JSON object (it became an error record). */
-static int run_records(const struct options *o)
-{
-	struct ndjson_reader rd;
-	bson_error_t jerr;
-	bson_t *rec, *out;
-	int rc, status = EX_OK;
-
-	ndjson_reader_init(&rd, stdin);
-	while ((rc = ndjson_read(&rd, &rec, &jerr)) != 0) {
-		if (rc < 0) {
-			status = EX_DATAERR;
-			if (ndjson_write_bad_line(stdout, rd.lineno, jerr.message) < 0)
-				err(EX_IOERR, "stdout");
-		} else {
-			int pass = rec_has_error(rec) || !bson_has_field(rec, "file");
-			out = pass ? NULL : shrink_record(rec, o);
-			if (ndjson_write(stdout, out ? out : rec) < 0)
-				err(EX_IOERR, "stdout");
-			if (out)
-				bson_destroy(out);
-			bson_destroy(rec);
-		}
-		if (fflush(stdout) == EOF)
-			err(EX_IOERR, "stdout");
-	}
-	ndjson_reader_free(&rd);
-	return status;
 }
 
 /* shrink IN OUT: the outcome is the exit status, the reason on stderr. */
@@ -671,13 +618,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 	int c;
 
 	*o = (struct options){.quality = 50, .scale = 1, .max_mp = 100, .out_dir = "."};
-	while ((c = getopt_long(argc, argv, "q:", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "q:", longopts, usage)) != -1) {
 		switch (c) {
 		case 'q':
 			o->quality = (int)cli_long("-q", optarg, 1, 100);
 			break;
 		case OPT_FORMAT:
-			if (!(o->format = format_named(optarg)))
+			if (!(o->format = shrinkable(format_named(optarg))))
 				cli_usage_error(usage, "unknown --format '%s'", optarg);
 			break;
 		case OPT_SCALE:
@@ -689,8 +636,6 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_OUT_DIR:
 			o->out_dir = optarg;
 			break;
-		default:
-			cli_usage_error(usage, "unknown option");
 		}
 	}
 }
@@ -717,7 +662,10 @@ int main(int argc, char **argv)
 	vips_cache_set_max(0);          /* every image is new: caching only holds memory */
 	vips_block_untrusted_set(TRUE); /* no ImageMagick, PDF, SVG, ... loaders */
 
-	rc = argc - optind == 2 ? run_pair(argv[optind], argv[optind + 1], &o) : run_records(&o);
+	if (argc - optind == 2)
+		rc = run_pair(argv[optind], argv[optind + 1], &o);
+	else
+		rc = stage_run("file", shrink_record, &o);
 	vips_shutdown();
 	return rc;
 }
