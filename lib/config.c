@@ -1,4 +1,5 @@
 /* Configuration from the environment names of DESIGN.md, with its defaults. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,22 @@ static char *dup_or_null(const char *s)
 	return s ? bson_strdup(s) : NULL;
 }
 
+/* IMGPIPE_HOST_CONNECTIONS: 1 to 1000, default 8; anything else is a usage error. */
+static int host_connections(void)
+{
+	const char *v = env("IMGPIPE_HOST_CONNECTIONS");
+	char *end;
+	long n;
+
+	if (!v)
+		return 8;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 1 || n > 1000)
+		errx(EX_USAGE, "IMGPIPE_HOST_CONNECTIONS wants a whole number from 1 to 1000, not '%s'", v);
+	return (int)n;
+}
+
 void config_load(struct config *c)
 {
 	memset(c, 0, sizeof *c);
@@ -37,6 +54,7 @@ void config_load(struct config *c)
 	c->home = bson_strdup(env_or("IMGPIPE_HOME", "var"));
 	c->url = dup_or_null(env("IMGPIPE_URL"));
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
+	c->host_connections = host_connections();
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));
 	else if (c->s3_endpoint)

@@ -27,6 +27,7 @@ struct config {
 	const char *home;             /* IMGPIPE_HOME, default "var" */
 	const char *url;              /* IMGPIPE_URL */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+	int host_connections;         /* IMGPIPE_HOST_CONNECTIONS, default 8: to one image host */
 };
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */

@@ -47,6 +47,7 @@ struct request {
 	const char *key;
 	struct body *body;       /* PUT */
 	const char *content_type;
+	const char *cache_control;
 	int public_read;
 	FILE *out;               /* GET */
 };
@@ -187,6 +188,8 @@ static struct curl_slist *request_headers(const struct request *rq, const char *
 
 	if (rq->content_type)
 		bad |= http_header_add(&h, "Content-Type", rq->content_type);
+	if (rq->cache_control)
+		bad |= http_header_add(&h, "Cache-Control", rq->cache_control);
 	if (rq->public_read)
 		bad |= http_header_add(&h, "x-amz-acl", "public-read");
 	if (token && *token)
@@ -231,6 +234,8 @@ static CURLcode perform(struct s3 *s, const struct request *rq, const char *url,
 		bad |= curl_easy_setopt(c, CURLOPT_READFUNCTION, body_read);
 		bad |= curl_easy_setopt(c, CURLOPT_READDATA, rq->body);
 		bad |= curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, rq->body->size);
+	} else if (strcmp(rq->method, "HEAD") == 0) {
+		bad |= curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(rq->method, "GET") != 0) {
 		bad |= curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
 	}
@@ -441,10 +446,10 @@ void s3_close(struct s3 *s)
 }
 
 int s3_put_file(struct s3 *s, const char *path, const char *key, const char *content_type,
-		int public_read)
+		const char *cache_control, int public_read)
 {
 	struct body b = { .file = fopen(path, "rb") };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL };
+	struct request rq = { "PUT", key, &b, content_type, cache_control, public_read, NULL };
 	struct stat st;
 	int rc;
 
@@ -464,21 +469,28 @@ int s3_put_buffer(struct s3 *s, const void *data, size_t len, const char *key,
 		  const char *content_type, int public_read)
 {
 	struct body b = { .buf = data, .len = len, .size = (curl_off_t)len };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL };
+	struct request rq = { "PUT", key, &b, content_type, NULL, public_read, NULL };
 
 	return s3_request(s, &rq);
 }
 
 int s3_get(struct s3 *s, const char *key, FILE *out)
 {
-	struct request rq = { "GET", key, NULL, NULL, 0, out };
+	struct request rq = { "GET", key, NULL, NULL, NULL, 0, out };
+
+	return s3_request(s, &rq);
+}
+
+int s3_head(struct s3 *s, const char *key)
+{
+	struct request rq = { "HEAD", key, NULL, NULL, NULL, 0, NULL };
 
 	return s3_request(s, &rq);
 }
 
 int s3_delete(struct s3 *s, const char *key)
 {
-	struct request rq = { "DELETE", key, NULL, NULL, 0, NULL };
+	struct request rq = { "DELETE", key, NULL, NULL, NULL, 0, NULL };
 
 	return s3_request(s, &rq);
 }
