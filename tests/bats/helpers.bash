@@ -12,6 +12,7 @@ load /usr/lib/bats/bats-assert/load.bash
 # Brings up the named services of the local stack (all when none are named) unless they
 # already run, and remembers whether this file started them, so it stops only those.
 # Call from setup_file; stack_stop from teardown_file.
+# shellcheck disable=SC2120 # the bats files pass the services
 stack_start() {
 	if imgpipe stack status "$@" >/dev/null 2>&1; then
 		export STACK_STARTED_HERE=
@@ -65,9 +66,13 @@ hook_answers() {
 	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"
 }
 
-# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4).
+# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4;
+# the prefix percent-encoded, as SigV4's canonical query has it).  Fails on any other answer.
 s3count() {
-	curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
-		grep -o '<Key>' | wc -l
+	local listing
+	listing=$(curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+		"$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$(jq -rn --arg p "$1" '$p | @uri')") || return 1
+	[[ $listing == *"<ListBucketResult"* ]] || { echo "s3count: $listing" >&2; return 1; }
+	grep -o '<Key>' <<<"$listing" | wc -l
 }
