@@ -18,25 +18,23 @@ static const char *env_or(const char *name, const char *fallback)
 	return v ? v : fallback;
 }
 
-static char *dup_or_null(const char *s)
+/* A positive decimal number of at most max, fallback when unset, -1 when it is neither. */
+static long env_count(const char *name, long fallback, long max)
 {
-	return s ? bson_strdup(s) : NULL;
-}
-
-/* IMGPIPE_HOST_CONNECTIONS: 1 to 1000, default 8; anything else is a usage error. */
-static int host_connections(void)
-{
-	const char *v = env("IMGPIPE_HOST_CONNECTIONS");
+	const char *v = env(name);
 	char *end;
 	long n;
 
 	if (!v)
-		return 8;
+		return fallback;
 	errno = 0;
 	n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < 1 || n > 1000)
-		errx(EX_USAGE, "IMGPIPE_HOST_CONNECTIONS wants a whole number from 1 to 1000, not '%s'", v);
-	return (int)n;
+	return errno || *end || n < 1 || n > max ? -1 : n;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? bson_strdup(s) : NULL;
 }
 
 void config_load(struct config *c)
@@ -53,8 +51,11 @@ void config_load(struct config *c)
 	c->webhook_secret = dup_or_null(env("WEBHOOK_SECRET"));
 	c->home = bson_strdup(env_or("IMGPIPE_HOME", "var"));
 	c->url = dup_or_null(env("IMGPIPE_URL"));
+	c->api_tokens = dup_or_null(env("IMGPIPE_API_TOKENS"));
+	c->max_upload = env_count("IMGPIPE_MAX_UPLOAD", 10L << 20, 1L << 30);
+	c->max_images = env_count("IMGPIPE_MAX_IMAGES", 100000, 1L << 40);
+	c->host_connections = env_count("IMGPIPE_HOST_CONNECTIONS", 8, 1000);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
-	c->host_connections = host_connections();
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));
 	else if (c->s3_endpoint)
@@ -66,7 +67,7 @@ void config_free(struct config *c)
 	const char **fields[] = {
 		&c->mongodb_uri, &c->redis_url, &c->s3_endpoint, &c->s3_bucket, &c->s3_public_url,
 		&c->aws_access_key, &c->aws_secret_key, &c->aws_region, &c->webhook_url,
-		&c->webhook_secret, &c->home, &c->url,
+		&c->webhook_secret, &c->home, &c->url, &c->api_tokens,
 	};
 	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
 		bson_free((char *)*fields[i]);

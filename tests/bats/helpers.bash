@@ -12,7 +12,7 @@ load /usr/lib/bats/bats-assert/load.bash
 # Brings up the named services of the local stack (all when none are named) unless they
 # already run, and remembers whether this file started them, so it stops only those.
 # Call from setup_file; stack_stop from teardown_file.
-# shellcheck disable=SC2120 # the bats files pass the services
+# shellcheck disable=SC2120  # the bats files name services; shellcheck sees only this file
 stack_start() {
 	if imgpipe stack status "$@" >/dev/null 2>&1; then
 		export STACK_STARTED_HERE=
@@ -51,6 +51,7 @@ httpd_stop() {
 # The whole stack, and the twelve sample photographs served at $HTTPD_URL (which also
 # receives webhooks).  photos_stop in teardown_file.
 photos_start() {
+	# shellcheck disable=SC2119  # the whole stack, not this function's arguments
 	stack_start
 	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
 	httpd_start "$BATS_FILE_TMPDIR/photos"
@@ -75,4 +76,18 @@ s3count() {
 		"$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$(jq -rn --arg p "$1" '$p | @uri')") || return 1
 	[[ $listing == *"<ListBucketResult"* ]] || { echo "s3count: $listing" >&2; return 1; }
 	grep -o '<Key>' <<<"$listing" | wc -l
+}
+
+# What a refused upload must not change: the objects under uploads/, and the batches.
+leftovers() {
+	echo "$(s3count uploads/) objects, $(/usr/bin/python3 -c 'import sys, pymongo
+print(pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database().batches.count_documents({}))' "$MONGODB_URI") batches"
+}
+
+# Standard Webhooks' own verdict on the requests the test server recorded:
+# verify_webhooks SECRET [--key-bytes] [--late SECONDS] < "$HOOK_LOG" (see tests/lib/verify-webhook.py),
+# run with the venv scripts/setup --test makes for the standardwebhooks package.
+WEBHOOK_PYTHON="${IMGPIPE_TOOLS:-/opt/imgpipe}/venv/bin/python"
+verify_webhooks() {
+	"$WEBHOOK_PYTHON" "$ROOT/tests/lib/verify-webhook.py" "$@"
 }
