@@ -670,7 +670,7 @@ static int shrink(const char *in, const char *out, const struct options *o,
 	else if (stat(path, &st) < 0)
 		fail(why, n, "cannot stat %s: %s", path, strerror(errno));
 	else if (keep_smaller(in, path, o, from, to, img, &st, r, why, n) < 0)
-		;    /* why says it */
+		rc = EX_CANTCREAT;    /* why says it */
 	else if (out && rename(path, out) < 0)
 		fail(why, n, "cannot rename %s to %s: %s", path, out, strerror(errno));
 	else
