@@ -62,7 +62,7 @@ submit_wait() {
 	assert_line --regexp '^<input id="webhook_url" name="webhook_url" type="url" '
 	assert_line '<p><button type="submit">Upload</button></p>'
 	run curl -sS "$IMGPIPE_URL/"
-	assert_equal "$(jq -c .routes <<<"$output")" '["POST /upload","GET /status/ID","GET /status/ID?format=csv"]'
+	assert_equal "$(jq -c .routes <<<"$output")" '["POST /upload","GET /status/ID","GET /status/ID?format=csv","POST /status/ID/retry","POST /status/ID/cancel","GET /healthz","GET /metrics"]'
 }
 
 @test "a browser's upload answers 303 See Other to its status page; curl still gets 202 JSON" {
