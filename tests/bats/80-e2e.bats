@@ -164,6 +164,8 @@ PY
 	[ "$peak" -gt "$size" ]
 	# ... and never more than the pipelines' byte caps (fetchimg's default 50 MiB).
 	[ "$peak" -le $((pipelines * 52428800)) ]
+	# process-batch removes the folder as it exits, just after the batch has ended.
+	for _ in $(seq 100); do [ -e "$IMGPIPE_HOME/tmp/$id" ] || break; sleep 0.1; done
 	[ ! -e "$IMGPIPE_HOME/tmp/$id" ]
 }
 
