@@ -16,7 +16,7 @@ setup_file() {
 	imgpipe stack up >&3 2>&1
 	eval "$(imgpipe stack env)"
 	export REDIS_PORT=28001 FERRETDB_PORT=28002 VERSITYGW_PORT=28003 LIGHTTPD_PORT=28004 \
-		POSTGRESQL_PORT=28005
+		POSTGRESQL_PORT=28006
 }
 
 teardown_file() {
@@ -190,7 +190,7 @@ PY
 			run ps -o stat= -p "$pid"
 			[[ -z $output || $output == Z* ]]
 		done
-		run ss -Hltn "( sport = :28101 or sport = :28102 or sport = :28103 or sport = :28105 )"
+		run ss -Hltn "( sport = :28101 or sport = :28102 or sport = :28103 or sport = :28106 )"
 		assert_output ""
 		run imgpipe stack status redis
 		assert_failure
