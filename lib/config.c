@@ -1,4 +1,6 @@
 /* Configuration from the environment names of DESIGN.md, with its defaults. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,21 @@ static const char *env_or(const char *name, const char *fallback)
 {
 	const char *v = env(name);
 	return v ? v : fallback;
+}
+
+/* The count the variable names within [0, max]; fallback when it is unset, -1 when it is
+ * anything else. */
+static long env_count(const char *name, long fallback, long max)
+{
+	const char *v = env(name);
+	char *end;
+	long n;
+
+	if (!v)
+		return fallback;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	return errno || end == v || *end || n < 0 || n > max || !isdigit((unsigned char)*v) ? -1 : n;
 }
 
 static char *dup_or_null(const char *s)
@@ -37,6 +54,8 @@ void config_load(struct config *c)
 	c->home = bson_strdup(env_or("IMGPIPE_HOME", "var"));
 	c->url = dup_or_null(env("IMGPIPE_URL"));
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
+	c->max_row_errors = env_count("IMGPIPE_MAX_ROW_ERRORS", CONFIG_MAX_ROW_ERRORS,
+				      CONFIG_MAX_ROW_ERRORS_MAX);
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));
 	else if (c->s3_endpoint)

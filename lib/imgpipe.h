@@ -27,7 +27,11 @@ struct config {
 	const char *home;             /* IMGPIPE_HOME, default "var" */
 	const char *url;              /* IMGPIPE_URL */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+	long max_row_errors;          /* IMGPIPE_MAX_ROW_ERRORS, default 1000; -1 when it is
+	                               * set but not a number from 0 to CONFIG_MAX_ROW_ERRORS_MAX */
 };
+#define CONFIG_MAX_ROW_ERRORS 1000          /* row errors kept on a batch, unless set */
+#define CONFIG_MAX_ROW_ERRORS_MAX 100000    /* what keeps a batch document well under 16 MB */
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */
 void config_load(struct config *c);
