@@ -9,10 +9,12 @@
 
 #define REFRESH_SECONDS 2
 
-/* Who has a batch id sees the batch, so the images a page shows are not told its address;
- * and the page runs no script and posts only to its own site. */
+/* Who has a batch id sees the batch, so the images a page shows (on other sites) are not
+ * told its address; same-origin rather than no-referrer, under which a browser sends
+ * "Origin: null" with the upload form, which access.c cannot tell from another site's.
+ * And the page runs no script and posts only to its own site. */
 static const char security_headers[] =
-	"Referrer-Policy: no-referrer\n"
+	"Referrer-Policy: same-origin\n"
 	"Content-Security-Policy: default-src 'none'; img-src http: https:; "
 	"style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'\n";
 
@@ -27,6 +29,7 @@ static const char style[] =
 	"input[type=url]{width:100%;max-width:32em;padding:.3em}\n"
 	"button{font:inherit;padding:.4em 1.4em;background:#1f3a5a;color:#fff;border:0;"
 	"border-radius:4px}\n"
+	"form.action{background:none;border:0;padding:0;margin:0 0 1em}\n"
 	".status{display:inline-block;padding:.1em .7em;border-radius:1em;font-weight:600;"
 	"background:#dde3ea}\n"
 	".queued,.running{background:#fdeab8;color:#6b4a00}\n"

@@ -8,8 +8,7 @@
 #include "db.h"
 #include "ui.h"
 
-/* Only the ids upload.c makes; anything else (a path, a long id) never reaches the database. */
-static int id_valid(const char *id)
+int batch_id_valid(const char *id)
 {
 	return strlen(id) == BATCH_ID_LEN && strspn(id, "0123456789abcdef") == BATCH_ID_LEN;
 }
@@ -42,26 +41,42 @@ static void answer_csv(struct db *d, const char *id)
 	if (rc == 1)
 		reply_error(404, NULL, "no batch %s", id);
 	else if (rc && !a.begun)
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else if (rc)
 		warnx("the CSV of batch %s is cut short: %s", id, err.message);
 }
 
+/* The status as JSON or as a page, without the credentials of any URL in it. */
 static void answer_status(struct db *d, const char *id, const struct db_page *page, int html)
 {
-	bson_t out = BSON_INITIALIZER;
+	bson_t status = BSON_INITIALIZER, out = BSON_INITIALIZER;
 	bson_error_t err;
-	int rc = db_status(d, id, page, &out, &err);
+	int rc = db_status(d, id, page, &status, &err);
 
+	if (rc == 0)
+		redact_credentials(&status, &out);
 	if (rc == 1)
 		reply_error(404, NULL, "no batch %s", id);
 	else if (rc)
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else if (html)
 		ui_status(&out);
 	else
 		reply_json(200, NULL, &out);
+	bson_destroy(&status);
 	bson_destroy(&out);
+}
+
+int batch_owned(struct db *d, const char *id, const char *owner)
+{
+	bson_error_t err;
+	int rc = owner ? db_batch_owned(d, id, owner, &err) : 0;
+
+	if (rc == 1)
+		reply_error(404, NULL, "no batch %s", id);
+	else if (rc)
+		reply_unavailable("MongoDB", "%s", err.message);
+	return rc == 0;
 }
 
 void status(const struct request *rq, const char *id)
@@ -85,18 +100,20 @@ void status(const struct request *rq, const char *id)
 		reply_error(400, NULL, "%s", why);
 	else if (csv && (values[OFFSET] || values[LIMIT]))
 		reply_error(400, NULL, "format=csv is every product: no offset or limit");
-	else if (!id_valid(id))
+	else if (!batch_id_valid(id))
 		reply_error(404, NULL, "no such batch: a batch id is %d lowercase hex digits",
 			    BATCH_ID_LEN);
 	else if (!rq->cfg->mongodb_uri)
-		reply_error(503, NULL, "MongoDB unavailable: MONGODB_URI is not set");
+		reply_unavailable("MongoDB", "MONGODB_URI is not set");
 	else if (db_open(&d, rq->cfg, &err))
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else {
-		if (csv)
-			answer_csv(&d, id);
-		else
-			answer_status(&d, id, &page, !values[FORMAT] && wants_html());
+		if (batch_owned(&d, id, rq->owner)) {
+			if (csv)
+				answer_csv(&d, id);
+			else
+				answer_status(&d, id, &page, !values[FORMAT] && wants_html());
+		}
 		db_close(&d);
 	}
 	query_free(names, values);

@@ -6,14 +6,23 @@
  * While a job runs its entry is re-claimed three times per --claim-idle (resetting its idle time);
  * a dispatcher that dies stops doing that, and after --claim-idle seconds any other
  * dispatcher takes the job over with XAUTOCLAIM.  process-batch is idempotent, so a job
- * run twice finishes the batch once. */
+ * run twice finishes the batch once.
+ *
+ * A batch cancelled through the CGI is marked in Redis; the dispatcher running it checks
+ * the marks of its jobs every second and sends that process-batch SIGUSR1, on which it
+ * stops its image pipelines and ends the batch.
+ *
+ * It logs one logfmt line an event (ts, host, batch, stage, event, msg), as process-batch
+ * does, so that one batch can be followed across hosts in the journal. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backoff.h"
@@ -21,6 +30,7 @@
 #include "queue.h"
 
 #define MAX_JOBS 64
+#define CANCEL_CHECK_MS 1000
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
@@ -35,11 +45,13 @@ static const char usage[] =
 struct job {
 	pid_t pid;              /* 0 when the slot is free */
 	struct queue_job taken;
+	int cancelled;          /* it has been sent SIGUSR1 */
 };
 
 static struct {
 	long jobs, claim_idle_ms, max_attempts;
 	const char *script;
+	char host[64];
 	char consumer[128];
 } opt;
 
@@ -50,6 +62,34 @@ static void on_term(int sig)
 {
 	(void)sig;
 	stopping = 1;
+}
+
+/* Writes one logfmt line to stderr: ts=... host=... [batch=...] stage=dispatch event=...
+ * msg="..." (batch is left out when NULL; msg is quoted, with \ and " escaped). */
+__attribute__((format(printf, 3, 4)))
+static void log_event(const char *batch, const char *event, const char *fmt, ...)
+{
+	char msg[1024], ts[32];
+	struct timespec now;
+	struct tm tm;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (!gmtime_r(&now.tv_sec, &tm) || !strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm))
+		snprintf(ts, sizeof ts, "%lld", (long long)now.tv_sec);
+	fprintf(stderr, "ts=%s.%03ldZ host=%s", ts, now.tv_nsec / 1000000, opt.host);
+	if (batch)
+		fprintf(stderr, " batch=%s", batch);
+	fprintf(stderr, " stage=dispatch event=%s msg=\"", event);
+	for (const char *p = msg; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fputc('\\', stderr);
+		fputc(*p == '\n' ? ' ' : *p, stderr);
+	}
+	fputs("\"\n", stderr);
 }
 
 static int running_jobs(void)
@@ -74,7 +114,7 @@ static int connect_queue(struct queue *q)
 {
 	if (queue_connect(q) == 0 && queue_join(q) == 0)
 		return 0;
-	warnx("redis: %s", q->error);
+	log_event(NULL, "redis_error", "%s", q->error);
 	queue_disconnect(q);
 	return -1;
 }
@@ -83,7 +123,7 @@ static int connect_queue(struct queue *q)
 static int logged(const struct queue *q, int rc)
 {
 	if (rc < 0)
-		warnx("redis: %s", q->error);
+		log_event(NULL, "redis_error", "%s", q->error);
 	return rc;
 }
 
@@ -105,7 +145,7 @@ static void start_job(struct job *j, const struct queue_job *taken)
 	snprintf(last_s, sizeof last_s, "%d", taken->deliveries >= opt.max_attempts);
 	pid = fork();
 	if (pid < 0) {
-		warn("fork");
+		log_event(taken->batch, "fork_failed", "%s", strerror(errno));
 		return;
 	}
 	if (pid == 0) {
@@ -113,12 +153,14 @@ static void start_job(struct job *j, const struct queue_job *taken)
 		setenv("IMGPIPE_ATTEMPT", attempt_s, 1);
 		setenv("IMGPIPE_LAST_ATTEMPT", last_s, 1);
 		execl(opt.script, opt.script, taken->batch, (char *)NULL);
-		warn("%s", opt.script);
+		log_event(taken->batch, "exec_failed", "%s: %s", opt.script, strerror(errno));
 		_exit(EX_UNAVAILABLE);
 	}
 	j->pid = pid;
 	j->taken = *taken;
-	warnx("batch %s: started (job %s, attempt %ld)", taken->batch, taken->id, taken->deliveries);
+	j->cancelled = 0;
+	log_event(taken->batch, "started", "job %s, attempt %ld, pid %ld", taken->id,
+		  taken->deliveries, (long)pid);
 }
 
 /* Collects finished jobs.  A job whose batch ended (exit 0) is acknowledged; any other
@@ -136,13 +178,14 @@ static int reap(struct queue *q)
 				continue;
 			j->pid = 0;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-				warnx("batch %s: ended", j->taken.batch);
+				log_event(j->taken.batch, "ended", "job %s acknowledged", j->taken.id);
 				if (q && logged(q, queue_ack(q, j->taken.id)) != 0)
 					rc = -1;
 			} else {
-				warnx("batch %s: process-batch %s %d; will be retried", j->taken.batch,
-				      WIFEXITED(status) ? "exited" : "killed by signal",
-				      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+				log_event(j->taken.batch, "will_retry", "process-batch %s %d; job %s stays pending",
+					  WIFEXITED(status) ? "exited" : "killed by signal",
+					  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					  j->taken.id);
 			}
 		}
 	}
@@ -155,9 +198,29 @@ static long now_ms(void)
 	return (long)(bson_get_monotonic_time() / 1000);
 }
 
+/* Sends SIGUSR1 to each running process-batch whose batch has been cancelled, once. */
+static int watch_cancels(struct queue *q)
+{
+	for (long i = 0; i < opt.jobs; i++) {
+		struct job *j = &slots[i];
+		int on;
+
+		if (!j->pid || j->cancelled)
+			continue;
+		if ((on = logged(q, queue_cancelled(q, j->taken.batch))) < 0)
+			return -1;
+		if (on && kill(j->pid, SIGUSR1) == 0) {
+			j->cancelled = 1;
+			log_event(j->taken.batch, "cancel", "cancelled: process-batch %ld told to stop",
+				  (long)j->pid);
+		}
+	}
+	return 0;
+}
+
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
  * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
-static int step(struct queue *q, long *last_beat)
+static int step(struct queue *q, long *last_beat, long *last_cancel_check)
 {
 	long beat_ms = opt.claim_idle_ms / 3;
 	long wait_ms = beat_ms < 1000 ? beat_ms : 1000;
@@ -181,6 +244,11 @@ static int step(struct queue *q, long *last_beat)
 		if (heartbeat(q) != 0)
 			return -1;
 	}
+	if (now_ms() - *last_cancel_check >= CANCEL_CHECK_MS) {
+		*last_cancel_check = now_ms();
+		if (watch_cancels(q) != 0)
+			return -1;
+	}
 	return reap(q);
 }
 
@@ -193,7 +261,7 @@ static void shut_down(void)
 			kill(slots[i].pid, SIGTERM);
 	while (running_jobs() > 0 && wait(NULL) > 0)
 		reap(NULL);
-	warnx("stopped");
+	log_event(NULL, "stopped", "the running batches stay pending");
 }
 
 /* process-batch beside this program: scripts/ in the source tree, lib/imgpipe/scripts/
@@ -259,28 +327,27 @@ int main(int argc, char **argv)
 	struct config cfg;
 	struct queue q;
 	struct sigaction sa = { .sa_handler = on_term };
-	char host[64];
 	int reconnects = 0;
 
 	parse_args(argc, argv);
 	config_load(&cfg);
 	if (queue_init(&q, config_require("REDIS_URL", cfg.redis_url)) != 0)
 		errx(EX_USAGE, "%s", q.error);
-	if (gethostname(host, sizeof host) != 0)
-		snprintf(host, sizeof host, "localhost");
-	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
+	if (gethostname(opt.host, sizeof opt.host) != 0)
+		snprintf(opt.host, sizeof opt.host, "localhost");
+	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", opt.host, (long)getpid());
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	warnx("consumer %s, %ld jobs at once, taking over jobs idle %ld s", opt.consumer, opt.jobs,
-	      opt.claim_idle_ms / 1000);
+	log_event(NULL, "start", "consumer %s, %ld jobs at once, taking over jobs idle %ld s",
+		  opt.consumer, opt.jobs, opt.claim_idle_ms / 1000);
 
 	while (!stopping) {
-		long last_beat = now_ms();
+		long last_beat = now_ms(), last_cancel_check = now_ms();
 
 		if (connect_queue(&q) == 0) {
 			reconnects = 0;
-			while (!stopping && step(&q, &last_beat) == 0)
+			while (!stopping && step(&q, &last_beat, &last_cancel_check) == 0)
 				;
 			queue_disconnect(&q);
 		}

@@ -26,12 +26,16 @@ struct config {
 	const char *webhook_secret;   /* WEBHOOK_SECRET */
 	const char *home;             /* IMGPIPE_HOME, default "var" */
 	const char *url;              /* IMGPIPE_URL */
+	const char *api_tokens;       /* IMGPIPE_API_TOKENS: a file of access tokens; NULL: open */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
-	long max_row_errors;          /* IMGPIPE_MAX_ROW_ERRORS, default 1000; -1 when it is
-	                               * set but not a number from 0 to CONFIG_MAX_ROW_ERRORS_MAX */
+	/* Limits; -1 when the variable is set but is not a positive number. */
+	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
+	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */
+	long max_row_errors;          /* IMGPIPE_MAX_ROW_ERRORS, row errors kept on a batch,
+	                               * default 1000, at most CONFIG_MAX_ROW_ERRORS_MAX */
 };
-#define CONFIG_MAX_ROW_ERRORS 1000          /* row errors kept on a batch, unless set */
-#define CONFIG_MAX_ROW_ERRORS_MAX 100000    /* what keeps a batch document well under 16 MB */
+#define CONFIG_MAX_ROW_ERRORS 1000          /* IMGPIPE_MAX_ROW_ERRORS when unset */
+#define CONFIG_MAX_ROW_ERRORS_MAX 100000    /* keeps a batch document well under 16 MB */
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */
 void config_load(struct config *c);

@@ -32,6 +32,9 @@ int s3_put_buffer(struct s3 *s, const void *data, size_t len, const char *key,
 /* Streams the object to out. */
 int s3_get(struct s3 *s, const char *key, FILE *out);
 int s3_delete(struct s3 *s, const char *key);
+/* HEAD of the bucket (it exists and the credentials open it), within timeout_ms, retried
+ * s->retries times like any request: for health checks. */
+int s3_head_bucket(struct s3 *s, long timeout_ms);
 /* S3_PUBLIC_URL/KEY; caller frees with bson_free. */
 char *s3_public_url(const struct config *cfg, const char *key);
 

@@ -209,10 +209,10 @@ PY
 	tac "$BATS_TEST_TMPDIR/rows" | IMGPIPE_MAX_ROW_ERRORS=6 dbrecord >/dev/null
 	run dbrecord show "$ID"
 	assert_equal "$(jq -c '[[.row_errors[].line], .row_errors_dropped]' <<<"$output")" '[[2,3,4,5,6,9],2]'
-	for bad in -1 x 100001 ' 5'; do
+	for bad in 0 -1 x 100001; do
 		IMGPIPE_MAX_ROW_ERRORS=$bad run dbrecord </dev/null
 		assert_failure 64
-		assert_output "dbrecord: IMGPIPE_MAX_ROW_ERRORS must be a whole number from 0 to 100000"
+		assert_output "dbrecord: IMGPIPE_MAX_ROW_ERRORS must be a whole number from 1 to 100000"
 	done
 }
 

@@ -29,18 +29,6 @@ submit_products() {
 	imgpipe submit "$BATS_TEST_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
 }
 
-field() { curl -sS "$IMGPIPE_URL/status/$1" | jq -r "$2"; }
-
-# Waits up to $2 seconds until the batch's jq expression $3 is true.
-wait_for() {
-	for _ in $(seq $(($2 * 5))); do
-		[ "$(field "$1" "$3")" = true ] && return 0
-		sleep 0.2
-	done
-	field "$1" . >&2
-	return 1
-}
-
 # Every product once, every slot filled, counters exact, one webhook for the batch.
 assert_complete_once() {
 	local id=$1 rows=$2

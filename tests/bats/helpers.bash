@@ -12,6 +12,7 @@ load /usr/lib/bats/bats-assert/load.bash
 # Brings up the named services of the local stack (all when none are named) unless they
 # already run, and remembers whether this file started them, so it stops only those.
 # Call from setup_file; stack_stop from teardown_file.
+# shellcheck disable=SC2120  # the bats files name services; shellcheck sees only this file
 stack_start() {
 	if imgpipe stack status "$@" >/dev/null 2>&1; then
 		export STACK_STARTED_HERE=
@@ -31,12 +32,15 @@ stack_stop() {
 }
 
 # Starts tests/lib/httpd.py serving DIR (default tests/data) on a free port.
-# Sets HTTPD_URL, HTTPD_PID and HOOK_LOG (webhook requests, one JSON line each).
+# Sets HTTPD_URL, HTTPD_PID, HOOK_LOG (webhook requests, one JSON line each) and
+# REQUEST_LOG (the path of every GET, one a line).
 httpd_start() {
 	local root=${1:-$TESTDATA} portfile="$BATS_FILE_TMPDIR/httpd.port"
-	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson"
+	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson" REQUEST_LOG="$BATS_FILE_TMPDIR/requests.log"
 	: >"$HOOK_LOG"
-	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" >"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
+	: >"$REQUEST_LOG"
+	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" --request-log "$REQUEST_LOG" \
+		>"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
 	export HTTPD_PID=$!
 	for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done
 	HTTPD_URL="http://127.0.0.1:$(cat "$portfile")"
@@ -50,6 +54,7 @@ httpd_stop() {
 # The whole stack, and the twelve sample photographs served at $HTTPD_URL (which also
 # receives webhooks).  photos_stop in teardown_file.
 photos_start() {
+	# shellcheck disable=SC2119  # the whole stack, not this function's arguments
 	stack_start
 	"$ROOT/scripts/sample-photos" "$BATS_FILE_TMPDIR/photos"
 	httpd_start "$BATS_FILE_TMPDIR/photos"
@@ -70,6 +75,33 @@ s3count() {
 	curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
 		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
 		grep -o '<Key>' | wc -l
+}
+
+# field ID JQ: the jq expression on the batch's status JSON.
+field() { curl -sS "$IMGPIPE_URL/status/$1" | jq -r "$2"; }
+
+# wait_for ID SECONDS JQ: waits until the jq expression on the batch's status is true.
+wait_for() {
+	for _ in $(seq $(($2 * 5))); do
+		[ "$(field "$1" "$3")" = true ] && return 0
+		sleep 0.2
+	done
+	field "$1" . >&2
+	return 1
+}
+
+# What a refused upload must not change: the objects under uploads/, and the batches.
+leftovers() {
+	echo "$(s3count uploads/) objects, $(/usr/bin/python3 -c 'import sys, pymongo
+print(pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database().batches.count_documents({}))' "$MONGODB_URI") batches"
+}
+
+# Standard Webhooks' own verdict on the requests the test server recorded:
+# verify_webhooks SECRET [--key-bytes] [--late SECONDS] < "$HOOK_LOG" (see tests/lib/verify-webhook.py),
+# run with the venv scripts/setup --test makes for the standardwebhooks package.
+WEBHOOK_PYTHON="${IMGPIPE_TOOLS:-/opt/imgpipe}/venv/bin/python"
+verify_webhooks() {
+	"$WEBHOOK_PYTHON" "$ROOT/tests/lib/verify-webhook.py" "$@"
 }
 
 # many_products BATCH N: writes batch BATCH and N products straight into MongoDB with

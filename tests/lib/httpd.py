@@ -13,6 +13,8 @@ Serves files under --root, receives webhooks, and misbehaves on request:
   POST /hook                     records the request as one JSON line in --hook-log and
                                  answers with the next of --hook-codes (the last repeats)
   POST /hook-codes?set=500,200   replaces the webhook answer sequence
+Every GET's path is appended as one line to --request-log, so that a test can count what
+was fetched.
 The port is printed on stdout once the server listens (--port 0 picks a free one).
 """
 import argparse
@@ -43,6 +45,9 @@ class Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        with LOCK:
+            with open(self.server.request_log, "a", encoding="utf-8") as f:
+                f.write(self.path + "\n")
         url = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(url.query))
         parts = url.path.strip("/").split("/")
@@ -133,6 +138,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--hook-log", default=os.devnull)
     p.add_argument("--hook-codes", default="200")
+    p.add_argument("--request-log", default=os.devnull)
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
     STATE["hook_codes"] = [int(c) for c in a.hook_codes.split(",")]
@@ -145,6 +151,7 @@ def main():
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), RootHandler)
     srv.daemon_threads = True
     srv.root, srv.hook_log, srv.verbose = root, a.hook_log, a.verbose
+    srv.request_log = a.request_log
     print(srv.server_address[1], flush=True)
     srv.serve_forever()
 

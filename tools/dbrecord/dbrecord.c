@@ -439,7 +439,7 @@ static bson_t *batch_touch(int64_t now, int64_t done, int64_t failed)
 static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
-		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", NULL,
+		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
 	};
 	bson_t *u = batch_touch(now, 0, 0);
 	bson_t add, entry;
@@ -1285,7 +1285,7 @@ int main(int argc, char **argv)
 		cli_usage_error(usage, "--all-rows is for records on stdin, not for '%s'", argv[0]);
 	if (argc == 0) {
 		if (cfg.max_row_errors < 0)
-			errx(EX_USAGE, "IMGPIPE_MAX_ROW_ERRORS must be a whole number from 0 to %d",
+			errx(EX_USAGE, "IMGPIPE_MAX_ROW_ERRORS must be a whole number from 1 to %d",
 			     CONFIG_MAX_ROW_ERRORS_MAX);
 		connect_db();
 		prepare_products();
