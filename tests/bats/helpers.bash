@@ -125,3 +125,15 @@ db.products.insert_many([{"_id": f"{batch}-{s}", "batch_id": batch, "serial_no":
 PY
 	dbrecord recount "$1"
 }
+
+# assert_many_products_csv FILE N: FILE is the output CSV of a batch that many_products
+# made with N products, read as a spreadsheet would: its header, then every product once in
+# serial order, every seventh with its output.
+assert_many_products_csv() {
+	run python3 -c 'import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+print(rows[0]); print(" ".join(r[0] for r in rows[1:])); print(sum(1 for r in rows[1:] if r[3]))' "$1"
+	assert_line --index 0 "['S. No.', 'Product Name', 'Input Image Urls', 'Output Image Urls']"
+	assert_line --index 1 "$(seq -s ' ' 3 3 $((3 * $2)))"
+	assert_line --index 2 "$(($2 / 7))"
+}
