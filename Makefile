@@ -12,7 +12,7 @@
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
+PKGS     = libcurl vips libjpeg libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib \
            -DIMGPIPE_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))

@@ -47,6 +47,7 @@ struct request {
 	const char *key;         /* NULL: the bucket itself */
 	struct body *body;       /* PUT */
 	const char *content_type;
+	const char *cache_control;
 	int public_read;
 	FILE *out;               /* GET */
 	long timeout_ms;         /* the whole request's limit; 0: none but the stall limit */
@@ -188,6 +189,8 @@ static struct curl_slist *request_headers(const struct request *rq, const char *
 
 	if (rq->content_type)
 		bad |= http_header_add(&h, "Content-Type", rq->content_type);
+	if (rq->cache_control)
+		bad |= http_header_add(&h, "Cache-Control", rq->cache_control);
 	if (rq->public_read)
 		bad |= http_header_add(&h, "x-amz-acl", "public-read");
 	if (token && *token)
@@ -448,10 +451,10 @@ void s3_close(struct s3 *s)
 }
 
 int s3_put_file(struct s3 *s, const char *path, const char *key, const char *content_type,
-		int public_read)
+		const char *cache_control, int public_read)
 {
 	struct body b = { .file = fopen(path, "rb") };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL, 0 };
+	struct request rq = { "PUT", key, &b, content_type, cache_control, public_read, NULL, 0 };
 	struct stat st;
 	int rc;
 
@@ -471,28 +474,35 @@ int s3_put_buffer(struct s3 *s, const void *data, size_t len, const char *key,
 		  const char *content_type, int public_read)
 {
 	struct body b = { .buf = data, .len = len, .size = (curl_off_t)len };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL, 0 };
+	struct request rq = { "PUT", key, &b, content_type, NULL, public_read, NULL, 0 };
 
 	return s3_request(s, &rq);
 }
 
 int s3_get(struct s3 *s, const char *key, FILE *out)
 {
-	struct request rq = { "GET", key, NULL, NULL, 0, out, 0 };
+	struct request rq = { "GET", key, NULL, NULL, NULL, 0, out, 0 };
+
+	return s3_request(s, &rq);
+}
+
+int s3_head(struct s3 *s, const char *key)
+{
+	struct request rq = { "HEAD", key, NULL, NULL, NULL, 0, NULL, 0 };
 
 	return s3_request(s, &rq);
 }
 
 int s3_delete(struct s3 *s, const char *key)
 {
-	struct request rq = { "DELETE", key, NULL, NULL, 0, NULL, 0 };
+	struct request rq = { "DELETE", key, NULL, NULL, NULL, 0, NULL, 0 };
 
 	return s3_request(s, &rq);
 }
 
 int s3_head_bucket(struct s3 *s, long timeout_ms)
 {
-	struct request rq = { "HEAD", NULL, NULL, NULL, 0, NULL, timeout_ms };
+	struct request rq = { "HEAD", NULL, NULL, NULL, NULL, 0, NULL, timeout_ms };
 
 	return s3_request(s, &rq);
 }

@@ -237,7 +237,7 @@ submit_wait() {
 	# the originals are links, not images a browser would fetch whole; the outputs load lazily
 	check '.originals' "[\"$HTTPD_URL/autumn.jpg\",\"$HTTPD_URL/path.jpg\",\"$HTTPD_URL/kite.jpg\",\"$HTTPD_URL/eveningglow.jpg\",\"$HTTPD_URL/colorfulcups.jpg\",\"$HTTPD_URL/no-such-photo.jpg\"]"
 	check '[.after, .lazy]' '[{"count":5,"loaded":5},[true]]'
-	check "[.after_srcs[] | startswith(\"$S3_PUBLIC_URL/images/$batch/\")] | unique" '[true]'
+	check "[.after_srcs[] | test(\"^$S3_PUBLIC_URL/images/[0-9a-f]{64}-q50[.]jpg$\")] | unique" '[true]'
 	check '[.csv_link, .csv_header]' "[\"/status/$batch?format=csv\",\"S. No.,Product Name,Input Image Urls,Output Image Urls\"]"
 	for shot in web-upload web-status; do
 		run identify -format '%m %w' "$BATS_FILE_TMPDIR/$shot.png"

@@ -70,11 +70,15 @@ hook_answers() {
 	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"
 }
 
-# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4).
+# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4;
+# the prefix percent-encoded, as SigV4's canonical query has it).  Fails on any other answer.
 s3count() {
-	curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
-		grep -o '<Key>' | wc -l
+	local listing
+	listing=$(curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+		"$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$(jq -rn --arg p "$1" '$p | @uri')") || return 1
+	[[ $listing == *"<ListBucketResult"* ]] || { echo "s3count: $listing" >&2; return 1; }
+	grep -o '<Key>' <<<"$listing" | wc -l
 }
 
 # field ID JQ: the jq expression on the batch's status JSON.
