@@ -198,8 +198,8 @@ submit_wait() {
 	assert_equal "$output" "$status_json"
 	run html "$IMGPIPE_URL/status/$BATCH?format=csv"
 	assert_equal "$(header Content-Type)" "text/csv; charset=utf-8"
-	# streamed through the web server, chunked, as the database has it
-	assert_equal "$(header Transfer-Encoding)" "chunked"
+	# (streamed: whether lighttpd then sends it chunked or with a length depends on how much
+	# it has read when it starts answering, so that is not a thing to check here)
 	assert_equal "$output" "$(dbrecord show "$BATCH" --csv)"
 
 	# each image's input size is the photograph's, its output size the stored object's
