@@ -1,12 +1,19 @@
-/* imgpipe-dispatch: takes batch jobs from the Redis stream imgpipe:jobs and runs
- * scripts/process-batch for each, up to --jobs at once.
+/* imgpipe-dispatch: takes jobs from the Redis stream imgpipe:jobs and runs
+ * scripts/process-batch for each, up to --jobs at once.  A job plans a batch (its rows,
+ * then one job for each chunk of them) or runs one chunk, so one batch spreads over every
+ * dispatcher on every host.
  *
  * Reliability comes from a Redis Streams consumer group: a job read with XREADGROUP stays
- * pending until XACK, which is sent only when process-batch says the batch has ended.
- * While a job runs its entry is re-claimed three times per --claim-idle (resetting its idle time);
- * a dispatcher that dies stops doing that, and after --claim-idle seconds any other
- * dispatcher takes the job over with XAUTOCLAIM.  process-batch is idempotent, so a job
- * run twice finishes the batch once. */
+ * pending until XACK, which is sent only when process-batch says the job is done.  A run
+ * holds its job's lease (queue.h), which the heartbeat renews three times per --claim-idle,
+ * together with the entry's idle time.  A dispatcher that dies stops doing that, and after
+ * --claim-idle any other dispatcher takes the job over with XAUTOCLAIM and a new lease.  A
+ * dispatcher whose lease went to another run (it lost Redis, or was stopped, for longer than
+ * --claim-idle) stops its own run and leaves the job alone; process-batch watches the lease
+ * too.  A job delivered --max-attempts times without ending is given up: its batch ends
+ * failed with the reason.
+ *
+ * The sweeper (sweep.c) re-queues batches that no job will end. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -19,37 +26,54 @@
 #include "backoff.h"
 #include "imgpipe.h"
 #include "queue.h"
+#include "sweep.h"
 
 #define MAX_JOBS 64
+#define SWEEP_PERIOD_MAX_MS 60000
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
-	"                        [--script PATH]\n"
+	"                        [--sweep-after SECONDS] [--script PATH]\n"
 	"Runs process-batch for each job queued on the Redis stream " QUEUE_STREAM ".\n"
-	"  --jobs N              batches at once (default: the number of cores)\n"
-	"  --claim-idle SECONDS  take over jobs of a dispatcher silent this long (default 30)\n"
-	"  --max-attempts N      deliveries of one job before its batch is failed (default 5)\n"
-	"  --script PATH         the batch runner (default: scripts/process-batch of this install)\n"
-	"Environment: REDIS_URL, and everything process-batch needs.\n";
+	"  --jobs N               jobs at once (default: the number of cores)\n"
+	"  --claim-idle SECONDS   take over jobs of a dispatcher silent this long (default 30)\n"
+	"  --max-attempts N       deliveries of one job before its batch is failed (default 5)\n"
+	"  --sweep-after SECONDS  queue again a batch with no job, unchanged this long\n"
+	"                         (default 300; 0: never)\n"
+	"  --script PATH          the batch runner (default: scripts/process-batch of this install)\n"
+	"Environment: REDIS_URL, MONGODB_URI (for the sweeper), and everything process-batch needs.\n";
 
 struct job {
 	pid_t pid;              /* 0 when the slot is free */
 	struct queue_job taken;
+	struct queue_lease lease;
+	char name[176];         /* "batch ID" or "batch ID chunk N", for the log */
+	long lease_until;       /* monotonic ms at which the lease expires unless renewed */
+	int lost;               /* the lease went to another run: this run was told to stop */
+	int giving_up;          /* this run ends the batch failed: the job's attempts are spent */
 };
 
 static struct {
-	long jobs, claim_idle_ms, max_attempts;
+	long jobs, claim_idle_ms, max_attempts, sweep_after_ms;
 	const char *script;
 	char consumer[128];
 } opt;
 
+static struct config cfg;
 static struct job slots[MAX_JOBS];
+static pid_t sweeper;           /* the running sweep, or 0 */
 static volatile sig_atomic_t stopping;
 
 static void on_term(int sig)
 {
 	(void)sig;
 	stopping = 1;
+}
+
+/* libbson's monotonic clock, in milliseconds. */
+static long now_ms(void)
+{
+	return (long)(bson_get_monotonic_time() / 1000);
 }
 
 static int running_jobs(void)
@@ -87,22 +111,57 @@ static int logged(const struct queue *q, int rc)
 	return rc;
 }
 
-/* Keeps the running jobs' entries fresh so no other dispatcher takes them over. */
+/* Tells a run to stop, as the job is no longer its own; its end is then not reported. */
+static void stop_lost(struct job *j, const char *why)
+{
+	kill(j->pid, SIGTERM);
+	j->lost = 1;
+	warnx("%s: %s; stopping its run %lld", j->name, why, j->lease.token);
+}
+
+/* Keeps the running jobs' leases and entries fresh so no other dispatcher takes them
+ * over, and stops the runs whose lease was lost. */
 static int heartbeat(struct queue *q)
 {
-	for (long i = 0; i < opt.jobs; i++)
-		if (slots[i].pid && logged(q, queue_keep(q, opt.consumer, slots[i].taken.id)) != 0)
+	for (long i = 0; i < opt.jobs; i++) {
+		struct job *j = &slots[i];
+		int rc;
+
+		if (!j->pid || j->lost)
+			continue;
+		rc = logged(q, queue_keep(q, opt.consumer, &j->taken, &j->lease, opt.claim_idle_ms));
+		if (rc < 0)
 			return -1;
+		if (rc == 1)
+			stop_lost(j, "lease lost (the job was taken over)");
+		else
+			j->lease_until = now_ms() + opt.claim_idle_ms;
+	}
 	return 0;
 }
 
-static void start_job(struct job *j, const struct queue_job *taken)
+/* While Redis is away no lease can be renewed: a run whose lease has expired may be
+ * taken over elsewhere, so it stops. */
+static void expire_leases(void)
 {
-	char attempt_s[32], last_s[2];
+	for (long i = 0; i < opt.jobs; i++)
+		if (slots[i].pid && !slots[i].lost && now_ms() >= slots[i].lease_until)
+			stop_lost(&slots[i], "lease expired while Redis was unreachable");
+}
+
+/* Runs the job in slot j under lease: script BATCH, or script BATCH CHUNK ENDING.  With
+ * give_up (the reason its attempts are spent), the run only ends the batch failed. */
+static void start_job(struct job *j, const struct queue_job *taken, const struct queue_lease *lease,
+		      const char *give_up)
+{
+	char attempt_s[32], last_s[2], token_s[32], ttl_s[32];
+	const char *ending = taken->ending[0] ? taken->ending : "0";
 	pid_t pid;
 
 	snprintf(attempt_s, sizeof attempt_s, "%ld", taken->deliveries);
 	snprintf(last_s, sizeof last_s, "%d", taken->deliveries >= opt.max_attempts);
+	snprintf(token_s, sizeof token_s, "%lld", lease->token);
+	snprintf(ttl_s, sizeof ttl_s, "%ld", opt.claim_idle_ms);
 	pid = fork();
 	if (pid < 0) {
 		warn("fork");
@@ -112,87 +171,211 @@ static void start_job(struct job *j, const struct queue_job *taken)
 		signal(SIGTERM, SIG_DFL);
 		setenv("IMGPIPE_ATTEMPT", attempt_s, 1);
 		setenv("IMGPIPE_LAST_ATTEMPT", last_s, 1);
-		execl(opt.script, opt.script, taken->batch, (char *)NULL);
+		setenv("IMGPIPE_LEASE", lease->key, 1);
+		setenv("IMGPIPE_FENCE", token_s, 1);
+		setenv("IMGPIPE_LEASE_MS", ttl_s, 1);
+		if (give_up)
+			setenv("IMGPIPE_GIVE_UP", give_up, 1);
+		else
+			unsetenv("IMGPIPE_GIVE_UP");
+		if (taken->chunk[0])
+			execl(opt.script, opt.script, taken->batch, taken->chunk, ending, (char *)NULL);
+		else
+			execl(opt.script, opt.script, taken->batch, (char *)NULL);
 		warn("%s", opt.script);
 		_exit(EX_UNAVAILABLE);
 	}
+	j->taken = *taken;      /* a give-up run reuses its slot's own: an exact overlap */
+	j->lease = *lease;
 	j->pid = pid;
-	j->taken = *taken;
-	warnx("batch %s: started (job %s, attempt %ld)", taken->batch, taken->id, taken->deliveries);
+	j->lease_until = now_ms() + opt.claim_idle_ms;
+	j->lost = 0;
+	j->giving_up = give_up != NULL;
+	if (taken->chunk[0])
+		snprintf(j->name, sizeof j->name, "batch %s chunk %s", taken->batch, taken->chunk);
+	else
+		snprintf(j->name, sizeof j->name, "batch %s", taken->batch);
+	warnx("%s: %s (job %s, attempt %ld, run %lld)", j->name, give_up ? "giving up" : "started",
+	      taken->id, taken->deliveries, lease->token);
 }
 
-/* Collects finished jobs.  A job whose batch ended (exit 0) is acknowledged; any other
- * end leaves it pending, to be taken again after --claim-idle.  Returns -1 when Redis
- * failed (the unacknowledged job stays pending: nothing is lost). */
+/* Starts the run that ends the batch failed, with DESIGN.md's "gave up after N attempts:
+ * WHY" as its message. */
+static void give_up(struct job *j, const struct queue_job *taken, const struct queue_lease *lease,
+		    long attempts, const char *why)
+{
+	char msg[512], at[64] = "";
+
+	if (taken->chunk[0])
+		snprintf(at, sizeof at, " at chunk %s", taken->chunk);
+	snprintf(msg, sizeof msg, "gave up after %ld attempt%s%s: %s", attempts,
+		 attempts == 1 ? "" : "s", at, why);
+	start_job(j, taken, lease, msg);
+}
+
+/* What became of a run that did not exit 0, for the log and a give-up message. */
+static void describe(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "process-batch exited %d", WEXITSTATUS(status));
+	else
+		snprintf(buf, len, "process-batch killed by signal %d", WTERMSIG(status));
+}
+
+/* Settles the end of the run in slot j.  Exit 0: the job is done, acknowledged.  A failed
+ * last attempt starts the run that gives up.  Any other failure leaves the job pending,
+ * taken again after --claim-idle; a stopping dispatcher hands it back at once.  q is NULL
+ * while Redis is away: the job then stays pending. */
+static int settle(struct queue *q, struct job *j, int status)
+{
+	char why[96];
+	int rc = 0;
+
+	if (j->lost) {
+		warnx("%s: run %lld stopped", j->name, j->lease.token);
+		return 0;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		warnx("%s: done", j->name);
+		if (q && (rc = logged(q, queue_ack(q, &j->taken, &j->lease))) == 1)
+			warnx("%s: lease lost before the acknowledgement; the job will run again", j->name);
+		return rc < 0 ? -1 : 0;
+	}
+	describe(status, why, sizeof why);
+	if (q && !stopping && !j->giving_up && j->taken.deliveries >= opt.max_attempts) {
+		warnx("%s: %s on the last attempt", j->name, why);
+		give_up(j, &j->taken, &j->lease, j->taken.deliveries, why);
+		return 0;
+	}
+	if (q && stopping) {
+		rc = logged(q, queue_release(q, opt.consumer, &j->taken, &j->lease, opt.claim_idle_ms));
+		warnx("%s: %s; %s", j->name, why, rc == 0 ? "handed back" : "left for a take-over");
+	} else {
+		warnx("%s: %s; will be retried", j->name, why);
+		if (q)
+			rc = logged(q, queue_lease_drop(q, &j->lease));
+	}
+	return rc < 0 ? -1 : 0;
+}
+
+/* Collects finished runs (and the sweeper).  Returns -1 when Redis failed (an
+ * unacknowledged job stays pending: nothing is lost). */
 static int reap(struct queue *q)
 {
 	int status, rc = 0;
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid == sweeper)
+			sweeper = 0;
 		for (long i = 0; i < opt.jobs; i++) {
 			struct job *j = &slots[i];
 			if (j->pid != pid)
 				continue;
 			j->pid = 0;
-			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-				warnx("batch %s: ended", j->taken.batch);
-				if (q && logged(q, queue_ack(q, j->taken.id)) != 0)
-					rc = -1;
-			} else {
-				warnx("batch %s: process-batch %s %d; will be retried", j->taken.batch,
-				      WIFEXITED(status) ? "exited" : "killed by signal",
-				      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+			if (settle(q, j, status) != 0) {
+				q = NULL;       /* Redis failed: what is left stays pending */
+				rc = -1;
 			}
 		}
 	}
 	return rc;
 }
 
-/* libbson's monotonic clock, in milliseconds. */
-static long now_ms(void)
+/* Runs the job just taken, if its lease is free: a run of the same job that another
+ * dispatcher started may still hold it (its job was queued twice), and then the job is
+ * given back for later, its delivery not counted. */
+static int run_taken(struct queue *q, struct job *slot, const struct queue_job *taken)
 {
-	return (long)(bson_get_monotonic_time() / 1000);
+	struct queue_lease lease;
+	int rc;
+
+	if (!taken->batch[0]) {
+		warnx("job %s has no batch; dropped", taken->id);
+		return logged(q, queue_ack(q, taken, NULL));
+	}
+	rc = logged(q, queue_lease_take(q, taken, opt.claim_idle_ms, &lease));
+	if (rc < 0)
+		return -1;
+	if (rc == 0) {
+		warnx("job %s: another run of it holds its lease; given back for later", taken->id);
+		return logged(q, queue_release(q, opt.consumer, taken, NULL, 0));
+	}
+	if (taken->deliveries > opt.max_attempts)
+		give_up(slot, taken, &lease, taken->deliveries - 1, "no attempt ended");
+	else
+		start_job(slot, taken, &lease, NULL);
+	return 0;
+}
+
+/* How often to sweep: twice in --sweep-after, at most a minute apart. */
+static long sweep_period_ms(void)
+{
+	return opt.sweep_after_ms / 2 < SWEEP_PERIOD_MAX_MS ? opt.sweep_after_ms / 2 : SWEEP_PERIOD_MAX_MS;
+}
+
+/* Starts a sweep in a process of its own, so that a slow MongoDB never delays the
+ * heartbeats. */
+static void start_sweep(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		warn("fork");
+		return;
+	}
+	if (pid == 0) {
+		signal(SIGTERM, SIG_DFL);
+		_exit(sweep(&cfg, opt.consumer, opt.sweep_after_ms, sweep_period_ms()));
+	}
+	sweeper = pid;
 }
 
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
- * the running ones alive, collect the finished.  Returns -1 when Redis failed. */
-static int step(struct queue *q, long *last_beat)
+ * the running ones alive, sweep when due, collect the finished.  Returns -1 when Redis
+ * failed. */
+static int step(struct queue *q, long *last_beat, long *last_sweep)
 {
 	long beat_ms = opt.claim_idle_ms / 3;
-	long wait_ms = beat_ms < 1000 ? beat_ms : 1000;
+	long wait_ms = beat_ms / 2 < 1000 ? beat_ms / 2 : 1000;
 	struct queue_job taken;
 	struct job *slot = free_slot();
 	int got;
 
 	if (slot) {
 		got = logged(q, queue_take(q, opt.consumer, opt.claim_idle_ms, wait_ms, &taken));
-		if (got < 0)
+		if (got < 0 || (got && run_taken(q, slot, &taken) != 0))
 			return -1;
-		if (got && taken.batch[0])
-			start_job(slot, &taken);
-		else if (got)
-			logged(q, queue_ack(q, taken.id)); /* no batch: drop */
 	} else {
-		usleep(200 * 1000);
+		sleep_ms(wait_ms);
 	}
 	if (now_ms() - *last_beat >= beat_ms) {
 		*last_beat = now_ms();
 		if (heartbeat(q) != 0)
 			return -1;
 	}
+	if (opt.sweep_after_ms && !sweeper && now_ms() - *last_sweep >= sweep_period_ms()) {
+		*last_sweep = now_ms();
+		start_sweep();
+	}
 	return reap(q);
 }
 
-/* Stops cleanly: no new jobs; running ones are asked to stop and stay pending (they
- * are resumable), so another dispatcher or the next start finishes them. */
-static void shut_down(void)
+/* Stops cleanly: no new jobs; running ones are asked to stop, then handed back (or
+ * acknowledged if they ended meanwhile), so another dispatcher finishes them at once. */
+static void shut_down(struct queue *q)
 {
+	int connected = q->redis != NULL || connect_queue(q) == 0;
+
 	for (long i = 0; i < opt.jobs; i++)
 		if (slots[i].pid)
 			kill(slots[i].pid, SIGTERM);
-	while (running_jobs() > 0 && wait(NULL) > 0)
-		reap(NULL);
+	while (running_jobs() > 0) {
+		if (reap(connected ? q : NULL) != 0)
+			connected = 0;
+		sleep_ms(50);
+	}
+	queue_disconnect(q);
 	warnx("stopped");
 }
 
@@ -224,6 +407,7 @@ static void parse_args(int argc, char **argv)
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "claim-idle", required_argument, NULL, 'c' },
 		{ "max-attempts", required_argument, NULL, 'm' },
+		{ "sweep-after", required_argument, NULL, 'w' },
 		{ "script", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -235,11 +419,13 @@ static void parse_args(int argc, char **argv)
 	opt.jobs = cores > 0 ? (cores < MAX_JOBS ? cores : MAX_JOBS) : 1;
 	opt.claim_idle_ms = 30000;
 	opt.max_attempts = 5;
+	opt.sweep_after_ms = 300000;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'j': opt.jobs = cli_long("--jobs", optarg, 1, MAX_JOBS); break;
 		case 'c': opt.claim_idle_ms = 1000 * cli_long("--claim-idle", optarg, 1, 86400); break;
 		case 'm': opt.max_attempts = cli_long("--max-attempts", optarg, 1, 1000); break;
+		case 'w': opt.sweep_after_ms = 1000 * cli_long("--sweep-after", optarg, 0, 86400); break;
 		case 's': opt.script = optarg; break;
 		default: cli_usage_error(usage, "unknown option");
 		}
@@ -256,11 +442,11 @@ static void parse_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct config cfg;
 	struct queue q;
 	struct sigaction sa = { .sa_handler = on_term };
 	char host[64];
 	int reconnects = 0;
+	long last_sweep = now_ms() - SWEEP_PERIOD_MAX_MS;       /* the first sweep at once */
 
 	parse_args(argc, argv);
 	config_load(&cfg);
@@ -269,6 +455,10 @@ int main(int argc, char **argv)
 	if (gethostname(host, sizeof host) != 0)
 		snprintf(host, sizeof host, "localhost");
 	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
+	if (!cfg.mongodb_uri && opt.sweep_after_ms) {
+		warnx("MONGODB_URI is not set: no sweeping");
+		opt.sweep_after_ms = 0;
+	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -280,17 +470,19 @@ int main(int argc, char **argv)
 
 		if (connect_queue(&q) == 0) {
 			reconnects = 0;
-			while (!stopping && step(&q, &last_beat) == 0)
+			while (!stopping && step(&q, &last_beat, &last_sweep) == 0)
 				;
+			if (stopping)
+				break;
 			queue_disconnect(&q);
 		}
-		if (stopping)
-			break;
 		reap(NULL);
+		expire_leases();
 		/* Redis went away: reconnect with a growing pause, up to 5 s. */
 		backoff_sleep(200, 5000, ++reconnects);
+		expire_leases();
 	}
-	shut_down();
+	shut_down(&q);
 	config_free(&cfg);
 	return EX_OK;
 }

@@ -28,15 +28,30 @@ static void db_release(struct db *d)
 	memset(d, 0, sizeof *d);
 }
 
-int db_create_indexes(struct db *d, bson_error_t *err)
+int db_create_index(struct db *d, const char *collection, const bson_t *keys, const char *name,
+		    bson_error_t *err)
 {
-	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("products"), "indexes", "[", "{",
-			       "key", "{", "batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1), "}",
-			       "name", BCON_UTF8("batch_id_1_serial_no_1"), "}", "]");
+	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8(collection), "indexes", "[", "{",
+			       "key", BCON_DOCUMENT(keys), "name", BCON_UTF8(name), "}", "]");
 	bool ok = mongoc_database_write_command_with_opts(d->database, cmd, NULL, NULL, err);
 
 	bson_destroy(cmd);
 	return ok ? 0 : -1;
+}
+
+/* One index a command: FerretDB 1.24 drops the connection when a createIndexes naming
+ * several finds them all there. */
+int db_create_indexes(struct db *d, bson_error_t *err)
+{
+	bson_t *by_serial = BCON_NEW("batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1));
+	bson_t *by_chunk = BCON_NEW("batch_id", BCON_INT32(1), "chunk", BCON_INT32(1), "serial_no", BCON_INT32(1));
+	int rc = db_create_index(d, "products", by_serial, "batch_id_1_serial_no_1", err) == 0 &&
+			 db_create_index(d, "products", by_chunk, "batch_id_1_chunk_1_serial_no_1", err) == 0
+		 ? 0 : -1;
+
+	bson_destroy(by_chunk);
+	bson_destroy(by_serial);
+	return rc;
 }
 
 /* libmongoc's log, less the warning it prints at exit on servers without the endSessions

@@ -18,9 +18,13 @@ struct db {
  * when MONGODB_URI is unset or malformed. */
 int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
 void db_close(struct db *d);
-/* Creates the index the status queries need on products ({batch_id, serial_no}); for
- * whoever writes products.  A no-op when it exists. */
+/* Creates the indexes the queries need on products ({batch_id, serial_no} for the status,
+ * {batch_id, chunk, serial_no} for a chunk's images); for whoever writes products.  A
+ * no-op when they exist. */
 int db_create_indexes(struct db *d, bson_error_t *err);
+/* Creates the index name of collection on keys; a no-op when it exists. */
+int db_create_index(struct db *d, const char *collection, const bson_t *keys, const char *name,
+		    bson_error_t *err);
 
 /* Milliseconds since the epoch: the clock of createdAt and updatedAt. */
 int64_t db_now(void);

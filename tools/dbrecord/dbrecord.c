@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "backoff.h"
-#include "db.h"
+#include "dbrecord.h"
 #include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
@@ -20,6 +20,9 @@ static const char usage[] =
 	"usage: dbrecord [--retry-for SECONDS] < RECORDS\n"
 	"       dbrecord [--retry-for SECONDS] batch ID STATUS [MESSAGE]\n"
 	"       dbrecord [--retry-for SECONDS] show ID [--csv]\n"
+	"       dbrecord [--retry-for SECONDS] chunk ID ENDING JOB start HOST|end [TOTAL]|claim [REASON]\n"
+	"       dbrecord [--retry-for SECONDS] chunks ID\n"
+	"       dbrecord [--retry-for SECONDS] pending ID [--chunk N]\n"
 	"Records NDJSON records in MongoDB (MONGODB_URI) and echoes each one once recorded:\n"
 	"product records create or refresh products, image records fill their slot of\n"
 	"output_image_urls or record their error, row errors and webhook deliveries are\n"
@@ -28,6 +31,13 @@ static const char usage[] =
 	"                             'completed', 'failed') and message, creating it if needed\n"
 	"  show ID                    print the batch's status JSON, as GET /status/ID\n"
 	"  show ID --csv              print the batch's output CSV\n"
+	"  chunk ID ENDING JOB ...    the batch's job JOB (a chunk number, or plan) of ending\n"
+	"                             ENDING ('-': the batch's) starts on HOST, ends (plan: having\n"
+	"                             queued TOTAL chunks), or claims the batch's end (to end it\n"
+	"                             failed for REASON); prints the state: status, ending,\n"
+	"                             cancel_requested, job_ended, finisher, reason\n"
+	"  chunks ID                  print the batch's job records, one a line\n"
+	"  pending ID [--chunk N]     print the image records still to do (of chunk N)\n"
 	"  --retry-for SECONDS        wait this long for an unreachable MongoDB (default 60)\n"
 	"  --help, --version\n";
 
@@ -43,14 +53,8 @@ struct item {
 	                            * image before this record (an array); NULL until known */
 };
 
-/* Exponential backoff with jitter within --retry-for seconds of the first failure. */
-struct retry {
-	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
-	int retries;
-};
-
 static struct config cfg;
-static struct db db;
+struct db db;
 static long retry_for = 60;
 
 /* ---- MongoDB failures ---- */
@@ -77,10 +81,7 @@ static int connection_lost(const bson_error_t *err, const bson_t *reply)
 	       (reply && mongoc_error_has_label(reply, "RetryableWriteError"));
 }
 
-/* After a failed MongoDB call: pauses and returns when the call is worth repeating (the
- * connection was lost, or a concurrent upsert won a race) and --retry-for allows it;
- * else exits 69. */
-static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
+void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
 {
 	int64_t now = bson_get_monotonic_time(), left_ms;
 	int lost = connection_lost(err, reply);
@@ -102,7 +103,7 @@ static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t
 	sleep_ms(pause_ms < left_ms ? pause_ms : (long)left_ms);
 }
 
-static void connect_db(void)
+void connect_db(void)
 {
 	struct retry r = { 0 };
 	bson_error_t error;
@@ -249,6 +250,8 @@ static bson_t *product_update(const bson_t *rec, int64_t now)
 	append_int(&set, "serial_no", rec_int(rec, "serial_no", 0));
 	BSON_APPEND_UTF8(&set, "product_name", rec_str(rec, "product_name"));
 	bson_append_iter(&set, NULL, 0, &urls);
+	if (rec_int(rec, "chunk", -1) >= 0)     /* the chunk of the batch it belongs to */
+		append_int(&set, "chunk", rec_int(rec, "chunk", 0));
 	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
 	bson_append_document_end(u, &set);
 
@@ -828,6 +831,12 @@ int main(int argc, char **argv)
 		set_status(argc, argv);
 	} else if (strcmp(argv[0], "show") == 0) {
 		show(argc, argv);
+	} else if (strcmp(argv[0], "chunk") == 0) {
+		chunk_command(argc, argv, usage);
+	} else if (strcmp(argv[0], "chunks") == 0) {
+		chunks_command(argc, argv, usage);
+	} else if (strcmp(argv[0], "pending") == 0) {
+		pending_command(argc, argv, usage);
 	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[0]);
 	}
