@@ -15,6 +15,8 @@ static const char usage[] =
 	"  GET  /status/ID              the batch's status JSON\n"
 	"  GET  /status/ID?format=csv   the batch's output CSV\n"
 	"  GET  /                       a JSON index of these routes\n"
+	"With IMGPIPE_API_TOKENS set, every request needs one of its tokens (Authorization:\n"
+	"Bearer TOKEN, or HTTP Basic with the token as the password).\n"
 	"A client whose Accept header names text/html (a browser) gets web pages instead:\n"
 	"GET / is an upload form, an upload answers 303 to its status page, errors are pages.\n";
 
@@ -31,8 +33,7 @@ static const struct route routes[] = {
 	{ "/status/", 1, "GET",  status },
 };
 
-/* The variable's value, or NULL when unset or empty (RFC 3875 treats both alike). */
-static const char *meta(const char *name)
+const char *meta(const char *name)
 {
 	const char *v = getenv(name);
 	return v && *v ? v : NULL;
@@ -123,7 +124,8 @@ int main(int argc, char **argv)
 	rq.content_type = meta("CONTENT_TYPE");
 	rq.content_length = meta("CONTENT_LENGTH");
 	rq.cfg = &cfg;
-	route(&rq);
+	if (access_allow(&rq))
+		route(&rq);
 	config_free(&cfg);
 	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }

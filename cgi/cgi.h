@@ -1,8 +1,9 @@
 /* imgpipe.cgi, the HTTP endpoint (RFC 3875), laid out as cgit is: cgi.c reads the request
  * and routes it; home.c, upload.c and status.c answer; for a browser, ui-*.c render the web
  * pages (ui.h) and html.c alone writes their markup (html.h); multipart.c reads request
- * bodies with GMime; reply.c writes responses.  Jobs go to the dispatcher through the
- * library's queue (queue.h). */
+ * bodies with GMime; reply.c writes responses; access.c decides who may ask, and
+ * redact.c what a status shows.  Jobs go to the dispatcher through the library's queue
+ * (queue.h). */
 #ifndef IMGPIPE_CGI_H
 #define IMGPIPE_CGI_H
 
@@ -10,7 +11,7 @@
 #include "imgpipe.h"
 
 #define BATCH_ID_LEN 32                 /* 128 random bits, lowercase hex */
-#define DEFAULT_MAX_UPLOAD 10485760L    /* IMGPIPE_MAX_UPLOAD when unset */
+#define OWNER_LEN 64                    /* a token's SHA-256, lowercase hex */
 
 /* One request, from the CGI meta-variables. */
 struct request {
@@ -20,7 +21,25 @@ struct request {
 	const char *content_type;       /* CONTENT_TYPE, NULL when unset or empty */
 	const char *content_length;     /* CONTENT_LENGTH, NULL when unset or empty */
 	const struct config *cfg;
+	/* Whose batches the request may see and make: its token's digest (never the token),
+	 * or NULL when the endpoint is open (IMGPIPE_API_TOKENS unset). */
+	const char *owner;
+	char owner_hex[OWNER_LEN + 1];  /* owner's storage */
 };
+
+/* The variable's value, or NULL when unset or empty (RFC 3875 treats both alike). */
+const char *meta(const char *name);
+
+/* ---- access (access.c) ----
+ * Whether the request may go on: with IMGPIPE_API_TOKENS, a valid token (then sets
+ * rq->owner), and for a POST that a browser sends, a page of this endpoint's own origin.
+ * Returns 1, or 0 once it has answered 401, 403 or 500. */
+int access_allow(struct request *rq);
+
+/* ---- what a status shows (redact.c) ----
+ * Copies in to out (initialised by the caller), masking the credentials of every URL in
+ * its strings: in "https://user:secret@host/", "user:secret" becomes "***". */
+void redact_credentials(const bson_t *in, bson_t *out);
 
 /* Handlers; rest is what follows the route's prefix in the path. */
 void home(const struct request *rq, const char *rest);
@@ -49,6 +68,10 @@ void reply_json(int status, const char *extra, const bson_t *doc);
  * go to stderr, the server's error log. */
 void reply_error(int status, const char *extra, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* 503 "BACKEND unavailable"; the detail, which names internal hosts and ports, goes to
+ * stderr only. */
+void reply_unavailable(const char *backend, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* ---- request bodies (multipart.c) ---- */
 enum body_type { BODY_UNSUPPORTED, BODY_CSV, BODY_FORM };

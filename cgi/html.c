@@ -9,10 +9,12 @@
 
 #define REFRESH_SECONDS 2
 
-/* Who has a batch id sees the batch, so the images a page shows are not told its address;
- * and the page runs no script and posts only to its own site. */
+/* Who has a batch id sees the batch, so the images a page shows (on other sites) are not
+ * told its address; same-origin rather than no-referrer, under which a browser sends
+ * "Origin: null" with the upload form, which access.c cannot tell from another site's.
+ * And the page runs no script and posts only to its own site. */
 static const char security_headers[] =
-	"Referrer-Policy: no-referrer\n"
+	"Referrer-Policy: same-origin\n"
 	"Content-Security-Policy: default-src 'none'; img-src http: https:; "
 	"style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'\n";
 

@@ -13,6 +13,8 @@ const char *http_reason(int status)
 	case 202: return "Accepted";
 	case 303: return "See Other";
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 411: return "Length Required";
@@ -50,17 +52,11 @@ void reply_json(int status, const char *extra, const bson_t *doc)
 	bson_free(json);
 }
 
-void reply_error(int status, const char *extra, const char *fmt, ...)
+/* Answers with why (which it frees), as JSON or as a page. */
+static void send_error(int status, const char *extra, char *why)
 {
 	bson_t doc = BSON_INITIALIZER;
-	va_list ap;
-	char *why;
 
-	va_start(ap, fmt);
-	why = bson_strdupv_printf(fmt, ap);
-	va_end(ap);
-	if (status >= 500)
-		warnx("%d: %s", status, why);
 	/* why may quote the client's bytes; keep the JSON valid whatever they are */
 	if (!bson_utf8_validate(why, strlen(why), false)) {
 		bson_free(why);
@@ -74,4 +70,30 @@ void reply_error(int status, const char *extra, const char *fmt, ...)
 	}
 	bson_free(why);
 	bson_destroy(&doc);
+}
+
+void reply_error(int status, const char *extra, const char *fmt, ...)
+{
+	va_list ap;
+	char *why;
+
+	va_start(ap, fmt);
+	why = bson_strdupv_printf(fmt, ap);
+	va_end(ap);
+	if (status >= 500)
+		warnx("%d: %s", status, why);
+	send_error(status, extra, why);
+}
+
+void reply_unavailable(const char *backend, const char *fmt, ...)
+{
+	va_list ap;
+	char *detail;
+
+	va_start(ap, fmt);
+	detail = bson_strdupv_printf(fmt, ap);
+	va_end(ap);
+	warnx("503: %s unavailable: %s", backend, detail);
+	bson_free(detail);
+	send_error(503, NULL, bson_strdup_printf("%s unavailable", backend));
 }

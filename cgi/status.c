@@ -35,7 +35,7 @@ static void answer_csv(struct db *d, const char *id)
 	if (rc == 1) {
 		reply_error(404, NULL, "no batch %s", id);
 	} else if (rc) {
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	} else {
 		snprintf(disposition, sizeof disposition,
 			 "Content-Disposition: attachment; filename=\"%s.csv\"\n", id);
@@ -44,21 +44,39 @@ static void answer_csv(struct db *d, const char *id)
 	free(buf);
 }
 
+/* The status as JSON or as a page, without the credentials of any URL in it. */
 static void answer_status(struct db *d, const char *id, int html)
 {
-	bson_t out = BSON_INITIALIZER;
+	bson_t status = BSON_INITIALIZER, out = BSON_INITIALIZER;
 	bson_error_t err;
-	int rc = db_status(d, id, &out, &err);
+	int rc = db_status(d, id, &status, &err);
 
+	if (rc == 0)
+		redact_credentials(&status, &out);
 	if (rc == 1)
 		reply_error(404, NULL, "no batch %s", id);
 	else if (rc)
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else if (html)
 		ui_status(&out);
 	else
 		reply_json(200, NULL, &out);
+	bson_destroy(&status);
 	bson_destroy(&out);
+}
+
+/* Whether the request's token made the batch (any batch, when the endpoint is open);
+ * otherwise answers.  A batch of another token is as unknown as one never made: 404. */
+static int owned(struct db *d, const char *id, const char *owner)
+{
+	bson_error_t err;
+	int rc = owner ? db_batch_owned(d, id, owner, &err) : 0;
+
+	if (rc == 1)
+		reply_error(404, NULL, "no batch %s", id);
+	else if (rc)
+		reply_unavailable("MongoDB", "%s", err.message);
+	return rc == 0;
 }
 
 void status(const struct request *rq, const char *id)
@@ -78,14 +96,16 @@ void status(const struct request *rq, const char *id)
 		reply_error(404, NULL, "no such batch: a batch id is %d lowercase hex digits",
 			    BATCH_ID_LEN);
 	else if (!rq->cfg->mongodb_uri)
-		reply_error(503, NULL, "MongoDB unavailable: MONGODB_URI is not set");
+		reply_unavailable("MongoDB", "MONGODB_URI is not set");
 	else if (db_open(&d, rq->cfg, &err))
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 	else {
-		if (format && strcmp(format, "csv") == 0)
-			answer_csv(&d, id);
-		else
-			answer_status(&d, id, !format && wants_html());
+		if (owned(&d, id, rq->owner)) {
+			if (format && strcmp(format, "csv") == 0)
+				answer_csv(&d, id);
+			else
+				answer_status(&d, id, !format && wants_html());
+		}
 		db_close(&d);
 	}
 	query_free(names, &format);

@@ -11,11 +11,13 @@
 #include "cgi.h"
 #include "csvin.h"
 #include "db.h"
+#include "netpolicy.h"
 #include "queue.h"
 #include "ui.h"
 #include "s3.h"
 
 #define MAX_URL 2048
+#define WEBHOOK_RESOLVE_S 5     /* the longest wait for the webhook host's addresses */
 
 /* The CSV and the webhook of an upload. */
 struct upload {
@@ -28,20 +30,6 @@ struct upload {
 	const char *webhook_url;        /* either, or NULL */
 };
 
-/* IMGPIPE_MAX_UPLOAD, or -1 when it is set but not a size. */
-static long max_upload(void)
-{
-	const char *v = getenv("IMGPIPE_MAX_UPLOAD");
-	char *end;
-	long n;
-
-	if (!v || !*v)
-		return DEFAULT_MAX_UPLOAD;
-	errno = 0;
-	n = strtol(v, &end, 10);
-	return errno || *end || n < 1 || n > (1L << 30) ? -1 : n;
-}
-
 /* Reads exactly len bytes of body from stdin; -1 when it ends before. */
 static int read_body(struct upload *up, size_t len)
 {
@@ -51,11 +39,13 @@ static int read_body(struct upload *up, size_t len)
 	return up->len == len ? 0 : -1;
 }
 
-/* An absolute http(s) URL with a host, as curl's URL parser reads it. */
-static int webhook_valid(const char *url, char *why, size_t whylen)
+/* An absolute http(s) URL with a host, as curl's URL parser reads it, whose host resolves
+ * (within WEBHOOK_RESOLVE_S) to an address the policy lets notify connect to.  That is
+ * checked again on each delivery, on the address then connected. */
+static int webhook_valid(const char *url, int allow_private, char *why, size_t whylen)
 {
 	CURLU *u = curl_url();
-	char *scheme = NULL, *host = NULL;
+	char *scheme = NULL, *host = NULL, refused[256];
 	int ok = 1;
 
 	for (const char *p = url; *p; p++)
@@ -68,6 +58,10 @@ static int webhook_valid(const char *url, char *why, size_t whylen)
 	if (!ok)
 		snprintf(why, whylen, "webhook_url must be an absolute http(s) URL of at most %d "
 			 "printable ASCII characters", MAX_URL);
+	else if (netpolicy_check_url(url, allow_private, WEBHOOK_RESOLVE_S, refused, sizeof refused)) {
+		snprintf(why, whylen, "webhook_url: %s", refused);
+		ok = 0;
+	}
 	curl_free(scheme);
 	curl_free(host);
 	curl_url_cleanup(u);
@@ -92,8 +86,9 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 {
 	static const char *const names[] = { "webhook_url", NULL };
 	enum body_type type = body_type(rq->content_type, why, whylen);
-	long max = max_upload();
+	long max = rq->cfg->max_upload;
 	unsigned long long len;
+	uint64_t images;
 	char *end;
 
 	if (type == BODY_UNSUPPORTED)
@@ -106,6 +101,8 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 		return refuse(400, why, whylen, "Content-Length is not a number");
 	if (max < 0)
 		return refuse(500, why, whylen, "IMGPIPE_MAX_UPLOAD is not a size in bytes");
+	if (rq->cfg->max_images < 0)
+		return refuse(500, why, whylen, "IMGPIPE_MAX_IMAGES is not a positive number");
 	if (len > (unsigned long long)max)
 		return refuse(413, why, whylen, "the upload has %llu bytes, more than the %ld allowed",
 				len, max);
@@ -130,12 +127,15 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 		up->csv = up->form.file;
 		up->csv_len = up->form.file_len;
 	}
-	if (up->webhook_url && webhook_valid(up->webhook_url, why, whylen))
+	if (up->webhook_url && webhook_valid(up->webhook_url, rq->cfg->allow_private, why, whylen))
 		return 400;
 	if (up->csv_len == 0)
 		return refuse(400, why, whylen, "the CSV is empty");
-	if (csvin_check(up->csv, up->csv_len, why, whylen))
+	if (csvin_check(up->csv, up->csv_len, &images, why, whylen))
 		return 400;
+	if (images > (uint64_t)rq->cfg->max_images)
+		return refuse(413, why, whylen, "the CSV lists %llu images; at most %ld (IMGPIPE_MAX_IMAGES)",
+			      (unsigned long long)images, rq->cfg->max_images);
 	return 0;
 }
 
@@ -151,17 +151,28 @@ static int batch_id_new(char id[BATCH_ID_LEN + 1])
 	return 0;
 }
 
-/* Which configuration a backend lacks, or NULL. */
-static const char *unconfigured(const struct config *cfg)
+/* Answers 503 when a backend lacks its configuration; returns whether it did. */
+static int unconfigured(const struct config *cfg)
 {
-	return !cfg->s3_endpoint ? "S3 unavailable: S3_ENDPOINT is not set" :
-	       !cfg->aws_access_key ? "S3 unavailable: AWS_ACCESS_KEY_ID is not set" :
-	       !cfg->aws_secret_key ? "S3 unavailable: AWS_SECRET_ACCESS_KEY is not set" :
-	       !cfg->mongodb_uri ? "MongoDB unavailable: MONGODB_URI is not set" : NULL;
+	const struct {
+		const char *value, *name, *backend;
+	} needs[] = {
+		{ cfg->s3_endpoint, "S3_ENDPOINT", "S3" },
+		{ cfg->aws_access_key, "AWS_ACCESS_KEY_ID", "S3" },
+		{ cfg->aws_secret_key, "AWS_SECRET_ACCESS_KEY", "S3" },
+		{ cfg->mongodb_uri, "MONGODB_URI", "MongoDB" },
+	};
+
+	for (size_t i = 0; i < sizeof needs / sizeof *needs; i++)
+		if (!needs[i].value) {
+			reply_unavailable(needs[i].backend, "%s is not set", needs[i].name);
+			return 1;
+		}
+	return 0;
 }
 
 /* Stores, records and queues the batch; on a failure undoes what was done and answers 503. */
-static void submit(const struct config *cfg, const struct upload *up)
+static void submit(const struct config *cfg, const char *owner, const struct upload *up)
 {
 	char id[BATCH_ID_LEN + 1], key[64], path[64], why[512];
 	struct queue q;
@@ -171,10 +182,8 @@ static void submit(const struct config *cfg, const struct upload *up)
 	bson_t doc = BSON_INITIALIZER;
 	int opened_q = 0, opened_db = 0, opened_s3 = 0, stored = 0;
 
-	if (unconfigured(cfg)) {
-		reply_error(503, NULL, "%s", unconfigured(cfg));
+	if (unconfigured(cfg))
 		return;
-	}
 	if (batch_id_new(id)) {
 		reply_error(503, NULL, "random source unavailable: %s", strerror(errno));
 		return;
@@ -184,12 +193,12 @@ static void submit(const struct config *cfg, const struct upload *up)
 
 	/* Connect to all three first, so that a backend that is down costs no undoing. */
 	if (queue_init(&q, cfg->redis_url) || queue_connect(&q)) {
-		reply_error(503, NULL, "Redis unavailable: %s", q.error);
+		reply_unavailable("Redis", "%s", q.error);
 		goto out;
 	}
 	opened_q = 1;
 	if (db_open(&d, cfg, &err)) {
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+		reply_unavailable("MongoDB", "%s", err.message);
 		goto out;
 	}
 	opened_db = 1;
@@ -197,16 +206,16 @@ static void submit(const struct config *cfg, const struct upload *up)
 	opened_s3 = 1;
 
 	if (s3_put_buffer(&s, up->csv, up->csv_len, key, "text/csv", 0)) {
-		reply_error(503, NULL, "S3 unavailable: %s", s.error);
+		reply_unavailable("S3", "%s", s.error);
 		goto out;
 	}
 	stored = 1;
-	if (db_batch_create(&d, id, "in queue", key, up->webhook_url, &err)) {
-		reply_error(503, NULL, "MongoDB unavailable: %s", err.message);
+	if (db_batch_create(&d, id, "in queue", key, up->webhook_url, owner, &err)) {
+		reply_unavailable("MongoDB", "%s", err.message);
 		goto undo;
 	}
 	if (queue_push(&q, id)) {
-		reply_error(503, NULL, "Redis unavailable: %s", q.error);
+		reply_unavailable("Redis", "%s", q.error);
 		if (db_batch_delete(&d, id, &err))
 			warnx("batch %s left behind: %s", id, err.message);
 		goto undo;
@@ -246,7 +255,7 @@ void upload(const struct request *rq, const char *rest)
 	if (code)
 		reply_error(code, NULL, "%s", why);
 	else
-		submit(rq->cfg, &up);
+		submit(rq->cfg, rq->owner, &up);
 	bson_free(up.body);
 	curl_free(up.query_webhook);
 	form_free(&up.form);

@@ -1,4 +1,5 @@
 /* Configuration from the environment names of DESIGN.md, with its defaults. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,20 @@ static const char *env_or(const char *name, const char *fallback)
 {
 	const char *v = env(name);
 	return v ? v : fallback;
+}
+
+/* A positive decimal number of at most max, fallback when unset, -1 when it is neither. */
+static long env_count(const char *name, long fallback, long max)
+{
+	const char *v = env(name);
+	char *end;
+	long n;
+
+	if (!v)
+		return fallback;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	return errno || *end || n < 1 || n > max ? -1 : n;
 }
 
 static char *dup_or_null(const char *s)
@@ -36,6 +51,9 @@ void config_load(struct config *c)
 	c->webhook_secret = dup_or_null(env("WEBHOOK_SECRET"));
 	c->home = bson_strdup(env_or("IMGPIPE_HOME", "var"));
 	c->url = dup_or_null(env("IMGPIPE_URL"));
+	c->api_tokens = dup_or_null(env("IMGPIPE_API_TOKENS"));
+	c->max_upload = env_count("IMGPIPE_MAX_UPLOAD", 10L << 20, 1L << 30);
+	c->max_images = env_count("IMGPIPE_MAX_IMAGES", 100000, 1L << 40);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));
@@ -48,7 +66,7 @@ void config_free(struct config *c)
 	const char **fields[] = {
 		&c->mongodb_uri, &c->redis_url, &c->s3_endpoint, &c->s3_bucket, &c->s3_public_url,
 		&c->aws_access_key, &c->aws_secret_key, &c->aws_region, &c->webhook_url,
-		&c->webhook_secret, &c->home, &c->url,
+		&c->webhook_secret, &c->home, &c->url, &c->api_tokens,
 	};
 	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
 		bson_free((char *)*fields[i]);

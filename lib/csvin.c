@@ -724,21 +724,30 @@ static int check_text(const char *buf, size_t len, char *why, size_t whylen)
 	return 0;
 }
 
-static int stop_at_row(const struct csvin_row *row, void *arg)
+/* What csvin_check counts: the data rows, and the images of the valid ones. */
+struct tally {
+	uint64_t rows, images;
+};
+
+static int count_row(const struct csvin_row *row, void *arg)
 {
-	(void)row;
-	(void)arg;
-	return 1;
+	struct tally *t = arg;
+
+	t->rows++;
+	if (!row->error)
+		t->images += row->nurls;
+	return 0;
 }
 
-int csvin_check(const char *buf, size_t len, char *why, size_t whylen)
+int csvin_check(const char *buf, size_t len, uint64_t *images, char *why, size_t whylen)
 {
+	struct tally t = { 0, 0 };
 	struct csvin *c;
 	int rc;
 
 	if (check_text(buf, len, why, whylen))
 		return -1;
-	if (!(c = csvin_new(NULL, stop_at_row, NULL))) {
+	if (!(c = csvin_new(NULL, count_row, &t))) {
 		snprintf(why, whylen, "out of memory");
 		return -1;
 	}
@@ -747,8 +756,9 @@ int csvin_check(const char *buf, size_t len, char *why, size_t whylen)
 		rc = csvin_finish(c);
 	if (rc == CSVIN_EINPUT)
 		snprintf(why, whylen, "%s", csvin_error(c));
-	else if (rc == CSVIN_OK)      /* the header, and not one row after it */
+	else if (t.rows == 0)
 		snprintf(why, whylen, "the CSV has a header but no product rows");
 	csvin_free(c);
-	return rc == CSVIN_ESTOP ? 0 : -1;
+	*images = t.images;
+	return rc == CSVIN_OK && t.rows > 0 ? 0 : -1;
 }

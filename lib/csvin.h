@@ -74,7 +74,8 @@ void csvin_writer_free(struct csvin_writer *w);
 
 /* Checks a whole CSV held in memory (an upload): 0 when it is UTF-8 text with a valid
  * header and at least one row (valid or not), else -1 with a precise reason in why
- * (NUL-terminated, cut to whylen). */
-int csvin_check(const char *buf, size_t len, char *why, size_t whylen);
+ * (NUL-terminated, cut to whylen).  *images gets the number of image URLs in its valid
+ * rows: the images its batch would process. */
+int csvin_check(const char *buf, size_t len, uint64_t *images, char *why, size_t whylen);
 
 #endif

@@ -117,7 +117,7 @@ static int bad_status(const char *status, bson_error_t *err)
 }
 
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
-		    const char *webhook_url, bson_error_t *err)
+		    const char *webhook_url, const char *owner, bson_error_t *err)
 {
 	int64_t now = db_now();
 	bson_t *doc;
@@ -129,6 +129,8 @@ int db_batch_create(struct db *d, const char *id, const char *status, const char
 		       "createdAt", BCON_DATE_TIME(now), "updatedAt", BCON_DATE_TIME(now));
 	if (webhook_url)
 		BSON_APPEND_UTF8(doc, "webhook_url", webhook_url);
+	if (owner)
+		BSON_APPEND_UTF8(doc, "owner", owner);
 	ok = mongoc_collection_insert_one(d->batches, doc, NULL, NULL, err);
 	bson_destroy(doc);
 	return ok ? 0 : -1;
@@ -384,10 +386,9 @@ static void append_progress(bson_t *out, const struct progress *p)
 	bson_append_document_end(out, &doc);
 }
 
-/* Reads the batch document into *batch; 1 when there is none. */
-static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t *err)
+/* Reads the batch that filter (which it destroys) selects into *batch; 1 when there is none. */
+static int find_batch_where(struct db *d, bson_t *filter, bson_t *batch, bson_error_t *err)
 {
-	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
 	mongoc_cursor_t *c = mongoc_collection_find_with_opts(d->batches, filter, NULL, NULL);
 	const bson_t *doc;
 	int rc = 1;
@@ -400,6 +401,22 @@ static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t 
 	}
 	mongoc_cursor_destroy(c);
 	bson_destroy(filter);
+	return rc;
+}
+
+static int find_batch(struct db *d, const char *id, bson_t *batch, bson_error_t *err)
+{
+	return find_batch_where(d, BCON_NEW("_id", BCON_UTF8(id)), batch, err);
+}
+
+int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t *err)
+{
+	bson_t batch;
+	int rc = find_batch_where(d, BCON_NEW("_id", BCON_UTF8(id), "owner", BCON_UTF8(owner)),
+				  &batch, err);
+
+	if (rc == 0)
+		bson_destroy(&batch);
 	return rc;
 }
 

@@ -33,9 +33,12 @@ int64_t db_now(void);
 extern const char *const db_statuses[];
 int db_status_valid(const char *status);
 
-/* Creates batch id with status, s3Key and (when not NULL) webhook_url; fails if it exists. */
+/* Creates batch id with status, s3Key and (when not NULL) webhook_url and owner (the
+ * digest of the access token that uploaded it); fails if it exists. */
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
-		    const char *webhook_url, bson_error_t *err);
+		    const char *webhook_url, const char *owner, bson_error_t *err);
+/* 0 when batch id exists and belongs to owner, 1 when not (no such batch, or another's). */
+int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t *err);
 /* Sets status and message (message may be NULL), creating the batch when missing. */
 int db_batch_set_status(struct db *d, const char *id, const char *status, const char *message,
 			bson_error_t *err);

@@ -26,7 +26,11 @@ struct config {
 	const char *webhook_secret;   /* WEBHOOK_SECRET */
 	const char *home;             /* IMGPIPE_HOME, default "var" */
 	const char *url;              /* IMGPIPE_URL */
+	const char *api_tokens;       /* IMGPIPE_API_TOKENS: a file of access tokens; NULL: open */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+	/* Limits; -1 when the variable is set but is not a positive number. */
+	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
+	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */
 };
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */

@@ -7,7 +7,7 @@ load helpers
 # Known from the tests, bench/ and tests/fuzz/, not from scripts/setup.
 TEST_ONLY=(bats bats-assert bats-support chromium nodejs npm valgrind clang libclang-rt-14-dev
 	shellcheck imagemagick libimage-exiftool-perl libjpeg-turbo-progs libvips-tools iproute2
-	plasma-workspace-wallpapers)
+	plasma-workspace-wallpapers python3-venv)
 
 # Each package imgpipe setup installs, and what of it imgpipe uses:
 #   cmd NAME  a program the scripts or the Makefile run     pc NAME  a pkg-config module of PKGS

@@ -255,7 +255,7 @@ assert_no_files() {
 @test "a redirect to 169.254.169.254 is refused, even with IMGPIPE_ALLOW_PRIVATE=1" {
 	fetch "$HTTPD_URL/redirect?to=http://169.254.169.254/latest/meta-data/"
 	assert_success
-	assert_equal "$(field error)" "fetchimg: refused address 169.254.169.254 (link-local)"
+	assert_equal "$(field error)" "fetchimg: refused address for host 169.254.169.254 (cloud metadata)"
 }
 
 @test "only http and https, also after a redirect" {
@@ -269,33 +269,56 @@ assert_no_files() {
 @test "loopback is refused without IMGPIPE_ALLOW_PRIVATE=1, however it is spelt" {
 	unset IMGPIPE_ALLOW_PRIVATE
 	port=${HTTPD_URL##*:}
+	# libcurl's URL parser writes every IPv4 spelling as dotted quads
 	for host in 127.0.0.1 127.1 2130706433 0x7f000001; do
 		fetch "http://$host:$port/img.jpg"
 		assert_success
-		assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
+		assert_equal "$(field error)" "fetchimg: refused address for host 127.0.0.1 (loopback)"
 	done
-	fetch "http://[::ffff:127.0.0.1]:$port/img.jpg"
-	assert_equal "$(field error)" "fetchimg: refused address ::ffff:127.0.0.1 (loopback)"
-	fetch "http://[::1]:$port/img.jpg"
-	assert_equal "$(field error)" "fetchimg: refused address ::1 (loopback)"
-	# The check is on the address connected, so a name that resolves to loopback fails too.
+	for host in '[::ffff:127.0.0.1]' '[::1]' '[::127.0.0.1]' '[64:ff9b:1::7f00:1]'; do
+		fetch "http://$host:$port/img.jpg"
+		assert_equal "$(field error)" "fetchimg: refused address for host $host (loopback)"
+	done
+	# The check is on the address connected, so a name that resolves to loopback fails too,
+	# and the error names the host, not what it resolved to.
 	fetch "http://localhost:$port/img.jpg"
-	assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address for host localhost (loopback)"
 	IMGPIPE_ALLOW_PRIVATE=0 fetch "$HTTPD_URL/img.jpg"
-	assert_equal "$(field error)" "fetchimg: refused address 127.0.0.1 (loopback)"
+	assert_equal "$(field error)" "fetchimg: refused address for host 127.0.0.1 (loopback)"
 	assert_no_files
 }
 
-@test "private, link-local, multicast and unspecified addresses are refused before connecting" {
+@test "private, link-local, multicast, reserved and unspecified addresses are refused before connecting" {
 	unset IMGPIPE_ALLOW_PRIVATE
-	declare -A kind=([10.1.2.3]=private [172.16.5.4]=private [192.168.1.1]=private
-		[100.64.0.1]=private [169.254.169.254]=link-local [224.0.0.1]=multicast
-		[0.0.0.0]=unspecified [fc00::1]=private [fe80::1]=link-local [ff02::1]=multicast)
+	declare -A kind=([10.1.2.3]="private network" [172.16.5.4]="private network"
+		[192.168.1.1]="private network" [100.64.0.1]="private network"
+		[169.254.1.1]=link-local [169.254.169.254]="cloud metadata"
+		[100.100.100.200]="cloud metadata" [224.0.0.1]=multicast [0.0.0.0]=unspecified
+		[0.1.2.3]=unspecified [192.0.0.8]=reserved [198.18.0.1]=reserved
+		[198.19.255.255]=reserved [240.0.0.1]=reserved [255.255.255.255]=broadcast
+		[fc00::1]="private network" [fec0::1]=site-local [fe80::1]=link-local
+		[ff02::1]=multicast [fd00:ec2::254]="cloud metadata" [2001::1]=Teredo
+		[::ffff:10.0.0.5]="private network" [::ffff:169.254.169.254]="cloud metadata"
+		[64:ff9b::a00:5]="private network" [2002:a9fe:a9fe::]="cloud metadata")
 	for ip in "${!kind[@]}"; do
 		host=$ip
 		[[ $ip == *:* ]] && host="[$ip]"
 		fetch "http://$host/img.jpg" --retries 0
-		assert_equal "$(field error)" "fetchimg: refused address $ip (${kind[$ip]})"
+		assert_equal "$(field error)" "fetchimg: refused address for host $host (${kind[$ip]})"
+	done
+}
+
+@test "IMGPIPE_ALLOW_PRIVATE=1 opens loopback and private networks, nothing else" {
+	# Only loopback is connected here: every other address is refused before a socket is
+	# opened.  (NAT64 and 6to4 forms of loopback are judged loopback too, but connecting
+	# them would leave this host, so they are tested refused only.)
+	fetch "http://[::ffff:127.0.0.1]:${HTTPD_URL##*:}/img.jpg"
+	assert_equal "$(field content_type)" image/jpeg
+	for ip in 169.254.1.1 198.18.0.1 240.0.0.1 fec0::1 2001::1 ff02::1; do
+		host=$ip
+		[[ $ip == *:* ]] && host="[$ip]"
+		fetch "http://$host/img.jpg" --retries 0
+		assert_regex "$(field error)" "^fetchimg: refused address for host "
 	done
 }
 

@@ -56,7 +56,7 @@ submit_wait() {
 	assert_success
 	assert_equal "$(status_line)" "HTTP/1.1 200 OK"
 	assert_equal "$(header Content-Type)" "text/html; charset=utf-8"
-	assert_equal "$(header Referrer-Policy)" "no-referrer"
+	assert_equal "$(header Referrer-Policy)" "same-origin"
 	assert_line '<form method="post" action="/upload" enctype="multipart/form-data">'
 	assert_line '<input id="file" name="file" type="file" accept=".csv,text/csv" required></p>'
 	assert_line --regexp '^<input id="webhook_url" name="webhook_url" type="url" '

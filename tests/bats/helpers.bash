@@ -73,3 +73,17 @@ s3count() {
 		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
 		grep -o '<Key>' | wc -l
 }
+
+# What a refused upload must not change: the objects under uploads/, and the batches.
+leftovers() {
+	echo "$(s3count uploads/) objects, $(/usr/bin/python3 -c 'import sys, pymongo
+print(pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database().batches.count_documents({}))' "$MONGODB_URI") batches"
+}
+
+# Standard Webhooks' own verdict on the requests the test server recorded:
+# verify_webhooks SECRET [--key-bytes] [--late SECONDS] < "$HOOK_LOG" (see tests/lib/verify-webhook.py),
+# run with the venv scripts/setup --test makes for the standardwebhooks package.
+WEBHOOK_PYTHON="${IMGPIPE_TOOLS:-/opt/imgpipe}/venv/bin/python"
+verify_webhooks() {
+	"$WEBHOOK_PYTHON" "$ROOT/tests/lib/verify-webhook.py" "$@"
+}

@@ -87,11 +87,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const struct csvin_limits tiny = { 16, 2, 3 };
 	size_t piece = 1 + size % 7;
 	char why[256];
+	uint64_t images;
 	char *whole = parse(data, size, NULL, SIZE_MAX);
 	char *pieces = parse(data, size, NULL, piece);
 	char *tiny_whole = parse(data, size, &tiny, SIZE_MAX);
 	char *tiny_pieces = parse(data, size, &tiny, piece);
-	int checked = csvin_check((const char *)data, size, why, sizeof why);
+	int checked = csvin_check((const char *)data, size, &images, why, sizeof why);
 
 	if (strcmp(whole, pieces) != 0 || strcmp(tiny_whole, tiny_pieces) != 0)
 		abort();

@@ -2,20 +2,17 @@
  *
  * One curl multi handle runs up to --parallel transfers while stdin keeps being read, so
  * records stream through: each leaves on stdout as soon as its download ends.  Every
- * connection is checked on the address actually connected, so neither DNS tricks nor
- * redirects reach loopback, private or link-local hosts; bodies are capped while they
- * stream; the type is sniffed from the first bytes, never taken from the server. */
-#include <arpa/inet.h>
+ * connection is checked by lib/netpolicy.c on the address actually connected, so neither
+ * DNS tricks nor redirects reach loopback, private or metadata hosts; bodies are capped
+ * while they stream; the type is sniffed from the first bytes, never taken from the server. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +21,7 @@
 
 #include "backoff.h"
 #include "format.h"
+#include "netpolicy.h"
 #include "stage.h"
 
 #define MAX_REDIRECTS  5
@@ -44,8 +42,9 @@ static const char usage[] =
 	"  --connect-timeout SEC  limit for connecting (default 10)\n"
 	"  --speed-time SEC       abort when slower than 1024 bytes/s this long (default 30)\n"
 	"  --retries N            retries of a 5xx, timeout or reset, with backoff (default 3)\n"
-	"Only http and https, at most 5 redirects.  Loopback and private addresses are refused\n"
-	"unless IMGPIPE_ALLOW_PRIVATE=1; link-local, multicast and unspecified ones always.\n";
+	"Only http and https, at most 5 redirects.  Every address connected is checked first:\n"
+	"loopback and private ones are refused unless IMGPIPE_ALLOW_PRIVATE=1; cloud metadata,\n"
+	"link-local, multicast, broadcast, unspecified and reserved ones always.\n";
 
 static struct {
 	long parallel;
@@ -81,70 +80,6 @@ static void describe(const unsigned char *b, size_t n, char *out, size_t cap)
 		len += (size_t)snprintf(out + len, cap - len, " %02x", b[i]);
 }
 
-/* ---- which addresses may be connected ---- */
-
-/* Networks refused, in IPv6 form (IPv4 ones mapped into ::ffff:0:0/96).  Those marked
- * always stay refused under IMGPIPE_ALLOW_PRIVATE=1: nothing serves images there, and
- * link-local holds the cloud metadata service. */
-static const struct net {
-	const char *prefix;
-	int bits;
-	const char *kind;
-	int always;
-} refused_nets[] = {
-	{ "::ffff:0.0.0.0", 104, "unspecified", 1 },
-	{ "::ffff:10.0.0.0", 104, "private", 0 },
-	{ "::ffff:100.64.0.0", 106, "private", 0 },
-	{ "::ffff:127.0.0.0", 104, "loopback", 0 },
-	{ "::ffff:169.254.0.0", 112, "link-local", 1 },
-	{ "::ffff:172.16.0.0", 108, "private", 0 },
-	{ "::ffff:192.168.0.0", 112, "private", 0 },
-	{ "::ffff:224.0.0.0", 100, "multicast", 1 },
-	{ "::ffff:240.0.0.0", 100, "reserved", 1 },
-	{ "::", 128, "unspecified", 1 },
-	{ "::1", 128, "loopback", 0 },
-	{ "fc00::", 7, "private", 0 },
-	{ "fe80::", 10, "link-local", 1 },
-	{ "ff00::", 8, "multicast", 1 },
-};
-
-static int in_prefix(const unsigned char *a, const unsigned char *net, int bits)
-{
-	int whole = bits / 8, rest = bits % 8;
-	if (memcmp(a, net, (size_t)whole) != 0)
-		return 0;
-	return rest == 0 || ((a[whole] ^ net[whole]) & (0xff << (8 - rest))) == 0;
-}
-
-/* The kind of network sa lies in when connecting there is refused, else NULL.
- * Its text form goes to ip. */
-static const char *refused_kind(const struct sockaddr_storage *sa, char *ip, size_t iplen)
-{
-	unsigned char a[16] = { [10] = 0xff, [11] = 0xff };
-
-	if (sa->ss_family == AF_INET) {
-		const struct sockaddr_in *v4 = (const struct sockaddr_in *)sa;
-		memcpy(a + 12, &v4->sin_addr, 4);
-		inet_ntop(AF_INET, &v4->sin_addr, ip, (socklen_t)iplen);
-	} else if (sa->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
-		memcpy(a, &v6->sin6_addr, 16);
-		inet_ntop(AF_INET6, &v6->sin6_addr, ip, (socklen_t)iplen);
-	} else {
-		snprintf(ip, iplen, "of family %d", sa->ss_family);
-		return "not IP";
-	}
-	for (size_t i = 0; i < sizeof refused_nets / sizeof *refused_nets; i++) {
-		const struct net *n = &refused_nets[i];
-		unsigned char net[16];
-		if (inet_pton(AF_INET6, n->prefix, net) != 1)
-			errx(EX_SOFTWARE, "bad network %s", n->prefix);
-		if (in_prefix(a, net, n->bits))
-			return n->always || !opt.allow_private ? n->kind : NULL;
-	}
-	return NULL;
-}
-
 /* ---- one download ---- */
 
 /* One record being fetched: its transfer, its output file, and why it failed. */
@@ -157,7 +92,7 @@ struct job {
 	int64_t retry_at;                  /* monotonic ms; 0 while transferring */
 	char errbuf[CURL_ERROR_SIZE];
 	char *fail;                        /* why this try failed, once it did */
-	char refused[96];                  /* the first address refused */
+	struct netguard guard;             /* the address policy, on every connection */
 	unsigned char head[FORMAT_SNIFF_BYTES];   /* kept until the type is sniffed */
 	size_t headlen;
 	curl_off_t bytes;                  /* body bytes received */
@@ -165,24 +100,6 @@ struct job {
 	char *path;                        /* output file, once the type is known */
 	int fd;
 };
-
-static curl_socket_t open_socket(void *p, curlsocktype purpose, struct curl_sockaddr *a)
-{
-	struct job *j = p;
-	struct sockaddr_storage sa = { 0 };
-	char ip[INET6_ADDRSTRLEN + 16];
-	const char *kind;
-
-	(void)purpose;
-	memcpy(&sa, &a->addr, a->addrlen < sizeof sa ? a->addrlen : sizeof sa);
-	kind = refused_kind(&sa, ip, sizeof ip);
-	if (kind) {
-		if (!j->refused[0])
-			snprintf(j->refused, sizeof j->refused, "refused address %s (%s)", ip, kind);
-		return CURL_SOCKET_BAD;
-	}
-	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
 
 /* Records why the job's try failed; the first reason wins. */
 static void __attribute__((format(printf, 2, 3))) job_fail(struct job *j, const char *fmt, ...)
@@ -357,9 +274,9 @@ static struct job *job_new(bson_t *rec, size_t slot)
 	SETOPT(j->h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	SETOPT(j->h, CURLOPT_FOLLOWLOCATION, 1L);
 	SETOPT(j->h, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
-	SETOPT(j->h, CURLOPT_PROXY, "");    /* a proxy would hide the real address */
-	SETOPT(j->h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	SETOPT(j->h, CURLOPT_OPENSOCKETDATA, j);
+	j->guard.allow_private = opt.allow_private;
+	if (netguard_attach(j->h, &j->guard) != 0)
+		errx(EX_SOFTWARE, "cannot set the address policy on a curl handle");
 	SETOPT(j->h, CURLOPT_FAILONERROR, 1L);
 	SETOPT(j->h, CURLOPT_CONNECTTIMEOUT, opt.connect_timeout);
 	SETOPT(j->h, CURLOPT_TIMEOUT, opt.timeout);
@@ -389,7 +306,8 @@ static void job_reset(struct job *j)
 	drop_file(j);
 	bson_free(j->fail);
 	j->fail = NULL;
-	j->errbuf[0] = j->refused[0] = '\0';
+	j->errbuf[0] = '\0';
+	j->guard.refused = NULL;
 	j->headlen = 0;
 	j->bytes = 0;
 	j->type = NULL;
@@ -399,7 +317,7 @@ static void job_reset(struct job *j)
 static int transfer_error(struct job *j, CURLcode rc)
 {
 	const char *detail = j->errbuf[0] ? j->errbuf : curl_easy_strerror(rc);
-	char *where = NULL;
+	char *where = NULL, refused[256];
 	long code = 0;
 	curl_off_t connect = 0, total = 0, length = -1;
 
@@ -415,7 +333,8 @@ static int transfer_error(struct job *j, CURLcode rc)
 		job_fail(j, "DNS lookup failed: %s", detail);
 		return 0;
 	case CURLE_COULDNT_CONNECT:
-		job_fail(j, "%s", j->refused[0] ? j->refused : detail);
+		job_fail(j, "%s", netguard_error(&j->guard, j->h, rc, refused, sizeof refused) ?
+				  refused : detail);
 		return 0;
 	case CURLE_OPERATION_TIMEDOUT:
 		/* curl says only "timed out": tell the three limits apart by the clock.  The
