@@ -182,12 +182,13 @@ static int claim_if_done(const struct job_ref *j, bson_error_t *err)
 	return done >= total ? claim_end(j, NULL, err) : 0;
 }
 
-/* end [TOTAL]: the job has ended (the planning job having queued TOTAL chunks). */
+/* end [TOTAL]: the job has ended (the planning job having queued TOTAL chunks; without
+ * TOTAL, a planning job run again keeps the number it recorded). */
 static int job_end(const struct job_ref *j, int64_t total, bson_error_t *err)
 {
 	bson_t *set = BCON_NEW("ended", BCON_DATE_TIME(db_now()));
 
-	if (j->chunk < 0)
+	if (j->chunk < 0 && total >= 0)
 		BSON_APPEND_INT64(set, "chunks_total", total);
 	return write_job(j, set, NULL, err) == 0 ? claim_if_done(j, err) : -1;
 }
@@ -245,7 +246,7 @@ static int run_chunk(struct job_ref *j, enum action action, const char *arg, bso
 	bson_destroy(batch);
 	set_ids(j);
 	rc = action == START ? job_start(j, arg, err)
-	   : action == END ? job_end(j, arg ? strtoll(arg, NULL, 10) : 0, err)
+	   : action == END ? job_end(j, arg ? strtoll(arg, NULL, 10) : -1, err)
 	   : claim_end(j, arg, err);
 	/* the state after the change */
 	if (rc == 0 && (rc = read_batch(j->batch, &batch, err)) == 0) {
@@ -269,8 +270,8 @@ void chunk_command(int argc, char **argv, const char *usage)
 		cli_usage_error(usage, "%s", want);
 	plan = strcmp(argv[3], "plan") == 0;
 	action = strcmp(argv[4], "start") == 0 ? START : strcmp(argv[4], "end") == 0 ? END : CLAIM;
-	arity = action == START || (action == END && plan) ? 6 : 5;
-	if (action == CLAIM && argc == 6)
+	arity = action == START ? 6 : 5;
+	if ((action == CLAIM || (action == END && plan)) && argc == 6)
 		arity = 6;
 	if (argc != arity || (action == CLAIM && strcmp(argv[4], "claim") != 0))
 		cli_usage_error(usage, "%s", want);
@@ -278,7 +279,7 @@ void chunk_command(int argc, char **argv, const char *usage)
 	j.ending = strcmp(argv[2], "-") == 0 ? -1 : cli_long("the ending", argv[2], 0, INT32_MAX);
 	j.job = argv[3];
 	j.chunk = plan ? -1 : cli_long("the chunk", j.job, 0, INT32_MAX);
-	if (action == END && plan)
+	if (action == END && arity == 6)
 		cli_long("the total", argv[5], 0, INT32_MAX);
 	connect_db();
 	chunks = mongoc_database_get_collection(db.database, "chunks");
