@@ -125,15 +125,21 @@ wait_acked() {
 	assert_output "$(printf 'b12 1 1\nb12 2 1 gave up: gave up after 1 attempt: no attempt ended')"
 }
 
-@test "a job of a dispatcher killed mid-batch is taken over by another, not before" {
-	export JOB_SLEEP=3
+# Runs batch $1 on a dispatcher, sends it signal $2 mid-batch, and starts another, which
+# takes the job over; waits until that one is done.
+take_over() {
 	dispatcher --claim-idle 2
-	enqueue b3
+	enqueue "$1"
 	wait_runs 1
-	kill -KILL "${DISPATCHERS[0]}"
+	kill "-$2" "${DISPATCHERS[0]}"
 	JOB_SLEEP=0 dispatcher --claim-idle 2
 	wait_runs 2
 	wait_acked
+}
+
+@test "a job of a dispatcher killed mid-batch is taken over by another, not before" {
+	export JOB_SLEEP=3
+	take_over b3 KILL
 	assert_equal "$(cut -d' ' -f1,2 "$JOB_LOG")" "$(printf 'b3 1\nb3 2')"
 }
 
@@ -172,13 +178,7 @@ wait_acked() {
 
 @test "a dispatcher stopped longer than --claim-idle loses its job, and stops its run rather than take it back" {
 	export JOB_SLEEP=8
-	dispatcher --claim-idle 2
-	enqueue b10
-	wait_runs 1
-	kill -STOP "${DISPATCHERS[0]}"
-	JOB_SLEEP=0 dispatcher --claim-idle 2
-	wait_runs 2
-	wait_acked
+	take_over b10 STOP
 	kill -CONT "${DISPATCHERS[0]}"
 	first=$(awk '$1 == "start" { print $4; exit }' "$JOB_LOG.runs")
 	for _ in $(seq 50); do kill -0 "$first" 2>/dev/null || break; sleep 0.1; done
