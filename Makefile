@@ -12,7 +12,7 @@
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS     = libcurl vips libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
+PKGS     = libcurl vips libjpeg libmongoc-1.0 libbson-1.0 hiredis libcrypto gmime-3.0 json-c
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ilib \
            -DIMGPIPE_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
@@ -42,7 +42,7 @@ SRC_s3put            = tools/s3put/s3put.c
 SRC_s3get            = tools/s3put/s3get.c
 SRC_dbrecord         = tools/dbrecord/dbrecord.c tools/dbrecord/chunks.c
 SRC_notify           = tools/notify/notify.c
-SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/sweep.c
+SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c
 SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
 
 BINS     = $(addprefix bin/,$(PROGS))

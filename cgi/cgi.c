@@ -14,23 +14,32 @@ static const char usage[] =
 	"                               202 with the batch id\n"
 	"  GET  /status/ID              the batch's status JSON\n"
 	"  GET  /status/ID?format=csv   the batch's output CSV\n"
+	"  POST /status/ID/retry        an ended batch tries its failed images again; 202\n"
+	"  POST /status/ID/cancel       a queued or running batch stops, failed 'cancelled'; 202\n"
+	"  GET  /healthz                200 when MongoDB, Redis and S3 answer, else 503\n"
+	"  GET  /metrics                Prometheus text exposition\n"
 	"  GET  /                       a JSON index of these routes\n"
 	"With IMGPIPE_API_TOKENS set, every request needs one of its tokens (Authorization:\n"
 	"Bearer TOKEN, or HTTP Basic with the token as the password).\n"
 	"A client whose Accept header names text/html (a browser) gets web pages instead:\n"
 	"GET / is an upload form, an upload answers 303 to its status page, errors are pages.\n";
 
+/* A route's path is matched whole; a segment "ID" in it stands for any text (without a
+ * '/' unless it ends the path), which goes to the handler as rest. */
 struct route {
 	const char *path;
-	int prefix;                     /* path is a prefix; the rest goes to the handler */
 	const char *method;
 	void (*handler)(const struct request *, const char *);
 };
 
 static const struct route routes[] = {
-	{ "/",        0, "GET",  home },
-	{ "/upload",  0, "POST", upload },
-	{ "/status/", 1, "GET",  status },
+	{ "/",                 "GET",  home },
+	{ "/upload",           "POST", upload },
+	{ "/status/ID/retry",  "POST", retry },
+	{ "/status/ID/cancel", "POST", cancel },
+	{ "/status/ID",        "GET",  status },
+	{ "/healthz",          "GET",  healthz },
+	{ "/metrics",          "GET",  metrics },
 };
 
 const char *meta(const char *name)
@@ -47,13 +56,36 @@ int wants_html(void)
 	return accept && strstr(accept, "text/html") != NULL;
 }
 
+/* Whether path matches the route's path; then rest holds what its "ID" stood for. */
+static int matches(const char *pattern, const char *path, char *rest, size_t restlen)
+{
+	const char *id = strstr(pattern, "/ID");
+	size_t head, tail, len = strlen(path), n;
+
+	rest[0] = '\0';
+	if (!id)
+		return strcmp(pattern, path) == 0;
+	head = (size_t)(id - pattern) + 1;
+	tail = strlen(id + 3);
+	if (len < head + tail || strncmp(path, pattern, head) != 0 ||
+	    strcmp(path + len - tail, id + 3) != 0)
+		return 0;
+	n = len - head - tail;
+	if (n >= restlen || (tail && memchr(path + head, '/', n)))
+		return 0;
+	memcpy(rest, path + head, n);
+	rest[n] = '\0';
+	return 1;
+}
+
 static void route(const struct request *rq)
 {
+	char rest[512];
+
 	for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
 		const struct route *r = &routes[i];
-		size_t n = strlen(r->path);
 
-		if (r->prefix ? strncmp(rq->path, r->path, n) != 0 : strcmp(rq->path, r->path) != 0)
+		if (!matches(r->path, rq->path, rest, sizeof rest))
 			continue;
 		if (strcmp(rq->method, r->method) != 0) {
 			char allow[64];
@@ -62,7 +94,7 @@ static void route(const struct request *rq)
 				    rq->method, r->path, r->method);
 			return;
 		}
-		r->handler(rq, rq->path + n);
+		r->handler(rq, rest);
 		return;
 	}
 	reply_error(404, NULL, "no such route: %s", *rq->path ? rq->path : "/");

@@ -1,7 +1,8 @@
 /* imgpipe.cgi, the HTTP endpoint (RFC 3875), laid out as cgit is: cgi.c reads the request
- * and routes it; home.c, upload.c and status.c answer; for a browser, ui-*.c render the web
- * pages (ui.h) and html.c alone writes their markup (html.h); multipart.c reads request
- * bodies with GMime; reply.c writes responses; access.c decides who may ask, and
+ * and routes it; home.c, upload.c, status.c, control.c (retry, cancel), healthz.c and
+ * metrics.c (with backend.h's bounded connections) answer; for a browser, ui-*.c render
+ * the web pages (ui.h) and html.c alone writes their markup (html.h); multipart.c reads
+ * request bodies with GMime; reply.c writes responses; access.c decides who may ask, and
  * redact.c what a status shows.  Jobs go to the dispatcher through the library's queue
  * (queue.h). */
 #ifndef IMGPIPE_CGI_H
@@ -45,6 +46,19 @@ void redact_credentials(const bson_t *in, bson_t *out);
 void home(const struct request *rq, const char *rest);
 void upload(const struct request *rq, const char *rest);
 void status(const struct request *rq, const char *rest);
+void retry(const struct request *rq, const char *rest);         /* control.c */
+void cancel(const struct request *rq, const char *rest);        /* control.c */
+void healthz(const struct request *rq, const char *rest);
+void metrics(const struct request *rq, const char *rest);
+
+/* Whether id is one that upload.c makes (status.c); anything else (a path, a long id)
+ * never reaches the database. */
+int batch_id_valid(const char *id);
+/* Whether the request's token (owner) made the batch (any batch, when the endpoint is
+ * open; status.c); otherwise answers.  A batch of another token is as unknown as one
+ * never made: 404. */
+struct db;
+int batch_owned(struct db *d, const char *id, const char *owner);
 
 /* Whether the client asks for HTML (its Accept header names text/html, as browsers' do):
  * then answers and errors are web pages (ui.h), else JSON as before. */

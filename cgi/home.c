@@ -14,7 +14,9 @@ void home(const struct request *rq, const char *rest)
 	}
 	index = BCON_NEW("name", BCON_UTF8("imgpipe"), "version", BCON_UTF8(IMGPIPE_VERSION),
 			 "routes", "[", BCON_UTF8("POST /upload"), BCON_UTF8("GET /status/ID"),
-			 BCON_UTF8("GET /status/ID?format=csv"), "]");
+			 BCON_UTF8("GET /status/ID?format=csv"), BCON_UTF8("POST /status/ID/retry"),
+			 BCON_UTF8("POST /status/ID/cancel"), BCON_UTF8("GET /healthz"),
+			 BCON_UTF8("GET /metrics"), "]");
 	reply_json(200, NULL, index);
 	bson_destroy(index);
 }

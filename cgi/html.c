@@ -29,6 +29,7 @@ static const char style[] =
 	"input[type=url]{width:100%;max-width:32em;padding:.3em}\n"
 	"button{font:inherit;padding:.4em 1.4em;background:#1f3a5a;color:#fff;border:0;"
 	"border-radius:4px}\n"
+	"form.action{background:none;border:0;padding:0;margin:0 0 1em}\n"
 	".status{display:inline-block;padding:.1em .7em;border-radius:1em;font-weight:600;"
 	"background:#dde3ea}\n"
 	".queued,.running{background:#fdeab8;color:#6b4a00}\n"

@@ -7,8 +7,7 @@
 #include "db.h"
 #include "ui.h"
 
-/* Only the ids upload.c makes; anything else (a path, a long id) never reaches the database. */
-static int id_valid(const char *id)
+int batch_id_valid(const char *id)
 {
 	return strlen(id) == BATCH_ID_LEN && strspn(id, "0123456789abcdef") == BATCH_ID_LEN;
 }
@@ -65,9 +64,7 @@ static void answer_status(struct db *d, const char *id, int html)
 	bson_destroy(&out);
 }
 
-/* Whether the request's token made the batch (any batch, when the endpoint is open);
- * otherwise answers.  A batch of another token is as unknown as one never made: 404. */
-static int owned(struct db *d, const char *id, const char *owner)
+int batch_owned(struct db *d, const char *id, const char *owner)
 {
 	bson_error_t err;
 	int rc = owner ? db_batch_owned(d, id, owner, &err) : 0;
@@ -92,7 +89,7 @@ void status(const struct request *rq, const char *id)
 	}
 	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
 		reply_error(400, NULL, "format must be csv or json");
-	else if (!id_valid(id))
+	else if (!batch_id_valid(id))
 		reply_error(404, NULL, "no such batch: a batch id is %d lowercase hex digits",
 			    BATCH_ID_LEN);
 	else if (!rq->cfg->mongodb_uri)
@@ -100,7 +97,7 @@ void status(const struct request *rq, const char *id)
 	else if (db_open(&d, rq->cfg, &err))
 		reply_unavailable("MongoDB", "%s", err.message);
 	else {
-		if (owned(&d, id, rq->owner)) {
+		if (batch_owned(&d, id, rq->owner)) {
 			if (format && strcmp(format, "csv") == 0)
 				answer_csv(&d, id);
 			else

@@ -238,6 +238,26 @@ static void total_sizes(const bson_t *st)
 	html(".</p>\n");
 }
 
+/* A button that posts to the batch's route action ("retry", "cancel"), which answers a
+ * browser with 303 back to this page. */
+static void action_button(const char *id, const char *action, const char *label)
+{
+	html("<form class=\"action\" method=\"post\" action=\"/status/");
+	html_txt(id);
+	htmlf("/%s\"><button type=\"submit\">%s</button></form>\n", action, label);
+}
+
+/* Cancel while the batch runs; retry once it has ended with failures. */
+static void actions(const bson_t *st)
+{
+	const char *status = text(st, "status"), *id = text(st, "batch_id");
+
+	if (!ended(status))
+		action_button(id, "cancel", "Cancel");
+	else if (number(st, "progress.images_failed") > 0 || !strcmp(status, "failed"))
+		action_button(id, "retry", "Retry the failed images");
+}
+
 /* The status, the progress bar, the counts and the links. */
 static void summary(const bson_t *st)
 {
@@ -251,7 +271,9 @@ static void summary(const bson_t *st)
 	html_txt(status ? status : "unknown");
 	html("</span> ");
 	html_txt(text(st, "message"));
-	htmlf("</p>\n<progress max=\"100\" value=\"%d\">%d%%</progress>\n", pct, pct);
+	html("</p>\n");
+	actions(st);
+	htmlf("<progress max=\"100\" value=\"%d\">%d%%</progress>\n", pct, pct);
 	htmlf("<p>%lld of %lld images done, %lld failed; %lld of %lld rows valid, "
 		"%lld rejected.</p>\n", (long long)done, (long long)total, (long long)failed,
 		(long long)number(st, "progress.rows_done"),

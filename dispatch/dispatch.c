@@ -13,7 +13,12 @@
  * too.  A job delivered --max-attempts times without ending is given up: its batch ends
  * failed with the reason.
  *
- * The sweeper (sweep.c) re-queues batches that no job will end. */
+ * A batch cancelled through the CGI is marked in Redis; the dispatcher checks the marks
+ * of its jobs' batches every second and sends those runs SIGUSR1, on which process-batch
+ * stops its image pipelines and ends the batch.
+ *
+ * The sweeper (sweep.c) re-queues batches that no job will end.  The log (log.c) is
+ * logfmt, one line an event. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -25,11 +30,13 @@
 
 #include "backoff.h"
 #include "imgpipe.h"
+#include "log.h"
 #include "queue.h"
 #include "sweep.h"
 
 #define MAX_JOBS 64
 #define SWEEP_PERIOD_MAX_MS 60000
+#define CANCEL_CHECK_MS 1000
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
@@ -47,10 +54,10 @@ struct job {
 	pid_t pid;              /* 0 when the slot is free */
 	struct queue_job taken;
 	struct queue_lease lease;
-	char name[176];         /* "batch ID" or "batch ID chunk N", for the log */
 	long lease_until;       /* monotonic ms at which the lease expires unless renewed */
 	int lost;               /* the lease went to another run: this run was told to stop */
 	int giving_up;          /* this run ends the batch failed: the job's attempts are spent */
+	int cancelled;          /* it has been sent SIGUSR1 */
 };
 
 static struct {
@@ -98,7 +105,7 @@ static int connect_queue(struct queue *q)
 {
 	if (queue_connect(q) == 0 && queue_join(q) == 0)
 		return 0;
-	warnx("redis: %s", q->error);
+	log_event(NULL, NULL, "redis_error", "%s", q->error);
 	queue_disconnect(q);
 	return -1;
 }
@@ -107,16 +114,19 @@ static int connect_queue(struct queue *q)
 static int logged(const struct queue *q, int rc)
 {
 	if (rc < 0)
-		warnx("redis: %s", q->error);
+		log_event(NULL, NULL, "redis_error", "%s", q->error);
 	return rc;
 }
 
+/* Logs an event of the job in slot j. */
+#define log_job(j, event, ...) log_event((j)->taken.batch, (j)->taken.chunk, event, __VA_ARGS__)
+
 /* Tells a run to stop, as the job is no longer its own; its end is then not reported. */
-static void stop_lost(struct job *j, const char *why)
+static void stop_lost(struct job *j, const char *event, const char *why)
 {
 	kill(j->pid, SIGTERM);
 	j->lost = 1;
-	warnx("%s: %s; stopping its run %lld", j->name, why, j->lease.token);
+	log_job(j, event, "%s; stopping its run %lld", why, j->lease.token);
 }
 
 /* Keeps the running jobs' leases and entries fresh so no other dispatcher takes them
@@ -133,7 +143,7 @@ static int heartbeat(struct queue *q)
 		if (rc < 0)
 			return -1;
 		if (rc == 1)
-			stop_lost(j, "lease lost (the job was taken over)");
+			stop_lost(j, "lease_lost", "lease lost (the job was taken over)");
 		else
 			j->lease_until = now_ms() + opt.claim_idle_ms;
 	}
@@ -146,7 +156,7 @@ static void expire_leases(void)
 {
 	for (long i = 0; i < opt.jobs; i++)
 		if (slots[i].pid && !slots[i].lost && now_ms() >= slots[i].lease_until)
-			stop_lost(&slots[i], "lease expired while Redis was unreachable");
+			stop_lost(&slots[i], "lease_expired", "lease expired while Redis was unreachable");
 }
 
 /* Runs the job in slot j under lease: script BATCH, or script BATCH CHUNK ENDING.  With
@@ -164,7 +174,7 @@ static void start_job(struct job *j, const struct queue_job *taken, const struct
 	snprintf(ttl_s, sizeof ttl_s, "%ld", opt.claim_idle_ms);
 	pid = fork();
 	if (pid < 0) {
-		warn("fork");
+		log_event(taken->batch, taken->chunk, "fork_failed", "%s", strerror(errno));
 		return;
 	}
 	if (pid == 0) {
@@ -182,7 +192,7 @@ static void start_job(struct job *j, const struct queue_job *taken, const struct
 			execl(opt.script, opt.script, taken->batch, taken->chunk, ending, (char *)NULL);
 		else
 			execl(opt.script, opt.script, taken->batch, (char *)NULL);
-		warn("%s", opt.script);
+		log_event(taken->batch, taken->chunk, "exec_failed", "%s: %s", opt.script, strerror(errno));
 		_exit(EX_UNAVAILABLE);
 	}
 	j->taken = *taken;      /* a give-up run reuses its slot's own: an exact overlap */
@@ -191,12 +201,10 @@ static void start_job(struct job *j, const struct queue_job *taken, const struct
 	j->lease_until = now_ms() + opt.claim_idle_ms;
 	j->lost = 0;
 	j->giving_up = give_up != NULL;
-	if (taken->chunk[0])
-		snprintf(j->name, sizeof j->name, "batch %s chunk %s", taken->batch, taken->chunk);
-	else
-		snprintf(j->name, sizeof j->name, "batch %s", taken->batch);
-	warnx("%s: %s (job %s, attempt %ld, run %lld)", j->name, give_up ? "giving up" : "started",
-	      taken->id, taken->deliveries, lease->token);
+	j->cancelled = 0;
+	log_job(j, give_up ? "give_up" : "started", "job %s, attempt %ld, run %lld, pid %ld%s%s",
+		taken->id, taken->deliveries, lease->token, (long)pid, give_up ? ": " : "",
+		give_up ? give_up : "");
 }
 
 /* Starts the run that ends the batch failed, with DESIGN.md's "gave up after N attempts:
@@ -232,26 +240,31 @@ static int settle(struct queue *q, struct job *j, int status)
 	int rc = 0;
 
 	if (j->lost) {
-		warnx("%s: run %lld stopped", j->name, j->lease.token);
+		log_job(j, "run_stopped", "run %lld stopped", j->lease.token);
 		return 0;
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		warnx("%s: done", j->name);
-		if (q && (rc = logged(q, queue_ack(q, &j->taken, &j->lease))) == 1)
-			warnx("%s: lease lost before the acknowledgement; the job will run again", j->name);
+		if (!q)
+			log_job(j, "ended", "job %s stays pending: Redis is unreachable", j->taken.id);
+		else if ((rc = logged(q, queue_ack(q, &j->taken, &j->lease))) == 0)
+			log_job(j, "ended", "job %s acknowledged", j->taken.id);
+		else if (rc == 1)
+			log_job(j, "ack_lost", "lease lost before the acknowledgement; job %s will run again",
+				j->taken.id);
 		return rc < 0 ? -1 : 0;
 	}
 	describe(status, why, sizeof why);
 	if (q && !stopping && !j->giving_up && j->taken.deliveries >= opt.max_attempts) {
-		warnx("%s: %s on the last attempt", j->name, why);
+		log_job(j, "last_attempt_failed", "%s on the last attempt", why);
 		give_up(j, &j->taken, &j->lease, j->taken.deliveries, why);
 		return 0;
 	}
 	if (q && stopping) {
 		rc = logged(q, queue_release(q, opt.consumer, &j->taken, &j->lease, opt.claim_idle_ms));
-		warnx("%s: %s; %s", j->name, why, rc == 0 ? "handed back" : "left for a take-over");
+		log_job(j, rc == 0 ? "handed_back" : "will_retry", "%s; job %s %s", why, j->taken.id,
+			rc == 0 ? "handed back" : "left for a take-over");
 	} else {
-		warnx("%s: %s; will be retried", j->name, why);
+		log_job(j, "will_retry", "%s; job %s stays pending", why, j->taken.id);
 		if (q)
 			rc = logged(q, queue_lease_drop(q, &j->lease));
 	}
@@ -291,14 +304,15 @@ static int run_taken(struct queue *q, struct job *slot, const struct queue_job *
 	int rc;
 
 	if (!taken->batch[0]) {
-		warnx("job %s has no batch; dropped", taken->id);
+		log_event(NULL, NULL, "dropped", "job %s has no batch", taken->id);
 		return logged(q, queue_ack(q, taken, NULL));
 	}
 	rc = logged(q, queue_lease_take(q, taken, opt.claim_idle_ms, &lease));
 	if (rc < 0)
 		return -1;
 	if (rc == 0) {
-		warnx("job %s: another run of it holds its lease; given back for later", taken->id);
+		log_event(taken->batch, taken->chunk, "lease_held",
+			  "another run of it holds its lease; job %s given back for later", taken->id);
 		return logged(q, queue_release(q, opt.consumer, taken, NULL, 0));
 	}
 	if (taken->deliveries > opt.max_attempts)
@@ -321,7 +335,7 @@ static void start_sweep(void)
 	pid_t pid = fork();
 
 	if (pid < 0) {
-		warn("fork");
+		log_event(NULL, NULL, "fork_failed", "%s", strerror(errno));
 		return;
 	}
 	if (pid == 0) {
@@ -331,10 +345,34 @@ static void start_sweep(void)
 	sweeper = pid;
 }
 
+/* Sends SIGUSR1 to each run whose batch has been cancelled, once. */
+static int watch_cancels(struct queue *q)
+{
+	for (long i = 0; i < opt.jobs; i++) {
+		struct job *j = &slots[i];
+		int on;
+
+		if (!j->pid || j->cancelled || j->lost)
+			continue;
+		if ((on = logged(q, queue_cancelled(q, j->taken.batch))) < 0)
+			return -1;
+		if (on && kill(j->pid, SIGUSR1) == 0) {
+			j->cancelled = 1;
+			log_job(j, "cancel", "cancelled: run %lld told to stop", j->lease.token);
+		}
+	}
+	return 0;
+}
+
+/* When each periodic duty of the loop last ran (monotonic ms). */
+struct duties {
+	long beat, cancel_check, sweep;
+};
+
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
- * the running ones alive, sweep when due, collect the finished.  Returns -1 when Redis
- * failed. */
-static int step(struct queue *q, long *last_beat, long *last_sweep)
+ * the running ones alive, pass cancels on, sweep when due, collect the finished.
+ * Returns -1 when Redis failed. */
+static int step(struct queue *q, struct duties *last)
 {
 	long beat_ms = opt.claim_idle_ms / 3;
 	long wait_ms = beat_ms / 2 < 1000 ? beat_ms / 2 : 1000;
@@ -349,13 +387,18 @@ static int step(struct queue *q, long *last_beat, long *last_sweep)
 	} else {
 		sleep_ms(wait_ms);
 	}
-	if (now_ms() - *last_beat >= beat_ms) {
-		*last_beat = now_ms();
+	if (now_ms() - last->beat >= beat_ms) {
+		last->beat = now_ms();
 		if (heartbeat(q) != 0)
 			return -1;
 	}
-	if (opt.sweep_after_ms && !sweeper && now_ms() - *last_sweep >= sweep_period_ms()) {
-		*last_sweep = now_ms();
+	if (now_ms() - last->cancel_check >= CANCEL_CHECK_MS) {
+		last->cancel_check = now_ms();
+		if (watch_cancels(q) != 0)
+			return -1;
+	}
+	if (opt.sweep_after_ms && !sweeper && now_ms() - last->sweep >= sweep_period_ms()) {
+		last->sweep = now_ms();
 		start_sweep();
 	}
 	return reap(q);
@@ -376,7 +419,7 @@ static void shut_down(struct queue *q)
 		sleep_ms(50);
 	}
 	queue_disconnect(q);
-	warnx("stopped");
+	log_event(NULL, NULL, "stopped", "the running jobs were handed back");
 }
 
 /* process-batch beside this program: scripts/ in the source tree, lib/imgpipe/scripts/
@@ -446,7 +489,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_term };
 	char host[64];
 	int reconnects = 0;
-	long last_sweep = now_ms() - SWEEP_PERIOD_MAX_MS;       /* the first sweep at once */
+	struct duties last = { .sweep = now_ms() - SWEEP_PERIOD_MAX_MS };   /* a sweep at once */
 
 	parse_args(argc, argv);
 	config_load(&cfg);
@@ -455,22 +498,22 @@ int main(int argc, char **argv)
 	if (gethostname(host, sizeof host) != 0)
 		snprintf(host, sizeof host, "localhost");
 	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
+	log_init(host);
 	if (!cfg.mongodb_uri && opt.sweep_after_ms) {
-		warnx("MONGODB_URI is not set: no sweeping");
+		log_event(NULL, NULL, "no_sweeping", "MONGODB_URI is not set");
 		opt.sweep_after_ms = 0;
 	}
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	warnx("consumer %s, %ld jobs at once, taking over jobs idle %ld s", opt.consumer, opt.jobs,
-	      opt.claim_idle_ms / 1000);
+	log_event(NULL, NULL, "start", "consumer %s, %ld jobs at once, taking over jobs idle %ld s",
+		  opt.consumer, opt.jobs, opt.claim_idle_ms / 1000);
 
 	while (!stopping) {
-		long last_beat = now_ms();
-
+		last.beat = last.cancel_check = now_ms();
 		if (connect_queue(&q) == 0) {
 			reconnects = 0;
-			while (!stopping && step(&q, &last_beat, &last_sweep) == 0)
+			while (!stopping && step(&q, &last) == 0)
 				;
 			if (stopping)
 				break;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "log.h"
 #include "queue.h"
 #include "sweep.h"
 
@@ -76,8 +77,8 @@ static int requeue(struct queue *q, struct stale *s, long after_ms)
 			continue;
 		if (queue_push(q, s->ids[i]) != 0)
 			return -1;
-		warnx("batch %s: no job queued or running, unchanged for %ld s; queued again", s->ids[i],
-		      after_ms / 1000);
+		log_event(s->ids[i], NULL, "swept", "no job queued or running, unchanged for %ld s; queued again",
+			  after_ms / 1000);
 	}
 	return 0;
 }
@@ -92,13 +93,13 @@ static int sweep_batches(struct queue *q, const struct config *cfg, long after_m
 	int rc = -1;
 
 	if (db_open(&d, cfg, &err) != 0) {
-		warnx("sweeper: MongoDB: %s", err.message);
+		log_event(NULL, NULL, "sweep_failed", "MongoDB: %s", err.message);
 		return -1;
 	}
 	if (find_stale(&d, db_now() - after_ms, &s, &err) != 0)
-		warnx("sweeper: MongoDB: %s", err.message);
+		log_event(NULL, NULL, "sweep_failed", "MongoDB: %s", err.message);
 	else if (requeue(q, &s, after_ms) != 0)
-		warnx("sweeper: redis: %s", q->error);
+		log_event(NULL, NULL, "sweep_failed", "redis: %s", q->error);
 	else
 		rc = 0;
 	for (size_t i = 0; i < s.n; i++)
@@ -113,12 +114,12 @@ int sweep(const struct config *cfg, const char *owner, long after_ms, long perio
 	int locked, rc;
 
 	if (queue_init(&q, cfg->redis_url) || queue_connect(&q)) {
-		warnx("sweeper: redis: %s", q.error);
+		log_event(NULL, NULL, "sweep_failed", "redis: %s", q.error);
 		return 1;
 	}
 	locked = queue_lock(&q, SWEEP_LOCK, owner, period_ms);
 	if (locked < 0)
-		warnx("sweeper: redis: %s", q.error);
+		log_event(NULL, NULL, "sweep_failed", "redis: %s", q.error);
 	rc = locked == 1 ? sweep_batches(&q, cfg, after_ms) : locked;
 	queue_disconnect(&q);
 	return rc == 0 ? 0 : 1;

@@ -54,6 +54,7 @@ void config_load(struct config *c)
 	c->api_tokens = dup_or_null(env("IMGPIPE_API_TOKENS"));
 	c->max_upload = env_count("IMGPIPE_MAX_UPLOAD", 10L << 20, 1L << 30);
 	c->max_images = env_count("IMGPIPE_MAX_IMAGES", 100000, 1L << 40);
+	c->host_connections = env_count("IMGPIPE_HOST_CONNECTIONS", 8, 1000);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));

@@ -8,7 +8,7 @@
 
 #include "db.h"
 
-const char *const db_statuses[] = { "in queue", "in progress", "completed", "failed", NULL };
+const char *const db_statuses[DB_STATUS_COUNT + 1] = { "in queue", "in progress", "completed", "failed", NULL };
 
 int db_status_valid(const char *status)
 {
@@ -66,6 +66,11 @@ static void log_handler(mongoc_log_level_t level, const char *domain, const char
 
 int db_open(struct db *d, const struct config *cfg, bson_error_t *err)
 {
+	return db_open_within(d, cfg, 0, err);
+}
+
+int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, bson_error_t *err)
+{
 	const char *text = config_require("MONGODB_URI", cfg->mongodb_uri);
 	mongoc_uri_t *uri;
 	const char *name;
@@ -77,6 +82,11 @@ int db_open(struct db *d, const struct config *cfg, bson_error_t *err)
 	mongoc_log_set_handler(log_handler, NULL);
 	if (!(uri = mongoc_uri_new_with_error(text, err)))
 		errx(EX_USAGE, "MONGODB_URI: %s", err->message);
+	if (timeout_ms > 0) {
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, timeout_ms);
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, timeout_ms);
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, timeout_ms);
+	}
 	name = mongoc_uri_get_database(uri) ? mongoc_uri_get_database(uri) : "imgpipe";
 	d->client = mongoc_client_new_from_uri_with_error(uri, err);
 	if (!d->client)
@@ -420,6 +430,10 @@ int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t
 	return rc;
 }
 
+/* The batch's fields shown as they are when present: where to announce, and what the
+ * operators asked (process-batch reads them). */
+static const char *const control_fields[] = { "webhook_url", "ending", "cancel_requested", NULL };
+
 int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 {
 	struct progress p = { 0 };
@@ -441,8 +455,9 @@ int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
 		append_progress(out, &p);
 		BSON_APPEND_ARRAY(out, "products", &products);
 		bson_concat(out, &row_errors);
-		if (bson_iter_init_find(&it, &batch, "webhook_url"))
-			bson_append_iter(out, NULL, 0, &it);
+		for (const char *const *f = control_fields; *f; f++)
+			if (bson_iter_init_find(&it, &batch, *f))
+				bson_append_iter(out, NULL, 0, &it);
 		if (bson_iter_init_find(&it, &batch, "webhook_deliveries"))
 			append_with_iso_dates(out, "webhook_deliveries", &it);
 	}
@@ -528,5 +543,119 @@ int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err)
 	if (rc != 0)
 		bson_set_error(err, 0, 0, "cannot write the CSV of batch %s", id);
 	bson_destroy(&status);
+	return rc;
+}
+
+/* ---- what operators ask of a batch ---- */
+
+/* Applies update to batch id if its status also matches state, in one findAndModify, and
+ * copies the batch as it was before into *before (when not NULL; destroy it after).
+ * Returns 0 when it did, 1 when there is no such batch, 2 when it is in another state. */
+static int modify_if(struct db *d, const char *id, bson_t *state, bson_t *update,
+		     bson_t *before, bson_error_t *err)
+{
+	bson_t *query = BCON_NEW("_id", BCON_UTF8(id)), reply, found;
+	mongoc_find_and_modify_opts_t *opts = mongoc_find_and_modify_opts_new();
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
+	int rc;
+
+	bson_concat(query, state);
+	mongoc_find_and_modify_opts_set_update(opts, update);
+	if (!mongoc_collection_find_and_modify_with_opts(d->batches, query, opts, &reply, err)) {
+		rc = -1;
+	} else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+		if (before) {
+			bson_iter_document(&it, &len, &data);
+			bson_init_static(&found, data, len);
+			bson_copy_to(&found, before);
+		}
+		rc = 0;
+	} else if ((rc = find_batch(d, id, &found, err)) == 0) {
+		bson_destroy(&found);
+		rc = 2;
+	}
+	bson_destroy(&reply);
+	mongoc_find_and_modify_opts_destroy(opts);
+	bson_destroy(query);
+	bson_destroy(state);
+	bson_destroy(update);
+	return rc;
+}
+
+int db_batch_retry(struct db *d, const char *id, bson_t *before, bson_error_t *err)
+{
+	return modify_if(d, id, BCON_NEW("status", "{", "$in", "[", BCON_UTF8("completed"),
+					 BCON_UTF8("failed"), "]", "}"),
+			 BCON_NEW("$set", "{", "status", BCON_UTF8("in queue"),
+				  "message", BCON_UTF8("queued again: its failed images are tried again"),
+				  "updatedAt", BCON_DATE_TIME(db_now()), "}",
+				  "$inc", "{", "ending", BCON_INT32(1), "}",
+				  "$unset", "{", "cancel_requested", BCON_UTF8(""), "}"),
+			 before, err);
+}
+
+/* What a retry changes, besides updatedAt. */
+static const char *const retry_changes[] = { "status", "message", "ending", "cancel_requested", NULL };
+
+int db_batch_unretry(struct db *d, const char *id, const bson_t *before, bson_error_t *err)
+{
+	bson_t *set = BCON_NEW("updatedAt", BCON_DATE_TIME(db_now())), *unset = bson_new();
+	bson_t *update = bson_new();
+	bson_iter_t it;
+	int rc;
+
+	for (const char *const *f = retry_changes; *f; f++)
+		if (bson_iter_init_find(&it, before, *f))
+			bson_append_iter(set, NULL, 0, &it);
+		else
+			BSON_APPEND_UTF8(unset, *f, "");
+	BSON_APPEND_DOCUMENT(update, "$set", set);
+	if (!bson_empty(unset))
+		BSON_APPEND_DOCUMENT(update, "$unset", unset);
+	rc = modify_if(d, id, BCON_NEW("status", BCON_UTF8("in queue")), update, NULL, err);
+	bson_destroy(set);
+	bson_destroy(unset);
+	return rc;
+}
+
+int db_batch_cancel(struct db *d, const char *id, int *ended, bson_error_t *err)
+{
+	int64_t now = db_now();
+	int rc = modify_if(d, id, BCON_NEW("status", BCON_UTF8("in queue")),
+			   BCON_NEW("$set", "{", "status", BCON_UTF8("failed"),
+				    "message", BCON_UTF8("cancelled"), "cancel_requested", BCON_BOOL(true),
+				    "updatedAt", BCON_DATE_TIME(now), "}"),
+			   NULL, err);
+
+	*ended = rc == 0;
+	if (rc != 2)
+		return rc;
+	return modify_if(d, id, BCON_NEW("status", BCON_UTF8("in progress")),
+			 BCON_NEW("$set", "{", "cancel_requested", BCON_BOOL(true),
+				  "updatedAt", BCON_DATE_TIME(now), "}"),
+			 NULL, err);
+}
+
+int db_batch_counts(struct db *d, int64_t counts[], bson_error_t *err)
+{
+	bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$group", "{", "_id", BCON_UTF8("$status"),
+				    "n", "{", "$sum", BCON_INT32(1), "}", "}", "}", "]");
+	mongoc_cursor_t *c = mongoc_collection_aggregate(d->batches, MONGOC_QUERY_NONE, pipeline,
+							 NULL, NULL);
+	const bson_t *doc;
+	int rc = 0;
+
+	for (size_t i = 0; db_statuses[i]; i++)
+		counts[i] = 0;
+	while (mongoc_cursor_next(c, &doc))
+		for (size_t i = 0; db_statuses[i]; i++)
+			if (rec_str(doc, "_id") && strcmp(rec_str(doc, "_id"), db_statuses[i]) == 0)
+				counts[i] = rec_int(doc, "n", 0);
+	if (mongoc_cursor_error(c, err))
+		rc = -1;
+	mongoc_cursor_destroy(c);
+	bson_destroy(pipeline);
 	return rc;
 }

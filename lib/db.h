@@ -17,6 +17,9 @@ struct db {
 /* Connects (lazily, as libmongoc does) and checks the server answers.  Exits EX_USAGE
  * when MONGODB_URI is unset or malformed. */
 int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
+/* The same, with every wait (server selection, connecting, each reply) bounded by
+ * timeout_ms rather than libmongoc's defaults (30 s, 10 s, none): for health checks. */
+int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, bson_error_t *err);
 void db_close(struct db *d);
 /* Creates the indexes the queries need on products ({batch_id, serial_no} for the status,
  * {batch_id, chunk, serial_no} for a chunk's images); for whoever writes products.  A
@@ -30,7 +33,8 @@ int db_create_index(struct db *d, const char *collection, const bson_t *keys, co
 int64_t db_now(void);
 
 /* The four statuses of DESIGN.md; NULL-terminated. */
-extern const char *const db_statuses[];
+#define DB_STATUS_COUNT 4
+extern const char *const db_statuses[DB_STATUS_COUNT + 1];
 int db_status_valid(const char *status);
 
 /* Creates batch id with status, s3Key and (when not NULL) webhook_url and owner (the
@@ -44,8 +48,24 @@ int db_batch_set_status(struct db *d, const char *id, const char *status, const 
 			bson_error_t *err);
 int db_batch_delete(struct db *d, const char *id, bson_error_t *err);
 
+/* What operators ask (POST /status/ID/retry and /cancel).  Each checks the batch's state
+ * and changes it in one findAndModify, and returns 0 when done, 1 when there is no such
+ * batch, 2 when the batch is in a state that does not allow it.
+ * Retry: an ended batch goes back 'in queue' for its next ending (ending + 1), its cancel
+ * request dropped; *before gets the batch as it was (when 0 is returned; destroy it), for db_batch_unretry,
+ * which undoes a retry whose job could not be queued.
+ * Cancel: a batch 'in queue' ends at once ('failed', the message "cancelled"; *ended is
+ * set); one 'in progress' gets cancel_requested, for its process-batch to end it. */
+int db_batch_retry(struct db *d, const char *id, bson_t *before, bson_error_t *err);
+int db_batch_unretry(struct db *d, const char *id, const bson_t *before, bson_error_t *err);
+int db_batch_cancel(struct db *d, const char *id, int *ended, bson_error_t *err);
+/* The number of batches in each status: counts[i] for db_statuses[i].  One aggregation
+ * over batches, whatever the number of products. */
+int db_batch_counts(struct db *d, int64_t counts[], bson_error_t *err);
+
 /* Fills out (initialised by the caller) with the JSON of GET /status/ID; each product
- * also gets image_sizes, beside input_image_urls: {input_bytes, output_bytes} or null. */
+ * also gets image_sizes, beside input_image_urls: {input_bytes, output_bytes} or null.
+ * The batch's webhook_url, ending and cancel_requested are shown when it has them. */
 int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err);
 /* Writes the output CSV of GET /status/ID?format=csv. */
 int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err);

@@ -31,6 +31,7 @@ struct config {
 	/* Limits; -1 when the variable is set but is not a positive number. */
 	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
 	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */
+	long host_connections;        /* IMGPIPE_HOST_CONNECTIONS, to one image host, default 8 */
 };
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */

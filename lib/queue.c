@@ -1,6 +1,7 @@
 /* The job queue on a Redis stream and its consumer group, and the jobs' leases (queue.h). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
@@ -71,8 +72,13 @@ int queue_init(struct queue *q, const char *redis_url)
 
 int queue_connect(struct queue *q)
 {
-	const struct timeval connect_timeout = { 2, 0 }, reply_timeout = { 5, 0 };
+	struct timeval connect_timeout = { 2, 0 }, reply_timeout = { 5, 0 };
 	const struct redis_url *u = &q->url;
+
+	if (q->timeout_ms > 0) {
+		connect_timeout.tv_sec = reply_timeout.tv_sec = q->timeout_ms / 1000;
+		connect_timeout.tv_usec = reply_timeout.tv_usec = q->timeout_ms % 1000 * 1000;
+	}
 
 	q->redis = redisConnectWithTimeout(u->host, u->port, connect_timeout);
 	if (!q->redis || q->redis->err || redisSetTimeout(q->redis, reply_timeout) != REDIS_OK) {
@@ -343,4 +349,121 @@ int queue_scan(struct queue *q, int (*each)(const struct queue_job *job, void *a
 		freeReplyObject(r);
 	} while (n == 500 && !stop);
 	return 0;
+}
+
+int queue_cancelled(struct queue *q, const char *batch_id)
+{
+	redisReply *r = command(q, "EXISTS %s%s", QUEUE_CANCEL_PREFIX, batch_id);
+	int on;
+
+	if (!r)
+		return -1;
+	on = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	freeReplyObject(r);
+	return on;
+}
+
+/* ---- the operators' side ---- */
+
+int queue_cancel(struct queue *q, const char *batch_id, int on)
+{
+	if (on)
+		return simple_command(q, "SET %s%s 1 EX %d", QUEUE_CANCEL_PREFIX, batch_id,
+				      QUEUE_CANCEL_TTL);
+	return simple_command(q, "DEL %s%s", QUEUE_CANCEL_PREFIX, batch_id);
+}
+
+int queue_ping(struct queue *q)
+{
+	return simple_command(q, "PING");
+}
+
+/* An integer reply's value, or fallback. */
+static long long integer_of(const redisReply *r, long long fallback)
+{
+	return r && r->type == REDIS_REPLY_INTEGER ? r->integer : fallback;
+}
+
+/* The group's lag and pending count, from XINFO GROUPS (a flat name, value list a group).
+ * Leaves s as it is when the group is not there yet (no dispatcher has run). */
+static int group_counts(struct queue *q, struct queue_stats *s)
+{
+	redisReply *r = command(q, "XINFO GROUPS %s", QUEUE_STREAM);
+
+	if (!r)
+		return strstr(q->error, "no such key") ? 0 : -1;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *g = r->element[i];
+		int ours = 0;
+
+		for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2)
+			if (!strcmp(g->element[k]->str, "name"))
+				ours = !strcmp(g->element[k + 1]->str, QUEUE_GROUP);
+		for (size_t k = 0; ours && k + 1 < g->elements; k += 2) {
+			if (!strcmp(g->element[k]->str, "lag"))
+				s->waiting = integer_of(g->element[k + 1], -1);  /* nil: unknown */
+			else if (!strcmp(g->element[k]->str, "pending"))
+				s->pending = integer_of(g->element[k + 1], 0);
+		}
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+/* The number a reply string starts with: the milliseconds of an entry id ("MS-SEQ"),
+ * the seconds or microseconds of TIME. */
+static double leading_number(const char *s)
+{
+	return strtod(s, NULL);
+}
+
+/* The age of the oldest pending entry, by its id's time and Redis's clock (XPENDING's
+ * summary names the smallest id). */
+static int oldest_pending(struct queue *q, struct queue_stats *s)
+{
+	redisReply *p, *t;
+	int rc = 0;
+
+	if (s->pending == 0)
+		return 0;
+	if (!(p = command(q, "XPENDING %s %s", QUEUE_STREAM, QUEUE_GROUP)))
+		return -1;
+	if (!(t = command(q, "TIME"))) {
+		freeReplyObject(p);
+		return -1;
+	}
+	if (p->type == REDIS_REPLY_ARRAY && p->elements == 4 && p->element[1]->type == REDIS_REPLY_STRING &&
+	    t->type == REDIS_REPLY_ARRAY && t->elements == 2) {
+		double now_ms = leading_number(t->element[0]->str) * 1000 +
+				leading_number(t->element[1]->str) / 1000;
+		s->oldest_pending_s = (now_ms - leading_number(p->element[1]->str)) / 1000;
+	} else {
+		snprintf(q->error, sizeof q->error, "XPENDING: an unexpected reply");
+		rc = -1;
+	}
+	freeReplyObject(p);
+	freeReplyObject(t);
+	return rc;
+}
+
+int queue_stats(struct queue *q, struct queue_stats *s)
+{
+	redisReply *len;
+
+	memset(s, 0, sizeof *s);
+	if (!(len = command(q, "XLEN %s", QUEUE_STREAM)))
+		return -1;
+	s->waiting = integer_of(len, 0);        /* all of them, until a group reads any */
+	freeReplyObject(len);
+	if (group_counts(q, s) || oldest_pending(q, s))
+		return -1;
+	s->counters = command(q, "HGETALL %s", QUEUE_METRICS);
+	return s->counters ? 0 : -1;
+}
+
+void queue_stats_free(struct queue_stats *s)
+{
+	if (s->counters)
+		freeReplyObject(s->counters);
+	s->counters = NULL;
 }

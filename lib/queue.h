@@ -11,12 +11,16 @@
  * it back happen in a WATCH/MULTI/EXEC transaction that commits only while the lease still
  * holds the run's token: a dispatcher whose job was taken over cannot take it back.
  *
- *   imgpipe.cgi:      queue_init, queue_connect, queue_push, queue_disconnect
+ *   imgpipe.cgi:      queue_init, queue_connect, queue_push, queue_disconnect; for the
+ *                     operators' routes queue_cancel, queue_ping, queue_stats
  *   imgpipe-dispatch: queue_init, then for each connection queue_connect, queue_join,
  *                     and queue_take, queue_lease_take, queue_keep, queue_ack,
- *                     queue_release, queue_lease_drop as its jobs run; queue_lock,
- *                     queue_scan and queue_push for the sweeper
- *   process-batch:    XADD of chunk jobs and GET/PTTL of its lease, with redis-cli
+ *                     queue_release, queue_lease_drop, queue_cancelled as its jobs run;
+ *                     queue_lock, queue_scan and queue_push for the sweeper
+ *   process-batch:    XADD of chunk jobs, GET/PTTL of its lease and HINCRBY of the
+ *                     counters, with redis-cli
+ * Besides the stream and the leases: a cancelled batch's key QUEUE_CANCEL_PREFIX + id,
+ * and the hash QUEUE_METRICS of counters that only grow.
  * Functions return 0 (or 1 for the second outcome they name), or -1 with one line in
  * q->error: the connection's reason, or Redis's error reply after the command's name. */
 #ifndef IMGPIPE_QUEUE_H
@@ -32,10 +36,14 @@
 #define QUEUE_ENDING_FIELD "ending"
 #define QUEUE_LEASE_PREFIX "imgpipe:lease:"
 #define QUEUE_FENCE "imgpipe:fence"
+#define QUEUE_CANCEL_PREFIX "imgpipe:cancel:"
+#define QUEUE_CANCEL_TTL 604800         /* seconds a cancel key lives: a week */
+#define QUEUE_METRICS "imgpipe:metrics"
 
 struct queue {
 	struct redis_url url;
 	redisContext *redis;    /* NULL while not connected */
+	long timeout_ms;        /* for both connecting and replies; 0: 2 s and 5 s */
 	char claim_from[64];    /* where the next XAUTOCLAIM starts ("" for the beginning) */
 	char error[512];
 };
@@ -58,13 +66,31 @@ struct queue_lease {
 /* Reads REDIS_URL (NULL when unset); no connection yet. */
 int queue_init(struct queue *q, const char *redis_url);
 /* Connects, then AUTH and SELECT as the URL asks.  Waits at most 2 s for the connection
- * and 5 s for any reply (a dispatcher's blocking read waits less than that). */
+ * and 5 s for any reply (a dispatcher's blocking read waits less than that), or
+ * q->timeout_ms for each when it is set. */
 int queue_connect(struct queue *q);
 void queue_disconnect(struct queue *q);
 
 /* Queues the planning job of batch_id (XADD): the CGI for a new batch, the sweeper for
  * one that lost its jobs. */
 int queue_push(struct queue *q, const char *batch_id);
+
+/* Marks batch_id cancelled (on: SET with QUEUE_CANCEL_TTL), or clears the mark (DEL),
+ * for the dispatchers that run its jobs to see. */
+int queue_cancel(struct queue *q, const char *batch_id, int on);
+/* One round trip (PING), for health checks. */
+int queue_ping(struct queue *q);
+
+/* What GET /metrics shows of Redis. */
+struct queue_stats {
+	long long waiting;      /* entries no dispatcher has taken yet (the group's lag) */
+	long long pending;      /* taken, not yet acknowledged (XPENDING) */
+	double oldest_pending_s;        /* age of the oldest pending entry; 0 when none */
+	redisReply *counters;   /* HGETALL QUEUE_METRICS: name, value, name, value... */
+};
+/* Fills s; free with queue_stats_free. */
+int queue_stats(struct queue *q, struct queue_stats *s);
+void queue_stats_free(struct queue_stats *s);
 
 /* The dispatcher's side.  Makes sure the group exists (XGROUP CREATE), reading the stream
  * from its start, so that jobs queued before any dispatcher ran are taken too. */
@@ -95,6 +121,9 @@ int queue_release(struct queue *q, const char *consumer, const struct queue_job 
 /* Deletes the lease while it holds its token, so that the job's next run need not wait
  * for it to expire.  Returns 1 when it was lost already. */
 int queue_lease_drop(struct queue *q, const struct queue_lease *lease);
+
+/* Whether batch_id has been cancelled (EXISTS): 1 or 0, or -1. */
+int queue_cancelled(struct queue *q, const char *batch_id);
 
 /* Takes the lock key for ttl_ms in owner's name (SET NX PX): 1 when taken, 0 when another
  * holds it.  For work one dispatcher of all should do in each period. */

@@ -44,11 +44,13 @@ struct sink {
 
 struct request {
 	const char *method;
-	const char *key;
+	const char *key;         /* NULL: the bucket itself */
 	struct body *body;       /* PUT */
 	const char *content_type;
+	const char *cache_control;
 	int public_read;
 	FILE *out;               /* GET */
+	long timeout_ms;         /* the whole request's limit; 0: none but the stall limit */
 };
 
 /* An S3 error document's Code and Message. */
@@ -187,6 +189,8 @@ static struct curl_slist *request_headers(const struct request *rq, const char *
 
 	if (rq->content_type)
 		bad |= http_header_add(&h, "Content-Type", rq->content_type);
+	if (rq->cache_control)
+		bad |= http_header_add(&h, "Cache-Control", rq->cache_control);
 	if (rq->public_read)
 		bad |= http_header_add(&h, "x-amz-acl", "public-read");
 	if (token && *token)
@@ -231,8 +235,14 @@ static CURLcode perform(struct s3 *s, const struct request *rq, const char *url,
 		bad |= curl_easy_setopt(c, CURLOPT_READFUNCTION, body_read);
 		bad |= curl_easy_setopt(c, CURLOPT_READDATA, rq->body);
 		bad |= curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, rq->body->size);
+	} else if (strcmp(rq->method, "HEAD") == 0) {
+		bad |= curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(rq->method, "GET") != 0) {
 		bad |= curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
+	}
+	if (rq->timeout_ms > 0) {
+		bad |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, rq->timeout_ms);
+		bad |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, rq->timeout_ms);
 	}
 	if (k->written)
 		bad |= curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, k->written);
@@ -318,7 +328,7 @@ static int fail(struct s3 *s, int exit_code, const struct request *rq, const cha
 {
 	va_list ap;
 	int n = snprintf(s->error, sizeof s->error, "%s s3://%s/%s", rq->method,
-			 s->cfg->s3_bucket, rq->key);
+			 s->cfg->s3_bucket, rq->key ? rq->key : "");
 
 	if (n > 0 && (size_t)n < sizeof s->error) {
 		va_start(ap, fmt);
@@ -380,7 +390,7 @@ static int s3_request(struct s3 *s, const struct request *rq)
 	s->error[0] = '\0';
 	k->curl = s->curl;
 	k->out = rq->out;
-	if (!*rq->key || strlen(rq->key) > S3_MAX_KEY) {
+	if (rq->key && (!*rq->key || strlen(rq->key) > S3_MAX_KEY)) {
 		rc = fail(s, EX_DATAERR, rq, ": a key has 1 to %d bytes", S3_MAX_KEY);
 		goto done;
 	}
@@ -389,7 +399,7 @@ static int s3_request(struct s3 *s, const struct request *rq)
 		rc = fail(s, EX_DATAERR, rq, ": cannot read the data to upload: %s", strerror(errno));
 		goto done;
 	}
-	if (!(url = object_url(s, rq->key))) {
+	if (!(url = object_url(s, rq->key ? rq->key : ""))) {
 		rc = fail(s, EX_USAGE, rq, ": S3_ENDPOINT is not a URL: %s", s->cfg->s3_endpoint);
 		goto done;
 	}
@@ -441,10 +451,10 @@ void s3_close(struct s3 *s)
 }
 
 int s3_put_file(struct s3 *s, const char *path, const char *key, const char *content_type,
-		int public_read)
+		const char *cache_control, int public_read)
 {
 	struct body b = { .file = fopen(path, "rb") };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL };
+	struct request rq = { "PUT", key, &b, content_type, cache_control, public_read, NULL, 0 };
 	struct stat st;
 	int rc;
 
@@ -464,21 +474,35 @@ int s3_put_buffer(struct s3 *s, const void *data, size_t len, const char *key,
 		  const char *content_type, int public_read)
 {
 	struct body b = { .buf = data, .len = len, .size = (curl_off_t)len };
-	struct request rq = { "PUT", key, &b, content_type, public_read, NULL };
+	struct request rq = { "PUT", key, &b, content_type, NULL, public_read, NULL, 0 };
 
 	return s3_request(s, &rq);
 }
 
 int s3_get(struct s3 *s, const char *key, FILE *out)
 {
-	struct request rq = { "GET", key, NULL, NULL, 0, out };
+	struct request rq = { "GET", key, NULL, NULL, NULL, 0, out, 0 };
+
+	return s3_request(s, &rq);
+}
+
+int s3_head(struct s3 *s, const char *key)
+{
+	struct request rq = { "HEAD", key, NULL, NULL, NULL, 0, NULL, 0 };
 
 	return s3_request(s, &rq);
 }
 
 int s3_delete(struct s3 *s, const char *key)
 {
-	struct request rq = { "DELETE", key, NULL, NULL, 0, NULL };
+	struct request rq = { "DELETE", key, NULL, NULL, NULL, 0, NULL, 0 };
+
+	return s3_request(s, &rq);
+}
+
+int s3_head_bucket(struct s3 *s, long timeout_ms)
+{
+	struct request rq = { "HEAD", NULL, NULL, NULL, NULL, 0, NULL, timeout_ms };
 
 	return s3_request(s, &rq);
 }

@@ -7,6 +7,14 @@ void stage_init(struct stage *s, const char *needs)
 	ndjson_reader_init(&s->in, stdin);
 }
 
+/* Shows a record that passes through to the stage's hook, then frees it. */
+static void pass_record(struct stage *s, bson_t *doc)
+{
+	if (s->passing)
+		s->passing(doc, s->passing_arg);
+	bson_destroy(doc);
+}
+
 enum stage_line stage_read(struct stage *s, bson_t **rec)
 {
 	bson_error_t why;
@@ -27,12 +35,12 @@ enum stage_line stage_read(struct stage *s, bson_t **rec)
 	}
 	if ((rec_has_error(doc) && !s->takes_errors) ||
 	    (s->needs && !bson_has_field(doc, s->needs))) {
-		bson_destroy(doc);      /* stage_pass writes the line as it came */
+		pass_record(s, doc);    /* stage_pass writes the line as it came */
 		return STAGE_PASS;
 	}
 	if (s->needs && !rec_str(doc, s->needs)) {
 		s->reply = rec_error(doc, "\"%s\" is not a string", s->needs);
-		bson_destroy(doc);
+		pass_record(s, doc);
 		return STAGE_PASS;
 	}
 	*rec = doc;
@@ -82,19 +90,25 @@ int stage_end(struct stage *s)
 int stage_run(const char *needs, stage_work *work, void *arg)
 {
 	struct stage s;
+
+	stage_init(&s, needs);
+	return stage_loop(&s, work, arg);
+}
+
+int stage_loop(struct stage *s, stage_work *work, void *arg)
+{
 	bson_t *rec, *out;
 	enum stage_line got;
 
-	stage_init(&s, needs);
-	while ((got = stage_read(&s, &rec)) != STAGE_END) {
+	while ((got = stage_read(s, &rec)) != STAGE_END) {
 		if (got == STAGE_PASS) {
-			stage_pass(&s);
+			stage_pass(s);
 			continue;
 		}
-		out = work(&s, rec, arg);
+		out = work(s, rec, arg);
 		stage_write(out);
 		bson_destroy(out);
 		bson_destroy(rec);
 	}
-	return stage_end(&s);
+	return stage_end(s);
 }

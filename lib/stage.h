@@ -21,6 +21,10 @@ struct stage {
 	struct ndjson_reader in;
 	bson_t *reply;          /* what stage_pass writes instead of the line read, if anything */
 	int status;             /* the exit status so far */
+	/* Sees each record that passes through, before it is written (s3put --remove-files
+	 * removes their files too); NULL: none.  Lines that are not JSON have no record. */
+	void (*passing)(const bson_t *rec, void *arg);
+	void *passing_arg;
 };
 
 /* What stage_read found. */
@@ -53,5 +57,7 @@ int stage_end(struct stage *s);
 typedef bson_t *stage_work(struct stage *s, const bson_t *rec, void *arg);
 /* The whole loop for stages that work on one record at a time; returns the exit status. */
 int stage_run(const char *needs, stage_work *work, void *arg);
+/* The same loop on a stage set up by stage_init (and its passing hook, if any). */
+int stage_loop(struct stage *s, stage_work *work, void *arg);
 
 #endif

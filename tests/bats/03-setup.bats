@@ -25,6 +25,7 @@ libcurl4-openssl-dev pc  libcurl
 libssl-dev           pc  libcrypto
 libgmime-3.0-dev     pc  gmime-3.0
 libjson-c-dev        pc  json-c
+libjpeg62-turbo-dev  pc  libjpeg
 redis-server         cmd redis-server
 redis-tools          cmd redis-cli
 lighttpd             cmd lighttpd

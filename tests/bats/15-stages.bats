@@ -21,7 +21,8 @@ setup_file() {
 	export IMGPIPE_ALLOW_PRIVATE=1
 	# Keys and ids of this run only, so that reruns never see older objects or products.
 	ID=s$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
-	export ID
+	SHA=$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)
+	export ID SHA
 }
 
 teardown_file() {
@@ -51,7 +52,7 @@ work() {
 	case $1 in
 	fetchimg) printf '{"serial_no": %d, "url": "%s/img.jpg"}\n' "$2" "$HTTPD_URL" ;;
 	shrink) printf '{"serial_no": %d, "file": "%s/img.jpg"}\n' "$2" "$WWW" ;;
-	s3put) printf '{"batch_id": "%s", "serial_no": %d, "index": 0, "output_file": "%s/img.jpg"}\n' "$ID" "$2" "$WWW" ;;
+	s3put) printf '{"batch_id": "%s", "serial_no": %d, "index": 0, "sha256": "%s", "settings": "q50", "output_file": "%s/img.jpg"}\n' "$ID" "$2" "$SHA" "$WWW" ;;
 	dbrecord) printf '{"batch_id": "%s", "serial_no": %d, "product_name": "P%d", "input_image_urls": ["http://img/%d.jpg"]}\n' "$ID" "$2" "$2" "$2" ;;
 	notify) printf '{"event": "batch.completed", "batch_id": "%s", "serial_no": %d}\n' "$ID" "$2" ;;
 	esac
@@ -63,7 +64,7 @@ done_ok() {
 	case $1 in
 	fetchimg) filter='.content_type == "image/jpeg" and (.file | test("\\.jpg$"))' ;;
 	shrink) filter='.format == "jpeg" and (.output_file | length > 0)' ;;
-	s3put) filter='.output_url | startswith(env.S3_PUBLIC_URL + "/images/" + env.ID + "/")' ;;
+	s3put) filter='.output_url == env.S3_PUBLIC_URL + "/images/" + env.SHA + "-q50.jpg"' ;;
 	dbrecord) filter='.product_name | startswith("P")' ;;
 	notify) filter='.delivered' ;;
 	esac

@@ -24,6 +24,7 @@ teardown_file() {
 
 setup() {
 	export IMGPIPE_ALLOW_PRIVATE=1
+	export IMGPIPE_HOME="$BATS_TEST_TMPDIR/home"   # its run/hosts/ holds the host slots
 	OUT="$BATS_TEST_TMPDIR/out"
 	mkdir -p "$OUT"
 }
@@ -78,9 +79,16 @@ assert_no_files() {
 	run fetchimg extra
 	assert_failure 64
 	assert_line --index 0 "fetchimg: unexpected argument: extra"
+	run fetchimg --max-files 0
+	assert_failure 64
+	run fetchimg --max-retry-after 3601
+	assert_failure 64
+	IMGPIPE_HOST_CONNECTIONS=0 run fetchimg </dev/null
+	assert_failure 64
+	assert_output "fetchimg: IMGPIPE_HOST_CONNECTIONS wants a whole number from 1 to 1000, not '0'"
 }
 
-@test "every accepted format is sniffed, typed and stored byte for byte" {
+@test "every accepted format is sniffed, typed, hashed and stored byte for byte" {
 	declare -A type=([jpg]=image/jpeg [png]=image/png [webp]=image/webp [gif]=image/gif
 		[avif]=image/avif [heic]=image/heif [tif]=image/tiff)
 	for ext in "${!type[@]}"; do
@@ -92,7 +100,16 @@ assert_no_files() {
 		file=$(field file)
 		[[ $file == "$OUT"/image-??????."$ext" ]]
 		cmp "$file" "$WWW/img.$ext"
+		assert_equal "$(field sha256)" "$(sha256sum <"$WWW/img.$ext" | cut -c1-64)"
 	done
+}
+
+@test "sha256 is of the whole body, also of one streamed in many pieces and after a retry" {
+	head -c 3000000 /dev/urandom >"$WWW/noise"
+	printf '\xff\xd8\xff' | cat - "$WWW/noise" >"$WWW/big.jpg"
+	fetch "$HTTPD_URL/flaky/big.jpg?fail=1&key=hash"
+	assert_equal "$(field input_bytes)" 3000003
+	assert_equal "$(field sha256)" "$(sha256sum <"$WWW/big.jpg" | cut -c1-64)"
 }
 
 @test "every signature gives its format's content_type and suffix" {
@@ -227,6 +244,89 @@ assert_no_files() {
 	assert_equal "$(field error)" null
 	cmp "$(field file)" "$WWW/img.jpg"
 	assert_equal "$(grep -c 'HTTP 503 from .*; retry [12] of 3$' <<<"$stderr")" 2
+}
+
+# request_times KEY: the times the test server saw the /flaky requests of KEY, one a line.
+request_times() {
+	curl -sS "$HTTPD_URL/flaky-times?key=$1" | jq '.[]'
+}
+
+# gap KEY: seconds from the first to the second request of KEY.
+gap() {
+	request_times "$1" | jq -s '.[1] - .[0]'
+}
+
+@test "a 429 with Retry-After: 2 is waited out, then the download succeeds" {
+	fetch "$HTTPD_URL/flaky/img.jpg?fail=1&key=ra-seconds&code=429&retry_after=2"
+	assert_success
+	assert_equal "$(field error)" null
+	cmp "$(field file)" "$WWW/img.jpg"
+	assert_equal "$(request_times ra-seconds | wc -l)" 2
+	assert [ "$(jq -n "$(gap ra-seconds) >= 2")" = true ]
+	assert_equal "$stderr" "fetchimg: $HTTPD_URL/flaky/img.jpg?fail=1&key=ra-seconds&code=429&retry_after=2: HTTP 429 from $HTTPD_URL/flaky/img.jpg?fail=1&key=ra-seconds&code=429&retry_after=2; retry 1 of 3 in 2s, as Retry-After asks"
+}
+
+@test "a 503's Retry-After as an HTTP date is waited out too" {
+	when=$(date -u -d '+3 seconds' '+%a, %d %b %Y %H:%M:%S GMT')
+	fetch "$HTTPD_URL/flaky/img.jpg?fail=1&key=ra-date&retry_after=$(jq -rn --arg d "$when" '$d | @uri')"
+	assert_success
+	assert_equal "$(field error)" null
+	# The date has whole seconds, so the wait is at least the 2 of them still to come.
+	assert [ "$(jq -n "$(gap ra-date) >= 2")" = true ]
+}
+
+@test "a Retry-After longer than --max-retry-after is cut to it, within the retries" {
+	fetch "$HTTPD_URL/flaky/img.jpg?fail=1&key=ra-long&code=429&retry_after=3600" --max-retry-after 1
+	assert_success
+	assert_equal "$(field error)" null
+	assert [ "$(jq -n "$(gap ra-long) >= 1 and $(gap ra-long) < 60")" = true ]
+	fetch "$HTTPD_URL/flaky/img.jpg?fail=5&key=ra-spent&code=429&retry_after=1" --retries 1
+	assert_equal "$(field error)" "fetchimg: HTTP 429 from $HTTPD_URL/flaky/img.jpg?fail=5&key=ra-spent&code=429&retry_after=1"
+	assert_equal "$(request_times ra-spent | wc -l)" 2
+}
+
+# held_max: the most /hold requests the test server has had at once since the last call.
+held_max() {
+	curl -sS "$HTTPD_URL/held?reset=1" | jq .max
+}
+
+@test "IMGPIPE_HOST_CONNECTIONS bounds the downloads from one host over several fetchimg processes" {
+	for i in $(seq 8); do
+		echo '{"serial_no": '"$i"', "url": "'"$HTTPD_URL"'/hold/img.jpg?ms=300"}'
+	done >"$BATS_TEST_TMPDIR/in.ndjson"
+	held_max >/dev/null
+	pids=()
+	for p in 1 2 3; do
+		IMGPIPE_HOST_CONNECTIONS=2 fetchimg --dir "$OUT" --parallel 8 <"$BATS_TEST_TMPDIR/in.ndjson" >"$BATS_TEST_TMPDIR/out$p.ndjson" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	assert_equal "$(held_max)" 2
+	assert_equal "$(cat "$BATS_TEST_TMPDIR"/out?.ndjson | jq -s 'map(select(.sha256)) | length')" 24
+	# Within one process as well; and the default is 8.
+	fetchimg --dir "$OUT" --parallel 12 <<<"$(cat "$BATS_TEST_TMPDIR/in.ndjson" "$BATS_TEST_TMPDIR/in.ndjson")" >/dev/null
+	assert_equal "$(held_max)" 8
+	ls "$IMGPIPE_HOME/run/hosts/127.0.0.1."{0..7}
+}
+
+@test "--max-files: no download starts while N of the files written are still there" {
+	for i in 1 2 3; do
+		echo '{"serial_no": '"$i"', "url": "'"$HTTPD_URL"'/img.png"}'
+	done >"$BATS_TEST_TMPDIR/in.ndjson"
+	coproc FETCH { fetchimg --dir "$OUT" --parallel 1 --max-files 2 <"$BATS_TEST_TMPDIR/in.ndjson"; }
+	pid=$FETCH_PID
+	read -r -t 30 first <&"${FETCH[0]}"
+	read -r -t 30 second <&"${FETCH[0]}"
+	run ls "$OUT"
+	assert_output "$(printf '1.png\n2.png')"
+	# Until a file goes, the third waits (for a while here: the files stay).
+	sleep 1
+	run ls "$OUT"
+	assert_output "$(printf '1.png\n2.png')"
+	rm "$(jq -r .file <<<"$first")"
+	read -r -t 30 third <&"${FETCH[0]}"
+	wait "$pid"
+	assert_equal "$(jq -r .file <<<"$second") $(jq -r .file <<<"$third")" "$OUT/2.png $OUT/3.png"
 }
 
 @test "a 503 that persists fails once --retries are spent" {

@@ -38,6 +38,14 @@ setup_file() {
 	: >empty.jpg
 	convert photo.jpg photo.tif
 	vips black "bomb.png[bitdepth=1,compression=9]" 40000 40000
+	# Images that cannot get smaller: a JPEG saved at quality 20 (with some EXIF and a
+	# comment), the same progressive, and a 1x1 PNG saved at the highest compression.
+	convert -size 400x250 pattern:checkerboard checker.png
+	vips jpegsave checker.png q20.jpg --Q 20 --optimize-coding --strip
+	vips jpegsave checker.png q20-progressive.jpg --Q 20 --optimize-coding --strip --interlace
+	exiftool -q -overwrite_original -Artist=someone -Comment=hello -GPSLatitude=48.8 \
+		-GPSLatitudeRef=N q20.jpg q20-progressive.jpg
+	convert -size 1x1 xc:red -strip -define png:compression-level=9 tiny.png
 }
 
 setup() {
@@ -303,7 +311,7 @@ rgb() {
 
 # ---- record mode ----
 
-@test "records gain output_file, output_bytes, format, width, height; others pass untouched" {
+@test "records gain output_file, output_bytes, format, width, height, settings; others pass untouched" {
 	cp "$D/photo.jpg" "$D/anim.gif" "$D/alpha.png" .
 	run --separate-stderr shrink --out-dir "$OUT" <<-EOF
 		{"file": "photo.jpg", "batch_id": "b1", "serial_no": 1, "index": 0, "x": [1, 2]}
@@ -315,7 +323,7 @@ rgb() {
 	assert_success
 	assert_equal "${#lines[@]}" 5
 	bytes=$(stat -c %s "$OUT/photo.jpg")
-	assert_equal "${lines[0]}" "{ \"file\" : \"photo.jpg\", \"batch_id\" : \"b1\", \"serial_no\" : 1, \"index\" : 0, \"x\" : [ 1, 2 ], \"output_file\" : \"$OUT/photo.jpg\", \"output_bytes\" : $bytes, \"format\" : \"jpeg\", \"width\" : 400, \"height\" : 250 }"
+	assert_equal "${lines[0]}" "{ \"file\" : \"photo.jpg\", \"batch_id\" : \"b1\", \"serial_no\" : 1, \"index\" : 0, \"x\" : [ 1, 2 ], \"output_file\" : \"$OUT/photo.jpg\", \"output_bytes\" : $bytes, \"format\" : \"jpeg\", \"width\" : 400, \"height\" : 250, \"settings\" : \"q50\" }"
 	assert_equal "$(jq -c '[.output_file, .format, .width, .height]' <<<"${lines[1]}")" "[\"$OUT/anim.gif\",\"gif\",120,90]"
 	assert_equal "$(jq -c '[.output_file, .format]' <<<"${lines[2]}")" "[\"$OUT/alpha.png\",\"png\"]"
 	assert_equal "${lines[3]}" '{"file": "photo.jpg", "error": "fetch failed"}'
@@ -374,4 +382,58 @@ $OUT/noext.png"
 	assert_success
 	assert_equal "$(jq -r .output_file <<<"$output")" ./in-1.jpg
 	assert [ -s in-1.jpg ]
+}
+
+@test "records: settings name what shaped the output, the format and scale only when not the defaults" {
+	cp "$D/photo.jpg" "$D/alpha.png" .
+	settings() { shrink --out-dir "$OUT" "$@" <<<'{"file": "photo.jpg"}' | jq -r .settings; }
+	assert_equal "$(settings)" q50
+	assert_equal "$(settings -q 80)" q80
+	assert_equal "$(settings --format webp)" q50-webp
+	assert_equal "$(settings --format jpg)" q50
+	assert_equal "$(settings --scale 0.5)" q50-s0.5
+	assert_equal "$(settings -q 80 --format png --scale 0.25)" q80-png-s0.25
+	assert_equal "$(shrink --out-dir "$OUT" --format jpeg <<<'{"file": "alpha.png"}' | jq -r .settings)" q50-jpeg
+	# A record from an earlier run: its stale fields are replaced.
+	run shrink --out-dir "$OUT" <<<'{"file": "photo.jpg", "settings": "stale", "kept": "source"}'
+	assert_equal "$(jq -c '[.settings, .kept]' <<<"$output")" '["q50",null]'
+}
+
+# ---- never larger than the source ----
+
+@test "a JPEG that would grow is kept: the same pixels, its metadata stripped losslessly" {
+	for f in q20 q20-progressive; do
+		# The test images qualify: quality 50 makes them larger.
+		vips jpegsave "$D/$f.jpg" "$OUT/q50.jpg" --Q 50 --optimize-coding --strip
+		assert [ "$(stat -c %s "$OUT/q50.jpg")" -gt "$(stat -c %s "$D/$f.jpg")" ]
+		assert_equal "$(exiftool -s -s -s -Artist -Comment -GPSLatitude "$D/$f.jpg" | wc -l)" 3
+		run --separate-stderr shrink --out-dir "$OUT" <<<"{\"file\": \"$D/$f.jpg\"}"
+		assert_success
+		kept=$(jq -r .output_file <<<"$output")
+		assert_equal "$(jq -c '[.kept, .settings, .format, .width, .height]' <<<"$output")" '["source","q50","jpeg",400,250]'
+		assert_equal "$(jq -r .output_bytes <<<"$output")" "$(stat -c %s "$kept")"
+		assert [ "$(stat -c %s "$kept")" -lt "$(stat -c %s "$D/$f.jpg")" ]
+		cmp <(djpeg "$D/$f.jpg") <(djpeg "$kept")
+		assert_equal "$(exiftool -s -s -s -Artist -Comment -GPSLatitude -XMP:all "$kept")" ""
+		assert_equal "$(exiftool -s -s -s -EncodingProcess "$kept")" "$(exiftool -s -s -s -EncodingProcess "$D/$f.jpg")"
+	done
+	# IN OUT alike.
+	run shrink "$D/q20.jpg" "$OUT/pair.jpg"
+	assert_success
+	cmp <(djpeg "$D/q20.jpg") <(djpeg "$OUT/pair.jpg")
+	assert_equal "$(exiftool -s -s -s -Artist "$OUT/pair.jpg")" ""
+}
+
+@test "a PNG that would grow is kept byte for byte" {
+	run --separate-stderr shrink --out-dir "$OUT" <<<"{\"file\": \"$D/tiny.png\"}"
+	assert_success
+	assert_equal "$(jq -c '[.kept, .format, .output_bytes]' <<<"$output")" "[\"source\",\"png\",$(stat -c %s "$D/tiny.png")]"
+	cmp "$D/tiny.png" "$(jq -r .output_file <<<"$output")"
+}
+
+@test "with --format or --scale the source is never kept: it is not what was asked for" {
+	run --separate-stderr shrink --out-dir "$OUT" --format webp <<<"{\"file\": \"$D/q20.jpg\"}"
+	assert_equal "$(jq -c '[.kept, .format, .settings]' <<<"$output")" '[null,"webp","q50-webp"]'
+	run --separate-stderr shrink --out-dir "$OUT" --scale 0.99 <<<"{\"file\": \"$D/q20.jpg\"}"
+	assert_equal "$(jq -c '[.kept, .width, .settings]' <<<"$output")" '[null,396,"q50-s0.99"]'
 }

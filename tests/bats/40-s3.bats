@@ -10,7 +10,10 @@ setup_file() {
 	httpd_start "$BATS_FILE_TMPDIR"
 	# Keys of this run only, so that reruns never see an older object.
 	RUN=t$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
-	export RUN
+	# Sources' hashes of this run only, for the content-addressed keys.
+	SHA1=$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)
+	SHA2=$(head -c 32 /dev/urandom | sha256sum | cut -c1-64)
+	export RUN SHA1 SHA2
 	convert -size 64x48 gradient:red-blue "$BATS_FILE_TMPDIR/in.jpg"
 	convert -size 16x16 xc:green "$BATS_FILE_TMPDIR/in.png"
 	head -c $((48 << 20)) /dev/urandom >"$BATS_FILE_TMPDIR/big.bin"
@@ -95,18 +98,87 @@ teardown_file() {
 	assert_output "s3get: GET s3://no-such-bucket/images/$RUN/1-0.jpg refused: NoSuchBucket (check S3_BUCKET)"
 }
 
-@test "NDJSON mode uploads output_file to images/BATCH/SERIAL-INDEX.EXT and adds output_url" {
+@test "NDJSON mode uploads output_file to images/SHA256-SETTINGS.EXT and adds output_url" {
 	in="$BATS_FILE_TMPDIR"
 	run s3put <<-EOF
-	{"batch_id": "$RUN", "serial_no": 7, "index": 0, "url": "http://x/a", "output_file": "$in/in.jpg", "format": "jpeg", "extra": [1, 2]}
-	{"batch_id": "$RUN", "serial_no": 7, "index": 1, "output_file": "$in/in.png"}
+	{"batch_id": "$RUN", "serial_no": 7, "index": 0, "url": "http://x/a", "sha256": "$SHA1", "settings": "q50", "output_file": "$in/in.jpg", "format": "jpeg", "extra": [1, 2]}
+	{"sha256": "$SHA1", "settings": "q50-png", "output_file": "$in/in.png", "uploaded": "stale"}
 	EOF
 	assert_success
-	assert_line --index 0 "{ \"batch_id\" : \"$RUN\", \"serial_no\" : 7, \"index\" : 0, \"url\" : \"http://x/a\", \"output_file\" : \"$in/in.jpg\", \"format\" : \"jpeg\", \"extra\" : [ 1, 2 ], \"output_key\" : \"images/$RUN/7-0.jpg\", \"output_url\" : \"$S3_PUBLIC_URL/images/$RUN/7-0.jpg\" }"
-	assert_line --index 1 "{ \"batch_id\" : \"$RUN\", \"serial_no\" : 7, \"index\" : 1, \"output_file\" : \"$in/in.png\", \"output_key\" : \"images/$RUN/7-1.png\", \"output_url\" : \"$S3_PUBLIC_URL/images/$RUN/7-1.png\" }"
-	curl -sSf "$S3_PUBLIC_URL/images/$RUN/7-1.png" | cmp - "$in/in.png"
-	run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$RUN/7-1.png"
+	assert_line --index 0 "{ \"batch_id\" : \"$RUN\", \"serial_no\" : 7, \"index\" : 0, \"url\" : \"http://x/a\", \"sha256\" : \"$SHA1\", \"settings\" : \"q50\", \"output_file\" : \"$in/in.jpg\", \"format\" : \"jpeg\", \"extra\" : [ 1, 2 ], \"output_key\" : \"images/$SHA1-q50.jpg\", \"output_url\" : \"$S3_PUBLIC_URL/images/$SHA1-q50.jpg\", \"uploaded\" : true }"
+	assert_line --index 1 "{ \"sha256\" : \"$SHA1\", \"settings\" : \"q50-png\", \"output_file\" : \"$in/in.png\", \"output_key\" : \"images/$SHA1-q50-png.png\", \"output_url\" : \"$S3_PUBLIC_URL/images/$SHA1-q50-png.png\", \"uploaded\" : true }"
+	curl -sSf "$S3_PUBLIC_URL/images/$SHA1-q50-png.png" | cmp - "$in/in.png"
+	run curl -sSf -o /dev/null -w '%{content_type}' "$S3_PUBLIC_URL/images/$SHA1-q50-png.png"
 	assert_output image/png
+}
+
+@test "NDJSON mode: an object already there is not sent again, and keeps its first bytes" {
+	rec() { echo "{\"sha256\": \"$SHA2\", \"settings\": \"q50\", \"output_file\": \"$BATS_FILE_TMPDIR/$1\", \"format\": \"jpeg\"}"; }
+	before=$(s3count images/)
+	run s3put <<<"$(rec in.jpg)"
+	assert_equal "$(jq -c '[.uploaded, .output_key]' <<<"$output")" "[true,\"images/$SHA2-q50.jpg\"]"
+	modified=$(curl -sSfI "$S3_PUBLIC_URL/images/$SHA2-q50.jpg" | grep -i '^last-modified:')
+	sleep 1.1    # a new PUT would show in Last-Modified, which has whole seconds
+	# Other bytes under the same key: the key says they are the same, so none are sent.
+	run s3put <<<"$(rec in.png)"
+	assert_success
+	assert_equal "$(jq -c '[.uploaded, .output_key, .output_url, .error]' <<<"$output")" \
+		"[false,\"images/$SHA2-q50.jpg\",\"$S3_PUBLIC_URL/images/$SHA2-q50.jpg\",null]"
+	curl -sSf "$S3_PUBLIC_URL/images/$SHA2-q50.jpg" | cmp - "$BATS_FILE_TMPDIR/in.jpg"
+	assert_equal "$(curl -sSfI "$S3_PUBLIC_URL/images/$SHA2-q50.jpg" | grep -i '^last-modified:')" "$modified"
+	assert_equal "$(s3count images/)" $((before + 1))
+}
+
+@test "NDJSON mode objects are public, immutable for a year in caches, and name no batch" {
+	run s3put <<<"{\"batch_id\": \"$RUN\", \"sha256\": \"$SHA1\", \"settings\": \"q50-s0.5\", \"output_file\": \"$BATS_FILE_TMPDIR/in.jpg\"}"
+	url=$(jq -r .output_url <<<"$output")
+	[[ $url == "$S3_PUBLIC_URL/images/$SHA1-q50-s0.5.jpg" && $url != *"$RUN"* ]]
+	run curl -sSfI "$url"
+	assert_success
+	assert_line --regexp '^[Cc]ache-[Cc]ontrol: public, max-age=31536000, immutable'$'\r''?$'
+	# s3put FILE KEY stays as it was: no Cache-Control.
+	s3put "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/plain.jpg" >/dev/null
+	run curl -sSfI "$S3_PUBLIC_URL/images/$RUN/plain.jpg"
+	refute_line --regexp '^[Cc]ache-[Cc]ontrol:'
+}
+
+@test "NDJSON mode: a record without sha256 or settings is an error naming the missing field" {
+	run --separate-stderr s3put <<-EOF
+	{"settings": "q50", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "${SHA1^^}", "settings": "q50", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "settings": "../q50", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	EOF
+	assert_success
+	run jq -r .error <<<"$output"
+	assert_line --index 0 "s3put: a record with output_file needs sha256 (64 lowercase hex digits, from fetchimg)"
+	assert_line --index 1 "s3put: a record with output_file needs settings (lowercase letters, digits, . and -, from shrink)"
+	assert_line --index 2 "s3put: a record with output_file needs sha256 (64 lowercase hex digits, from fetchimg)"
+	assert_line --index 3 "s3put: a record with output_file needs settings (lowercase letters, digits, . and -, from shrink)"
+}
+
+@test "--remove-files removes each record's file and output_file once done, failed ones too" {
+	d="$BATS_TEST_TMPDIR/files"
+	mkdir "$d"
+	for f in a.src a.out b.src b.out c.src d.src d.out; do cp "$BATS_FILE_TMPDIR/in.jpg" "$d/$f"; done
+	failed="{\"file\": \"$d/c.src\", \"error\": \"shrink: not an image\", \"n\": 1.50}"
+	run --separate-stderr s3put --remove-files <<-EOF
+	{"sha256": "$SHA1", "settings": "q50", "file": "$d/a.src", "output_file": "$d/a.out", "format": "jpeg"}
+	{"sha256": "$SHA1", "settings": "q50", "file": "$d/b.src", "output_file": "$d/b.out", "format": "jpeg"}
+	$failed
+	{"settings": "q50", "file": "$d/d.src", "output_file": "$d/d.out"}
+	{"sha256": "$SHA1", "settings": "q7", "file": "$d/gone.src", "output_file": "$d/gone.out", "format": "jpeg"}
+	EOF
+	assert_success
+	assert_equal "$(jq -c '[.output_key, .error]' <<<"${lines[0]}")" "[\"images/$SHA1-q50.jpg\",null]"
+	assert_equal "$(jq -c '[.output_key, .error]' <<<"${lines[1]}")" "[\"images/$SHA1-q50.jpg\",null]"
+	assert_equal "${lines[2]}" "$failed"
+	assert_regex "$(jq -r .error <<<"${lines[3]}")" '^s3put: a record with output_file needs sha256'
+	assert_regex "$(jq -r .error <<<"${lines[4]}")" '^s3put: PUT .*: cannot open '
+	run ls -A "$d"
+	assert_output ""
+	run s3put --remove-files "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/x.jpg"
+	assert_failure 64
 }
 
 @test "NDJSON mode passes error records and records without output_file through untouched" {
@@ -121,19 +193,16 @@ teardown_file() {
 
 @test "NDJSON mode turns a failed upload into that record's error and goes on" {
 	run --separate-stderr s3put <<-EOF
-	{"batch_id": "$RUN", "serial_no": 9, "index": 0, "output_file": "$BATS_FILE_TMPDIR/none.jpg"}
-	{"batch_id": "../x", "serial_no": 9, "index": 1, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "settings": "q80", "output_file": "$BATS_FILE_TMPDIR/none.jpg"}
 	not json
-	{"batch_id": "$RUN", "serial_no": 9, "index": 2, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "settings": "q90", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	EOF
 	assert_failure 65
 	assert_equal "$(jq -r .error <<<"${lines[0]}")" \
-		"s3put: PUT s3://$S3_BUCKET/images/$RUN/9-0.jpg: cannot open $BATS_FILE_TMPDIR/none.jpg: No such file or directory"
-	assert_equal "$(jq -r .error <<<"${lines[1]}")" \
-		"s3put: a record with output_file needs batch_id (letters, digits, - and _), serial_no and index"
-	assert_equal "$(jq -r .input_line <<<"${lines[2]}")" 3
-	assert_regex "$(jq -r .error <<<"${lines[2]}")" '^s3put: input line 3 is not a JSON object: '
-	assert_equal "$(jq -r .output_url <<<"${lines[3]}")" "$S3_PUBLIC_URL/images/$RUN/9-2.jpg"
+		"s3put: PUT s3://$S3_BUCKET/images/$SHA1-q80.jpg: cannot open $BATS_FILE_TMPDIR/none.jpg: No such file or directory"
+	assert_equal "$(jq -r .input_line <<<"${lines[1]}")" 2
+	assert_regex "$(jq -r .error <<<"${lines[1]}")" '^s3put: input line 2 is not a JSON object: '
+	assert_equal "$(jq -r .output_url <<<"${lines[2]}")" "$S3_PUBLIC_URL/images/$SHA1-q90.jpg"
 }
 
 @test "a store that is down: exit 69 in single mode, record errors in NDJSON mode" {
@@ -142,15 +211,15 @@ teardown_file() {
 	assert_failure 69
 	assert_output --regexp "^s3put: PUT s3://$S3_BUCKET/images/$RUN/down.jpg: store unreachable after 2 attempts: .+"
 	run s3put --retries 1 <<-EOF
-	{"batch_id": "$RUN", "serial_no": 1, "index": 0, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
-	{"batch_id": "$RUN", "serial_no": 2, "index": 0, "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "settings": "q1", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
+	{"sha256": "$SHA1", "settings": "q2", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	EOF
 	assert_success
 	assert_equal "${#lines[@]}" 2
 	run jq -r .error <<<"$output"
-	assert_line --index 0 --regexp "^s3put: PUT s3://$S3_BUCKET/images/$RUN/1-0.jpg: store unreachable after 2 attempts: .+"
+	assert_line --index 0 --regexp "^s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q1.jpg: store unreachable after 2 attempts: .+"
 	# While the store stays down, later records try once instead of waiting out the retries.
-	assert_line --index 1 --regexp "^s3put: PUT s3://$S3_BUCKET/images/$RUN/2-0.jpg: store unreachable after 1 attempt: .+"
+	assert_line --index 1 --regexp "^s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q2.jpg: store unreachable after 1 attempt: .+"
 }
 
 @test "a 503 is retried: the answer after it is streamed out" {

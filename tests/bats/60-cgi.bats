@@ -248,7 +248,7 @@ PY
 	assert_answer 405 "method GET not allowed on /upload; use POST"
 	assert_line "Allow: POST"
 	run --separate-stderr cgi DELETE /status/0123456789abcdef0123456789abcdef
-	assert_answer 405 "method DELETE not allowed on /status/; use GET"
+	assert_answer 405 "method DELETE not allowed on /status/ID; use GET"
 	assert_line "Allow: GET"
 }
 

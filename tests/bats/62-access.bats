@@ -124,6 +124,10 @@ bearer() { echo "Authorization: Bearer $1"; }
 	assert_equal "${lines[-1]}" 404
 	assert_line "<p class=\"error\">no batch $BATCH</p>"
 	refute_output --partial Kite
+	for action in retry cancel; do
+		run req "/status/$BATCH/$action" --data-binary '' -H "$(bearer "$TOKEN_B")"
+		assert_refused 404 "no batch $BATCH"
+	done
 	# and one that never was answers the same
 	run req /status/0123456789abcdef0123456789abcdef -H "$(bearer "$TOKEN_B")"
 	assert_refused 404 "no batch 0123456789abcdef0123456789abcdef"

@@ -87,7 +87,7 @@ wait_acked() {
 	wait_runs 1
 	wait_acked
 	assert_equal "$(cat "$JOB_LOG")" "c1:4 1 0"
-	run grep -c "batch c1 chunk 4: started" "$BATS_TEST_TMPDIR/dispatch.log"
+	run grep -c "batch=c1 chunk=4 stage=dispatch event=started " "$BATS_TEST_TMPDIR/dispatch.log"
 	assert_output 1
 }
 
@@ -184,7 +184,7 @@ take_over() {
 	for _ in $(seq 50); do kill -0 "$first" 2>/dev/null || break; sleep 0.1; done
 	run kill -0 "$first"
 	assert_failure
-	run grep -c "batch b10: lease lost (the job was taken over); stopping its run" "$BATS_TEST_TMPDIR/dispatch.log"
+	run grep -c 'batch=b10 stage=dispatch event=lease_lost msg="lease lost (the job was taken over); stopping its run' "$BATS_TEST_TMPDIR/dispatch.log"
 	assert_output 1
 	sleep 3
 	assert_equal "$(wc -l <"$JOB_LOG")" 2
@@ -201,7 +201,7 @@ take_over() {
 	wait_acked
 	run cut -d' ' -f1 "$JOB_LOG.runs"
 	assert_output "$(printf 'start\nend\nstart\nend')"
-	run grep -c "another run of it holds its lease; given back for later" "$BATS_TEST_TMPDIR/dispatch.log"
+	run grep -c "batch=b11 stage=dispatch event=lease_held " "$BATS_TEST_TMPDIR/dispatch.log"
 	[ "$output" -ge 1 ]
 }
 
@@ -217,7 +217,7 @@ take_over() {
 	run cat "$JOB_LOG"
 	assert_output "$(printf 'b9 1 0\nb9 1 0')"
 	wait_acked
-	run grep -c "batch b9: process-batch killed by signal 15; handed back" "$BATS_TEST_TMPDIR/dispatch.log"
+	run grep -c 'batch=b9 stage=dispatch event=handed_back msg="process-batch killed by signal 15;' "$BATS_TEST_TMPDIR/dispatch.log"
 	assert_output 1
 }
 

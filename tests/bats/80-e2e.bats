@@ -26,6 +26,11 @@ teardown_file() {
 
 status_json() { cat "$BATS_FILE_TMPDIR/status.json"; }
 
+# The public URL of a sample photograph's output: named by its SHA-256 and the settings.
+output_url() {
+	echo "$S3_PUBLIC_URL/images/$(sha256sum <"$BATS_FILE_TMPDIR/photos/$1" | cut -c1-64)-q50.jpg"
+}
+
 @test "upload answers 202 with a random batch id and the status URL" {
 	run jq -r '[.status, .status_url] | join(" ")' <<<"$RESPONSE"
 	assert_output "in queue /status/$BATCH"
@@ -62,7 +67,9 @@ PY
 @test "every output URL opens without credentials and is a quality-50 JPEG smaller than its input" {
 	for pair in $(jq -r '.products[] | [.input_image_urls, .output_image_urls] | transpose[] | select(.[1] != "") | join("|")' < <(status_json)); do
 		in=${pair%%|*} out=${pair#*|}
-		[[ $out == "$S3_PUBLIC_URL/images/$BATCH/"* ]]
+		# Content-addressed: the source's hash and the settings, no batch id.
+		assert_equal "$out" "$(output_url "${in##*/}")"
+		[[ $out != *"$BATCH"* ]]
 		curl -sSf -o "$BATS_TEST_TMPDIR/in.jpg" "$in"
 		curl -sSf -o "$BATS_TEST_TMPDIR/out.jpg" "$out"
 		run identify -format '%m %Q' "$BATS_TEST_TMPDIR/out.jpg"
@@ -95,13 +102,71 @@ PY
 
 @test "the output CSV lists every valid product with its URLs in one quoted field each" {
 	out() { jq -r ".products[] | select(.serial_no == $1) | .output_image_urls | join(\",\")" < <(status_json); }
-	[[ $(out 1) == "$S3_PUBLIC_URL/images/$BATCH/1-0.jpg,$S3_PUBLIC_URL/images/$BATCH/1-1.jpg" ]]
+	assert_equal "$(out 1)" "$(output_url autumn.jpg),$(output_url path.jpg)"
 	run imgpipe status "$BATCH" --csv
 	assert_success
 	assert_output "$(printf '%s\n' 'S. No.,Product Name,Input Image Urls,Output Image Urls' \
 		"1,\"Autumn Print\",\"$HTTPD_URL/autumn.jpg,$HTTPD_URL/path.jpg\",\"$(out 1)\"" \
 		"2,\"Kite Poster\",\"$HTTPD_URL/kite.jpg\",\"$(out 2)\"" \
 		"4,\"Missing Poster\",\"$HTTPD_URL/no-such-photo.jpg\",\"\"")"
+}
+
+@test "outputs are public and immutable in caches; a second batch of the same images sends none again" {
+	urls() { jq -r '[.products[].output_image_urls[] | select(. != "")] | sort | join(" ")' "$1"; }
+	read -ra first < <(urls "$BATS_FILE_TMPDIR/status.json")
+	assert_equal "${#first[@]}" 3
+	for url in "${first[@]}"; do
+		run curl -sSfI "$url"    # anonymous
+		assert_line --regexp '^[Cc]ache-[Cc]ontrol: public, max-age=31536000, immutable'$'\r''?$'
+		grep -i '^last-modified:' <<<"$output" >>"$BATS_TEST_TMPDIR/modified.before"
+	done
+	objects=$(s3count images/)
+	sleep 1.1    # a PUT would show in Last-Modified, which has whole seconds
+	id=$(imgpipe submit "$BATS_FILE_TMPDIR/products.csv" | jq -r .batch_id)
+	imgpipe status "$id" --wait >"$BATS_TEST_TMPDIR/second.json"
+	assert_equal "$(jq -r .status "$BATS_TEST_TMPDIR/second.json")" completed
+	assert_equal "$(urls "$BATS_TEST_TMPDIR/second.json")" "${first[*]}"
+	assert_equal "$(s3count images/)" "$objects"
+	for url in "${first[@]}"; do
+		curl -sSfI "$url" | grep -i '^last-modified:'
+	done >"$BATS_TEST_TMPDIR/modified.after"
+	cmp "$BATS_TEST_TMPDIR/modified.before" "$BATS_TEST_TMPDIR/modified.after"
+}
+
+@test "a batch of 200 images of 5 MB never holds more than pipelines x the byte cap on disk" {
+	# A small JPEG padded to 5 MB with comment segments: big to fetch, quick to shrink.
+	convert -size 64x48 gradient:red-blue "$BATS_TEST_TMPDIR/small.jpg"
+	python3 - "$BATS_TEST_TMPDIR/small.jpg" "$BATS_FILE_TMPDIR/photos/big.jpg" <<-'PY'
+		import sys
+		data = open(sys.argv[1], "rb").read()
+		comment = b"\xff\xfe\xff\xff" + bytes(65533)
+		open(sys.argv[2], "wb").write(data[:2] + comment * 77 + data[2:])
+	PY
+	size=$(stat -c %s "$BATS_FILE_TMPDIR/photos/big.jpg")
+	[ "$size" -gt 5000000 ]
+	{
+		echo "S. No.,Product Name,Input Image Urls"
+		for i in $(seq 100); do
+			echo "$i,Big $i,\"$HTTPD_URL/big.jpg?n=$i-a,$HTTPD_URL/big.jpg?n=$i-b\""
+		done
+	} >"$BATS_TEST_TMPDIR/big.csv"
+	id=$(imgpipe submit "$BATS_TEST_TMPDIR/big.csv" | jq -r .batch_id)
+	# The work folder's size, every 0.1 s while the batch runs (bounded in time).
+	timeout 600 bash -c 'until imgpipe status "$1" | jq -e ".status | test(\"completed|failed\")" >/dev/null; do
+		du -sb "$2" 2>/dev/null | cut -f1; sleep 0.1; done' _ "$id" "$IMGPIPE_HOME/tmp/$id" \
+		>"$BATS_TEST_TMPDIR/sizes"
+	run jq -c '[.status, .progress.images_done]' < <(imgpipe status "$id")
+	assert_output '["completed",200]'
+	peak=$(sort -n "$BATS_TEST_TMPDIR/sizes" | tail -n 1)
+	pipelines=${IMGPIPE_PARALLEL:-$(($(nproc) + 1))}
+	echo "# peak $peak bytes on disk, of $((200 * size)) fetched, $pipelines pipelines" >&3
+	# The folder was seen at work, holding downloads ...
+	[ "$peak" -gt "$size" ]
+	# ... and never more than the pipelines' byte caps (fetchimg's default 50 MiB).
+	[ "$peak" -le $((pipelines * 52428800)) ]
+	# process-batch removes the folder as it exits, just after the batch has ended.
+	for _ in $(seq 100); do [ -e "$IMGPIPE_HOME/tmp/$id" ] || break; sleep 0.1; done
+	[ ! -e "$IMGPIPE_HOME/tmp/$id" ]
 }
 
 @test "HTTP errors: 400, 404, 405, 411, 413, 415 through the real web server" {

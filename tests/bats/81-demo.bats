@@ -48,7 +48,7 @@ block() { awk -v n="$1" '/^S\. No\./ { on = ($NF == n) } on' "$BATS_FILE_TMPDIR/
 @test "every output URL the demo prints opens without credentials" {
 	while read -r url; do
 		curl -sSf -o /dev/null "$url"
-	done < <(grep -o "$S3_PUBLIC_URL/images/$BATCH/[^ ]*" "$BATS_FILE_TMPDIR/demo.out")
-	run grep -c "$S3_PUBLIC_URL/images/$BATCH/" "$BATS_FILE_TMPDIR/demo.out"
+	done < <(grep -o "$S3_PUBLIC_URL/images/[0-9a-f]\{64\}-q50\.jpg" "$BATS_FILE_TMPDIR/demo.out")
+	run grep -c "$S3_PUBLIC_URL/images/[0-9a-f]\{64\}-q50\.jpg" "$BATS_FILE_TMPDIR/demo.out"
 	assert_output 12
 }

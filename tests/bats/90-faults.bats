@@ -51,18 +51,6 @@ submit_products() {
 	imgpipe submit "$BATS_TEST_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
 }
 
-field() { curl -sS "$IMGPIPE_URL/status/$1" | jq -r "$2"; }
-
-# Waits up to $2 seconds until the batch's jq expression $3 is true.
-wait_for() {
-	for _ in $(seq $(($2 * 5))); do
-		[ "$(field "$1" "$3")" = true ] && return 0
-		sleep 0.2
-	done
-	field "$1" . >&2
-	return 1
-}
-
 # Every product once, every slot filled, counters exact, one webhook for the batch.
 assert_complete_once() {
 	local id=$1 rows=$2
@@ -167,16 +155,16 @@ PY
 	wait_for "$id" 60 '.progress.images_done > 2'
 	kill -STOP "$first"
 	dispatcher --claim-idle 3 --jobs 1
-	for _ in $(seq 100); do [ -n "$(log_line "chunk 0 \(run [0-9]+\): [0-9]+ images to do" | sed -n 2p)" ] && break; sleep 0.2; done
+	for _ in $(seq 100); do [ "$(grep -c "chunk=0 run=[0-9]* stage=images event=started " "$LOG")" -ge 2 ] && break; sleep 0.2; done
 	kill -CONT "$first"
 	wait_for "$id" 120 '.status == "completed"'
 	assert_complete_once "$id" 40
 	# the first run saw its lease about to expire unrenewed, and stopped before the second began
-	stale=$(sed -n 's/.*chunk 0: started (job .*, attempt 1, run \([0-9]*\))/\1/p' "$LOG" | head -n 1)
-	taken=$(sed -n 's/.*chunk 0: started (job .*, attempt 2, run \([0-9]*\))/\1/p' "$LOG" | head -n 1)
+	started() { sed -n "s/.* chunk=0 stage=dispatch event=started msg=\"job .*, attempt $1, run \([0-9]*\),.*/\1/p" "$LOG" | head -n 1; }
+	stale=$(started 1) taken=$(started 2)
 	[ -n "$stale" ] && [ -n "$taken" ]
-	grep -q "chunk 0 (run $stale): lease about to expire unrenewed; stopping" "$LOG"
-	[ "$(log_line "chunk 0 \(run $stale\): stopped")" -lt "$(log_line "chunk 0 \(run $taken\): [0-9]+ images to do")" ]
+	grep -q "chunk=0 run=$stale stage=lease event=expiring " "$LOG"
+	[ "$(log_line "chunk=0 run=$stale stage=batch event=stopped ")" -lt "$(log_line "chunk=0 run=$taken stage=images event=started ")" ]
 }
 
 @test "a batch accepted but never queued is run by the sweeper within --sweep-after" {
@@ -193,7 +181,7 @@ PY
 	dispatcher --claim-idle 3 --sweep-after 3
 	wait_for "$id" 30 '.status == "completed"'
 	assert_complete_once "$id" 2
-	grep -q "batch $id: no job queued or running, unchanged for 3 s; queued again" "$LOG"
+	grep -q "batch=$id stage=dispatch event=swept msg=\"no job queued or running, unchanged for 3 s; queued again\"" "$LOG"
 }
 
 @test "a job whose process-batch is killed every time ends failed after --max-attempts, with the reason" {

@@ -32,12 +32,15 @@ stack_stop() {
 }
 
 # Starts tests/lib/httpd.py serving DIR (default tests/data) on a free port.
-# Sets HTTPD_URL, HTTPD_PID and HOOK_LOG (webhook requests, one JSON line each).
+# Sets HTTPD_URL, HTTPD_PID, HOOK_LOG (webhook requests, one JSON line each) and
+# REQUEST_LOG (the path of every GET, one a line).
 httpd_start() {
 	local root=${1:-$TESTDATA} portfile="$BATS_FILE_TMPDIR/httpd.port"
-	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson"
+	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson" REQUEST_LOG="$BATS_FILE_TMPDIR/requests.log"
 	: >"$HOOK_LOG"
-	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" >"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
+	: >"$REQUEST_LOG"
+	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" --request-log "$REQUEST_LOG" \
+		>"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
 	export HTTPD_PID=$!
 	for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done
 	HTTPD_URL="http://127.0.0.1:$(cat "$portfile")"
@@ -67,11 +70,28 @@ hook_answers() {
 	curl -sS -X POST "$HTTPD_URL/hook-codes?set=$1"
 }
 
-# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4).
+# How many objects the bucket holds under PREFIX (S3 ListObjectsV2, signed by curl's SigV4;
+# the prefix percent-encoded, as SigV4's canonical query has it).  Fails on any other answer.
 s3count() {
-	curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$1" |
-		grep -o '<Key>' | wc -l
+	local listing
+	listing=$(curl -sS --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+		"$S3_ENDPOINT/$S3_BUCKET?list-type=2&prefix=$(jq -rn --arg p "$1" '$p | @uri')") || return 1
+	[[ $listing == *"<ListBucketResult"* ]] || { echo "s3count: $listing" >&2; return 1; }
+	grep -o '<Key>' <<<"$listing" | wc -l
+}
+
+# field ID JQ: the jq expression on the batch's status JSON.
+field() { curl -sS "$IMGPIPE_URL/status/$1" | jq -r "$2"; }
+
+# wait_for ID SECONDS JQ: waits until the jq expression on the batch's status is true.
+wait_for() {
+	for _ in $(seq $(($2 * 5))); do
+		[ "$(field "$1" "$3")" = true ] && return 0
+		sleep 0.2
+	done
+	field "$1" . >&2
+	return 1
 }
 
 # What a refused upload must not change: the objects under uploads/, and the batches.

@@ -9,10 +9,17 @@ Serves files under --root, receives webhooks, and misbehaves on request:
   GET  /slow                     one byte a second, for up to a minute
   GET  /lie?file=FILE            claims twice the file's length, sends the file, closes
   GET  /big?mb=N                 N MiB of bytes (a JPEG signature, then zeros)
-  GET  /flaky/FILE?fail=N&key=K  503 for the first N requests of key K, then the file
+  GET  /flaky/FILE?fail=N&key=K  503 for the first N requests of key K, then the file;
+       [&code=429&retry_after=S]  that code instead of 503, with a Retry-After header
+  GET  /flaky-times?key=K        the times (Unix seconds) of key K's requests, as JSON
+  GET  /hold/FILE?ms=N           the file after N ms; counts the /hold requests under way
+  GET  /held[?reset=1]           {"now", "max"}: /hold requests under way, and the most
+                                 at once since the start or the last reset
   POST /hook                     records the request as one JSON line in --hook-log and
                                  answers with the next of --hook-codes (the last repeats)
   POST /hook-codes?set=500,200   replaces the webhook answer sequence
+Every GET's path is appended as one line to --request-log, so that a test can count what
+was fetched.
 The port is printed on stdout once the server listens (--port 0 picks a free one).
 """
 import argparse
@@ -23,7 +30,7 @@ import time
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"hook_codes": [200], "hook_calls": 0, "flaky": {}}
+STATE = {"hook_codes": [200], "hook_calls": 0, "flaky": {}, "held": 0, "held_max": 0}
 LOCK = threading.Lock()
 
 
@@ -43,6 +50,9 @@ class Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        with LOCK:
+            with open(self.server.request_log, "a", encoding="utf-8") as f:
+                f.write(self.path + "\n")
         url = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(url.query))
         parts = url.path.strip("/").split("/")
@@ -61,11 +71,35 @@ class Handler(SimpleHTTPRequestHandler):
         if parts[0] == "flaky":
             key = q.get("key", url.path)
             with LOCK:
-                seen = STATE["flaky"].get(key, 0)
-                STATE["flaky"][key] = seen + 1
-            if seen < int(q.get("fail", "1")):
-                return self.send_plain(503, b"try again\n")
+                times = STATE["flaky"].setdefault(key, [])
+                times.append(time.time())
+            if len(times) <= int(q.get("fail", "1")):
+                after = [("Retry-After", q["retry_after"])] if "retry_after" in q else []
+                return self.send_plain(int(q.get("code", "503")), b"try again\n", after)
             self.path = "/" + "/".join(parts[1:])
+        if url.path == "/flaky-times":
+            body = json.dumps(STATE["flaky"].get(q["key"], [])).encode()
+            return self.send_plain(200, body, [("Content-Type", "application/json")])
+        if parts[0] == "hold":
+            return self.hold("/" + "/".join(parts[1:]), int(q.get("ms", "500")))
+        if url.path == "/held":
+            with LOCK:
+                body = json.dumps({"now": STATE["held"], "max": STATE["held_max"]}).encode()
+                if "reset" in q:
+                    STATE["held_max"] = STATE["held"]
+            return self.send_plain(200, body, [("Content-Type", "application/json")])
+        return super().do_GET()
+
+    def hold(self, path, ms):
+        with LOCK:
+            STATE["held"] += 1
+            STATE["held_max"] = max(STATE["held_max"], STATE["held"])
+        time.sleep(ms / 1000)
+        # Counted out before the answer goes: once the client has it, it may start the
+        # next request at once, and that must not overlap this one in the count.
+        with LOCK:
+            STATE["held"] -= 1
+        self.path = path
         return super().do_GET()
 
     def slow(self):
@@ -133,6 +167,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--hook-log", default=os.devnull)
     p.add_argument("--hook-codes", default="200")
+    p.add_argument("--request-log", default=os.devnull)
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
     STATE["hook_codes"] = [int(c) for c in a.hook_codes.split(",")]
@@ -145,6 +180,7 @@ def main():
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), RootHandler)
     srv.daemon_threads = True
     srv.root, srv.hook_log, srv.verbose = root, a.hook_log, a.verbose
+    srv.request_log = a.request_log
     print(srv.server_address[1], flush=True)
     srv.serve_forever()
 

@@ -410,7 +410,7 @@ static bson_t *error_push(const struct item *it)
 static bson_t *batch_update(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
-		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", NULL,
+		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
 	};
 	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
 			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),

@@ -4,7 +4,10 @@
  * records stream through: each leaves on stdout as soon as its download ends.  Every
  * connection is checked by lib/netpolicy.c on the address actually connected, so neither
  * DNS tricks nor redirects reach loopback, private or metadata hosts; bodies are capped
- * while they stream; the type is sniffed from the first bytes, never taken from the server. */
+ * while they stream, and hashed (SHA-256) as they are written; the type is sniffed from
+ * the first bytes, never taken from the server.  Connections to one host are bounded over
+ * every fetchimg of the machine (host_slot_take), and a 429 or 503's Retry-After is
+ * honoured. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,11 +16,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
 
 #include "backoff.h"
 #include "format.h"
@@ -28,23 +33,30 @@
 #define SPEED_LIMIT    1024   /* bytes a second; slower than this for --speed-time aborts */
 #define BACKOFF_MS     500    /* first retry's wait, doubled each time (see backoff.h) */
 #define BACKOFF_MAX_MS 30000
+#define WAIT_MS        50     /* how often a download waiting for a host slot or a file looks again */
 
 static const char usage[] =
 	"usage: fetchimg [--parallel N] [--dir DIR] [--max-bytes N] [--timeout SEC]\n"
 	"                [--connect-timeout SEC] [--speed-time SEC] [--retries N]\n"
+	"                [--max-retry-after SEC] [--max-files N]\n"
 	"Reads NDJSON records on stdin; each one with a \"url\" is downloaded and written to\n"
-	"stdout with \"file\", \"input_bytes\" and \"content_type\" added, or with \"error\".\n"
-	"Records without \"url\" or carrying \"error\" pass through untouched.\n"
+	"stdout with \"file\", \"sha256\", \"input_bytes\" and \"content_type\" added, or with\n"
+	"\"error\".  Records without \"url\" or carrying \"error\" pass through untouched.\n"
 	"  --parallel N           downloads at once (default 8)\n"
 	"  --dir DIR              directory for the files (default: the current one)\n"
 	"  --max-bytes N          largest body accepted (default 52428800)\n"
 	"  --timeout SEC          limit for a whole download, each try (default 120)\n"
 	"  --connect-timeout SEC  limit for connecting (default 10)\n"
 	"  --speed-time SEC       abort when slower than 1024 bytes/s this long (default 30)\n"
-	"  --retries N            retries of a 5xx, timeout or reset, with backoff (default 3)\n"
+	"  --retries N            retries of a 5xx, 429, timeout or reset, with backoff (default 3)\n"
+	"  --max-retry-after SEC  longest wait a 429 or 503's Retry-After gets (default 60)\n"
+	"  --max-files N          start no download while N of the files written are still\n"
+	"                         there (default: no limit; for s3put --remove-files downstream)\n"
 	"Only http and https, at most 5 redirects.  Every address connected is checked first:\n"
 	"loopback and private ones are refused unless IMGPIPE_ALLOW_PRIVATE=1; cloud metadata,\n"
-	"link-local, multicast, broadcast, unspecified and reserved ones always.\n";
+	"link-local, multicast, broadcast, unspecified and reserved ones always.\n"
+	"At most IMGPIPE_HOST_CONNECTIONS (default 8) downloads from one host at once, over\n"
+	"all the fetchimg processes of this machine (lock files in $IMGPIPE_HOME/run/hosts).\n";
 
 static struct {
 	long parallel;
@@ -54,8 +66,12 @@ static struct {
 	long connect_timeout;
 	long speed_time;
 	long retries;
+	long max_retry_after;
+	long max_files;           /* 0: no limit */
 	int allow_private;
-} opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 0 };
+	int host_connections;
+	char *hosts_dir;          /* $IMGPIPE_HOME/run/hosts */
+} opt = { 8, NULL, 50L << 20, 120, 10, 30, 3, 60, 0, 0, 8, NULL };
 
 /* ---- what an image is ---- */
 
@@ -99,6 +115,9 @@ struct job {
 	const struct image_format *type;
 	char *path;                        /* output file, once the type is known */
 	int fd;
+	EVP_MD_CTX *sha256;                /* of the bytes written to the file */
+	char sha256_hex[65];               /* once the download has succeeded */
+	int host_slot;                     /* locked lock file while transferring, else -1 */
 };
 
 /* Records why the job's try failed; the first reason wins. */
@@ -168,9 +187,15 @@ static int create_file(struct job *j)
 	return 0;
 }
 
+/* Writes to the job's file, hashing what it writes. */
 static int write_all(struct job *j, const void *buf, size_t len)
 {
 	const char *p = buf;
+
+	if (!EVP_DigestUpdate(j->sha256, buf, len)) {
+		job_fail(j, "SHA-256 failed");
+		return -1;
+	}
 	while (len > 0) {
 		ssize_t n = write(j->fd, p, len);
 		if (n < 0 && errno == EINTR)
@@ -198,7 +223,26 @@ static int start_file(struct job *j)
 	}
 	if (create_file(j) != 0)
 		return -1;
+	if (!EVP_DigestInit_ex(j->sha256, EVP_sha256(), NULL)) {
+		job_fail(j, "SHA-256 failed");
+		return -1;
+	}
 	return write_all(j, j->head, j->headlen);
+}
+
+/* The hex SHA-256 of what was written, for content-addressed keys downstream. */
+static int finish_sha256(struct job *j)
+{
+	unsigned char sum[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	if (!EVP_DigestFinal_ex(j->sha256, sum, &len) || len != 32) {
+		job_fail(j, "SHA-256 failed");
+		return -1;
+	}
+	for (unsigned int i = 0; i < len; i++)
+		snprintf(j->sha256_hex + 2 * i, 3, "%02x", sum[i]);
+	return 0;
 }
 
 /* Removes the file of a failed download. */
@@ -263,8 +307,11 @@ static struct job *job_new(bson_t *rec, size_t slot)
 	j->url = rec_str(rec, "url");
 	j->slot = slot;
 	j->fd = -1;
+	j->host_slot = -1;
 	if (!(j->h = curl_easy_init()))
 		errx(EX_SOFTWARE, "curl_easy_init failed");
+	if (!(j->sha256 = EVP_MD_CTX_new()))
+		errx(EX_SOFTWARE, "EVP_MD_CTX_new failed");
 	SETOPT(j->h, CURLOPT_URL, j->url);
 	SETOPT(j->h, CURLOPT_PRIVATE, j);
 	SETOPT(j->h, CURLOPT_ERRORBUFFER, j->errbuf);
@@ -296,6 +343,7 @@ static void job_free(struct job *j)
 	bson_free(j->path);
 	bson_free(j->fail);
 	curl_easy_cleanup(j->h);
+	EVP_MD_CTX_free(j->sha256);
 	bson_destroy(j->rec);
 	bson_free(j);
 }
@@ -387,7 +435,99 @@ static int job_done(struct job *j, CURLcode rc)
 	if (close(j->fd) != 0)
 		job_fail(j, "cannot write %s: %s", j->path, strerror(errno));
 	j->fd = -1;
+	if (!j->fail)
+		finish_sha256(j);
 	return 0;
+}
+
+/* The wait before retrying a failed try, in ms: the backoff, or a 429 or 503's
+ * Retry-After when that is longer (curl reads both its forms), up to --max-retry-after. */
+static long retry_wait_ms(struct job *j, int *asked)
+{
+	long wait = backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts), code = 0;
+	curl_off_t after = 0;
+
+	*asked = 0;
+	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &code);
+	if ((code == 429 || code == 503) &&
+	    curl_easy_getinfo(j->h, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0) {
+		if (after > opt.max_retry_after)
+			after = opt.max_retry_after;
+		if (after * 1000 > wait) {
+			wait = (long)after * 1000;
+			*asked = 1;
+		}
+	}
+	return wait;
+}
+
+/* ---- connections to one host, over every fetchimg of the machine ----
+ * Each host has IMGPIPE_HOST_CONNECTIONS lock files, HOST.0, HOST.1, ..., in
+ * $IMGPIPE_HOME/run/hosts; a download holds one of them locked (flock) while it runs.
+ * The kernel releases the lock of a process that dies, so a crash leaks no slot. */
+
+/* The host of url as a file name: lowercase letters, digits, '.' and '-', else '_';
+ * NULL when url has no host (curl then fails the download by itself). */
+static char *host_name(const char *url)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *name = NULL;
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && *host) {
+		name = bson_strndup(host, 200);
+		for (char *p = name; *p; p++) {
+			*p = (char)tolower((unsigned char)*p);
+			if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-')
+				*p = '_';
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return name;
+}
+
+/* Locks a free slot of the job's host; returns 0, or -1 when all are taken. */
+static int host_slot_take(struct job *j)
+{
+	char *host = host_name(j->url);
+
+	for (int i = 0; host && j->host_slot < 0 && i < opt.host_connections; i++) {
+		char *path = bson_strdup_printf("%s/%s.%d", opt.hosts_dir, host, i);
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+		if (fd < 0)
+			err(EX_CANTCREAT, "%s", path);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			j->host_slot = fd;
+		else if (errno == EWOULDBLOCK)
+			close(fd);
+		else
+			err(EX_OSERR, "flock %s", path);
+		bson_free(path);
+	}
+	bson_free(host);
+	return host && j->host_slot < 0 ? -1 : 0;
+}
+
+static void host_slot_give(struct job *j)
+{
+	if (j->host_slot >= 0)
+		close(j->host_slot);
+	j->host_slot = -1;
+}
+
+/* Makes $IMGPIPE_HOME/run/hosts, and the folders above it. */
+static void make_hosts_dir(const char *home)
+{
+	const char *levels[] = { "", "/run", "/run/hosts" };
+
+	for (size_t i = 0; i < sizeof levels / sizeof *levels; i++) {
+		bson_free(opt.hosts_dir);
+		opt.hosts_dir = bson_strdup_printf("%s%s", home, levels[i]);
+		if (mkdir(opt.hosts_dir, 0755) != 0 && errno != EEXIST)
+			err(EX_CANTCREAT, "cannot create %s", opt.hosts_dir);
+	}
 }
 
 /* ---- the stream ---- */
@@ -397,6 +537,9 @@ struct run {
 	struct stage in;
 	struct job **slots;       /* opt.parallel of them; NULL when free */
 	long busy;
+	long transferring;
+	char **files;             /* --max-files: the files written that may still be there */
+	long nfiles;
 	int eof;
 };
 
@@ -406,9 +549,43 @@ static int64_t now_ms(void)
 	return bson_get_monotonic_time() / 1000;
 }
 
+/* --max-files: forgets the files written that are gone (removed downstream), and says
+ * whether one more download may start. */
+static int room_for_a_file(struct run *r)
+{
+	long kept = 0;
+
+	if (!opt.max_files)
+		return 1;
+	for (long i = 0; i < r->nfiles; i++) {
+		if (access(r->files[i], F_OK) == 0)
+			r->files[kept++] = r->files[i];
+		else
+			bson_free(r->files[i]);
+	}
+	r->nfiles = kept;
+	return r->nfiles + r->transferring < opt.max_files;
+}
+
+/* Remembers a file written, for --max-files. */
+static void count_file(struct run *r, const char *path)
+{
+	if (!opt.max_files)
+		return;
+	r->files = bson_realloc(r->files, sizeof *r->files * (size_t)(r->nfiles + 1));
+	r->files[r->nfiles++] = bson_strdup(path);
+}
+
+/* Starts the job's try when a host slot and --max-files allow, else has it look again
+ * in WAIT_MS. */
 static void add_transfer(struct run *r, struct job *j)
 {
+	if (!room_for_a_file(r) || host_slot_take(j) != 0) {
+		j->retry_at = now_ms() + WAIT_MS;
+		return;
+	}
 	j->retry_at = 0;
+	r->transferring++;
 	if (curl_multi_add_handle(r->multi, j->h) != CURLM_OK)
 		errx(EX_SOFTWARE, "curl_multi_add_handle failed");
 }
@@ -439,15 +616,23 @@ static void read_record(struct run *r)
 /* A try has ended: retry it later, or write its record and free its slot. */
 static void finish(struct run *r, struct job *j, CURLcode rc)
 {
-	int transient = job_done(j, rc);
+	int transient = job_done(j, rc), asked;
 	bson_t *out;
+	long wait;
 
 	curl_multi_remove_handle(r->multi, j->h);
+	host_slot_give(j);
+	r->transferring--;
 	if (j->fail && transient && j->attempts < opt.retries) {
 		j->attempts++;
-		warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
+		wait = retry_wait_ms(j, &asked);
+		if (asked)
+			warnx("%s: %s; retry %ld of %ld in %lds, as Retry-After asks", j->url, j->fail,
+			      j->attempts, opt.retries, wait / 1000);
+		else
+			warnx("%s: %s; retry %ld of %ld", j->url, j->fail, j->attempts, opt.retries);
 		job_reset(j);
-		j->retry_at = now_ms() + backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts);
+		j->retry_at = now_ms() + wait;
 		return;
 	}
 	if (j->fail) {
@@ -455,10 +640,13 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 		out = rec_error(j->rec, "%s", j->fail);
 	} else {
 		out = bson_new();
-		bson_copy_to_excluding_noinit(j->rec, out, "file", "input_bytes", "content_type", NULL);
+		bson_copy_to_excluding_noinit(j->rec, out, "file", "sha256", "input_bytes",
+					      "content_type", NULL);
 		BSON_APPEND_UTF8(out, "file", j->path);
+		BSON_APPEND_UTF8(out, "sha256", j->sha256_hex);
 		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
 		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
+		count_file(r, j->path);
 	}
 	stage_write(out);
 	bson_destroy(out);
@@ -515,7 +703,9 @@ static int run(void)
 		setvbuf(stdin, NULL, _IONBF, 0);
 	stage_init(&r.in, "url");
 	r.slots = bson_malloc0(sizeof *r.slots * (size_t)opt.parallel);
-	if (!(r.multi = curl_multi_init()))
+	if (!(r.multi = curl_multi_init()) ||
+	    curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+			      (long)opt.host_connections) != CURLM_OK)
 		errx(EX_SOFTWARE, "curl_multi_init failed");
 
 	while (!r.eof || r.busy) {
@@ -539,6 +729,9 @@ static int run(void)
 	}
 	curl_multi_cleanup(r.multi);
 	bson_free(r.slots);
+	for (long i = 0; i < r.nfiles; i++)
+		bson_free(r.files[i]);
+	bson_free(r.files);
 	return stage_end(&r.in);
 }
 
@@ -554,6 +747,8 @@ static void parse_options(int argc, char **argv)
 		{ "connect-timeout", required_argument, NULL, 'c' },
 		{ "speed-time", required_argument, NULL, 's' },
 		{ "retries", required_argument, NULL, 'r' },
+		{ "max-retry-after", required_argument, NULL, 'a' },
+		{ "max-files", required_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct stat st;
@@ -568,6 +763,8 @@ static void parse_options(int argc, char **argv)
 		case 'c': opt.connect_timeout = cli_long("--connect-timeout", optarg, 1, 3600); break;
 		case 's': opt.speed_time = cli_long("--speed-time", optarg, 1, 86400); break;
 		case 'r': opt.retries = cli_long("--retries", optarg, 0, 10); break;
+		case 'a': opt.max_retry_after = cli_long("--max-retry-after", optarg, 0, 3600); break;
+		case 'f': opt.max_files = cli_long("--max-files", optarg, 1, 100000); break;
 		}
 	}
 	if (optind < argc)
@@ -587,10 +784,16 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	config_load(&cfg);
 	opt.allow_private = cfg.allow_private;
+	if (cfg.host_connections < 0)
+		errx(EX_USAGE, "IMGPIPE_HOST_CONNECTIONS wants a whole number from 1 to 1000, not '%s'",
+		     getenv("IMGPIPE_HOST_CONNECTIONS"));
+	opt.host_connections = (int)cfg.host_connections;
+	make_hosts_dir(cfg.home);
 	config_free(&cfg);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		errx(EX_SOFTWARE, "curl_global_init failed");
 	status = run();
 	curl_global_cleanup();
+	bson_free(opt.hosts_dir);
 	return status;
 }

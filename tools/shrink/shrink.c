@@ -1,9 +1,10 @@
 /* shrink: recompresses images with libvips, at quality 50 unless told otherwise, in the
  * format they came in (or --format), with EXIF orientation applied and metadata stripped.
- * NDJSON records with "file" gain output_file, output_bytes, format, width and height;
- * "shrink IN OUT" does one file.  Every image is judged from its header before a pixel is
- * decoded (too many pixels, empty files and non-images are refused), and a decode error
- * fails the image instead of leaving a half-grey one behind. */
+ * NDJSON records with "file" gain output_file, output_bytes, format, width, height and
+ * settings; "shrink IN OUT" does one file.  Every image is judged from its header before a
+ * pixel is decoded (too many pixels, empty files and non-images are refused), and a decode
+ * error fails the image instead of leaving a half-grey one behind.  An output is never
+ * larger than its source: when it would be, the source is kept (see keep_source). */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -11,9 +12,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jpeglib.h>
 #include <vips/vips.h>
 
 #include "format.h"
@@ -26,7 +30,9 @@ static const char usage[] =
 	"Recompresses images at a lower quality with libvips, in their own format unless\n"
 	"--format says otherwise; EXIF orientation is applied and metadata stripped.\n"
 	"Reads NDJSON records with \"file\" on stdin, writes each image into DIR and adds\n"
-	"output_file, output_bytes, format, width and height; with IN OUT, shrinks one file.\n"
+	"output_file, output_bytes, format, width, height and settings; with IN OUT, shrinks\n"
+	"one file.  An output that would be larger than its source is the source instead\n"
+	"(\"kept\": \"source\"), a JPEG's metadata stripped losslessly.\n"
 	"  -q, --quality QUALITY  1 to 100 (default 50)\n"
 	"  --format FORMAT        jpeg, png, webp, gif, avif or heif (default: the input's)\n"
 	"  --scale FACTOR         resize by FACTOR, over 0 and at most 1 (default 1)\n"
@@ -49,6 +55,8 @@ struct result {
 	const struct image_format *format;
 	int64_t bytes;
 	int width, height;      /* of one frame */
+	int kept_source;        /* the output is the source (keep_source) */
+	char settings[64];      /* what shaped the output (settings_name) */
 };
 
 /* ---- the savers: each at the given quality, with metadata stripped ---- */
@@ -496,6 +504,143 @@ static int fail_convert(const char *path, const char *shown, const struct image_
 	return EX_DATAERR;
 }
 
+/* ---- keeping the source: for an output that would be larger ---- */
+
+/* libjpeg reports errors by calling error_exit, which must not return: it jumps back. */
+struct jpeg_failure {
+	struct jpeg_error_mgr mgr;
+	jmp_buf back;
+	char message[JMSG_LENGTH_MAX];
+};
+
+static void jpeg_failed(j_common_ptr c)
+{
+	struct jpeg_failure *f = (struct jpeg_failure *)c->err;
+
+	c->err->format_message(c, f->message);
+	longjmp(f->back, 1);
+}
+
+/* The ICC profile is colour, not metadata: without it the colours would change. */
+static int is_icc_marker(const struct jpeg_marker_struct *m)
+{
+	return m->marker == JPEG_APP0 + 2 && m->data_length >= 12 &&
+	       memcmp(m->data, "ICC_PROFILE", 12) == 0;
+}
+
+/* Copies the JPEG fin holds to fout losslessly, as jpegtran -copy icc does: the DCT
+ * coefficients as they are, re-entropy-coded with optimised tables (progressive when the
+ * source is), with its ICC profile and without any other marker (EXIF, XMP, IPTC,
+ * comments).  Returns 0, or -1 with libjpeg's message in why. */
+static int jpeg_strip_copy(FILE *fin, FILE *fout, char *why, size_t n)
+{
+	struct jpeg_decompress_struct src;
+	struct jpeg_compress_struct dst;
+	struct jpeg_failure f;
+	jvirt_barray_ptr *coefficients;
+
+	src.err = dst.err = jpeg_std_error(&f.mgr);
+	f.mgr.error_exit = jpeg_failed;
+	jpeg_create_decompress(&src);
+	jpeg_create_compress(&dst);
+	if (setjmp(f.back)) {
+		jpeg_destroy_compress(&dst);
+		jpeg_destroy_decompress(&src);
+		return fail(why, n, "cannot copy the JPEG: %s", f.message);
+	}
+	jpeg_stdio_src(&src, fin);
+	jpeg_save_markers(&src, JPEG_APP0 + 2, 0xffff);
+	jpeg_read_header(&src, TRUE);
+	coefficients = jpeg_read_coefficients(&src);
+	jpeg_copy_critical_parameters(&src, &dst);
+	dst.write_JFIF_header = src.saw_JFIF_marker;    /* no header the source did not have */
+	dst.write_Adobe_marker = src.saw_Adobe_marker;
+	dst.optimize_coding = TRUE;
+	if (jpeg_has_multiple_scans(&src))
+		jpeg_simple_progression(&dst);
+	jpeg_stdio_dest(&dst, fout);
+	jpeg_write_coefficients(&dst, coefficients);
+	for (struct jpeg_marker_struct *m = src.marker_list; m; m = m->next)
+		if (is_icc_marker(m))
+			jpeg_write_marker(&dst, m->marker, m->data, m->data_length);
+	jpeg_finish_compress(&dst);
+	jpeg_finish_decompress(&src);
+	jpeg_destroy_compress(&dst);
+	jpeg_destroy_decompress(&src);
+	return 0;
+}
+
+/* Copies fin's bytes to fout as they are. */
+static int byte_copy(FILE *fin, FILE *fout, char *why, size_t n)
+{
+	char buf[65536];
+	size_t got;
+
+	while ((got = fread(buf, 1, sizeof buf, fin)) > 0)
+		if (fwrite(buf, 1, got, fout) != got)
+			return fail(why, n, "cannot write: %s", strerror(errno));
+	return ferror(fin) ? fail(why, n, "cannot read: %s", strerror(errno)) : 0;
+}
+
+/* Writes the source at in over the output at path.  A JPEG that needs no turning loses its
+ * metadata losslessly (jpeg_strip_copy); any other image is copied byte for byte, as
+ * libvips strips metadata only by re-encoding, and a lossless re-encode of an already
+ * small PNG or GIF is larger than it (turning a JPEG losslessly is not in libjpeg's API). */
+static int keep_source(const char *in, const char *path, const struct image_format *from,
+		       VipsImage *img, char *why, size_t n)
+{
+	FILE *fin = fopen(in, "rb"), *fout = fopen(path, "wb");
+	int rc;
+
+	if (!fin || !fout)
+		rc = fail(why, n, "cannot copy %s: %s", in, strerror(errno));
+	else if (from->id == FORMAT_JPEG && vips_image_get_orientation(img) == 1)
+		rc = jpeg_strip_copy(fin, fout, why, n);
+	else
+		rc = byte_copy(fin, fout, why, n);
+	if (fin)
+		fclose(fin);
+	if (fout && fclose(fout) != 0 && rc == 0)
+		rc = fail(why, n, "cannot write %s: %s", path, strerror(errno));
+	return rc;
+}
+
+/* After the conversion: when the output at path (its stat in st) is larger than the
+ * source and no other format or size was asked for, the source takes its place, and st
+ * and r say so.  The width and height stay the output's: those of the source as shown. */
+static int keep_smaller(const char *in, const char *path, const struct options *o,
+			const struct image_format *from, const struct image_format *to,
+			VipsImage *img, struct stat *st, struct result *r, char *why, size_t n)
+{
+	struct stat source;
+
+	if (to != from || o->scale < 1)
+		return 0;
+	if (stat(in, &source) < 0)
+		return fail(why, n, "cannot stat %s: %s", in, strerror(errno));
+	if (st->st_size <= source.st_size)
+		return 0;
+	if (keep_source(in, path, from, img, why, n) < 0)
+		return -1;
+	if (stat(path, st) < 0)
+		return fail(why, n, "cannot stat %s: %s", path, strerror(errno));
+	r->kept_source = 1;
+	return 0;
+}
+
+/* Names what shaped the output, for content-addressed keys: "q50", then the format when
+ * it is not the input's ("q50-webp"), then the scale when it is not 1 ("q50-s0.5"). */
+static void settings_name(const struct options *o, const struct image_format *from,
+			  const struct image_format *to, char *out, size_t n)
+{
+	int len = snprintf(out, n, "q%d", o->quality);
+
+	if (to != from && len > 0 && (size_t)len < n)
+		len += snprintf(out + len, n - (size_t)len, "-%s", to->name);
+	if (o->scale < 1 && len > 0 && (size_t)len < n)
+		snprintf(out + len, n - (size_t)len, "-s%g", o->scale);
+}
+
 /* ---- one image ---- */
 
 /* Shrinks the image at in into out, or when out is NULL into a new file in --out-dir.
@@ -514,6 +659,7 @@ static int shrink(const char *in, const char *out, const struct options *o,
 	if (open_image(in, o, &img, &from, why, n) < 0)
 		return EX_DATAERR;
 	to = output_format(o, out, from);
+	settings_name(o, from, to, r->settings, sizeof r->settings);
 	path = out ? create_temp(in, out, &rc, why, n) : create_output(o->out_dir, in, to->suffix, why, n);
 	if (!path) {
 		g_object_unref(img);
@@ -523,6 +669,8 @@ static int shrink(const char *in, const char *out, const struct options *o,
 		rc = fail_convert(path, out ? out : path, from, why, n);
 	else if (stat(path, &st) < 0)
 		fail(why, n, "cannot stat %s: %s", path, strerror(errno));
+	else if (keep_smaller(in, path, o, from, to, img, &st, r, why, n) < 0)
+		rc = EX_CANTCREAT;    /* why says it */
 	else if (out && rename(path, out) < 0)
 		fail(why, n, "cannot rename %s to %s: %s", path, out, strerror(errno));
 	else
@@ -555,12 +703,15 @@ static bson_t *shrink_record(struct stage *s, const bson_t *rec, void *arg)
 		return rec_error(rec, "%s", why);
 	out = bson_new();
 	bson_copy_to_excluding_noinit(rec, out, "output_file", "output_bytes", "format", "width",
-				      "height", NULL);
+				      "height", "settings", "kept", NULL);
 	BSON_APPEND_UTF8(out, "output_file", r.path);
 	BSON_APPEND_INT64(out, "output_bytes", r.bytes);
 	BSON_APPEND_UTF8(out, "format", r.format->name);
 	BSON_APPEND_INT32(out, "width", r.width);
 	BSON_APPEND_INT32(out, "height", r.height);
+	BSON_APPEND_UTF8(out, "settings", r.settings);
+	if (r.kept_source)
+		BSON_APPEND_UTF8(out, "kept", "source");
 	bson_free(r.path);
 	return out;
 }
