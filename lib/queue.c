@@ -195,8 +195,13 @@ int queue_take(struct queue *q, const char *consumer, long idle_ms, long block_m
 	if (got < 0)
 		return -1;
 	if (!got) {
-		r = command(q, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", QUEUE_GROUP,
-			    consumer, block_ms, QUEUE_STREAM);
+		/* no waiting while XAUTOCLAIM has not been round the pending list yet */
+		if (strcmp(q->claim_from, "0-0") != 0)
+			r = command(q, "XREADGROUP GROUP %s %s COUNT 1 STREAMS %s >", QUEUE_GROUP,
+				    consumer, QUEUE_STREAM);
+		else
+			r = command(q, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", QUEUE_GROUP,
+				    consumer, block_ms, QUEUE_STREAM);
 		if (!r)
 			return -1;
 		got = r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2 &&

@@ -96,7 +96,8 @@ void queue_stats_free(struct queue_stats *s);
  * from its start, so that jobs queued before any dispatcher ran are taken too. */
 int queue_join(struct queue *q);
 /* Takes one job for consumer: first one whose dispatcher has been silent for idle_ms
- * (XAUTOCLAIM), else a new one, waiting up to block_ms for it (XREADGROUP).  Returns 1
+ * (XAUTOCLAIM, going on round the pending list from one call to the next), else a new
+ * one (XREADGROUP), waiting up to block_ms for it once the round is complete.  Returns 1
  * with job filled in, 0 when none came. */
 int queue_take(struct queue *q, const char *consumer, long idle_ms, long block_ms,
 	       struct queue_job *job);
