@@ -13,6 +13,7 @@ TEST_ONLY=(bats bats-assert bats-support chromium nodejs npm valgrind clang libc
 #   cmd NAME  a program the scripts or the Makefile run     pc NAME  a pkg-config module of PKGS
 #   h NAME    a header the C sources include                py NAME  a module the scripts import
 #   https     the CA certificates, for libcurl's https downloads and webhooks
+#   pg NAME   a PostgreSQL program the stack runs from $POSTGRESQL_BIN (FerretDB's store)
 USES="
 build-essential      cmd make
 pkg-config           cmd pkg-config
@@ -35,9 +36,13 @@ curl                 cmd curl
 procps               cmd ps
 python3              cmd python3
 python3-pymongo      py  pymongo
-ca-certificates      https"
+ca-certificates      https
+postgresql           pg  postgres"
 
-runtime_packages() { "$ROOT/bin/imgpipe" setup --print; }
+# What imgpipe setup installs for FerretDB backend $1 (default postgresql, which needs most).
+runtime_packages() { IMGPIPE_FERRETDB_BACKEND=${1:-postgresql} "$ROOT/bin/imgpipe" setup --print; }
+
+postgresql_bin() { (IMGPIPE_ROOT=$ROOT && unset POSTGRESQL_BIN && . "$ROOT/etc/imgpipe.env" && echo "$POSTGRESQL_BIN"); }
 
 # The files of a package and of the packages it depends on directly (build-essential only
 # depends on the compiler and make; python3 pre-depends on python3-minimal's /usr/bin/python3).
@@ -64,6 +69,7 @@ used() {
 	py) grep -q "/dist-packages/$3$" <<<"$files" && grep -Eq "^import .*\b$3\b" "${scripts[@]}" ;;
 	https) grep -q '^/usr/sbin/update-ca-certificates$' <<<"$files" &&
 		grep -rq 'PROTOCOLS_STR, "http,https"' "$ROOT"/tools ;;
+	pg) grep -qx "$(postgresql_bin)/$3" <<<"$files" && grep -qF "\"\$POSTGRESQL_BIN/$3\"" "$ROOT/scripts/stack" ;;
 	*) false ;;
 	esac
 }
@@ -89,6 +95,11 @@ used() {
 	[ "${#lines[@]}" -gt 100 ]   # the closure really was computed
 	run comm -12 <(printf '%s\n' "${lines[@]}") <(printf '%s\n' "${TEST_ONLY[@]}" | sort)
 	assert_output ""
+}
+
+@test "PostgreSQL comes only with the FerretDB backend that stores in it" {
+	run comm -13 <(runtime_packages sqlite | sort) <(runtime_packages postgresql | sort)
+	assert_output postgresql
 }
 
 @test "every package imgpipe setup installs is used by imgpipe itself" {
