@@ -2,7 +2,7 @@
  * "chunks", the claim of the batch's end, and the images a chunk still has to do.
  *
  * For ending E of a batch (0, one more after each retry), "chunks" holds:
- *   BATCH:E:plan  {batch_id, ending, host, hosts, started, ended, chunks_total}
+ *   BATCH:E:plan  {batch_id, ending, host, hosts, started, chunk_rows, ended, chunks_total}
  *   BATCH:E:N     {batch_id, ending, chunk: N, host, hosts, started, ended}     one a chunk
  *   BATCH:E:end   {batch_id, ending, finisher: "plan" or "N", at, reason}
  * (reason: why the batch ends at once, failed, when a job claims its end early: a cancel,
@@ -25,6 +25,7 @@ struct job_ref {
 	int64_t ending;            /* -1 until read: the batch's current ending */
 	const char *job;           /* "plan" or the chunk number */
 	int64_t chunk;             /* -1 for the planning job */
+	int64_t chunk_rows;        /* the planning job's rows a chunk; -1 when not given */
 	char doc_id[256], plan_id[256], end_id[256];
 };
 
@@ -124,6 +125,19 @@ static int index_chunks(bson_error_t *err)
 	return rc;
 }
 
+/* The planning job's first start fixes the rows a chunk of this ending: a planning job
+ * run again, on a host set otherwise, cuts the batch the same way. */
+static int fix_chunk_rows(const struct job_ref *j, bson_error_t *err)
+{
+	bson_t *sel = BCON_NEW("_id", BCON_UTF8(j->doc_id), "chunk_rows", "{", "$exists", BCON_BOOL(false), "}");
+	bson_t *update = BCON_NEW("$set", "{", "chunk_rows", BCON_INT64(j->chunk_rows), "}");
+	bool ok = mongoc_collection_update_one(chunks, sel, update, NULL, NULL, err);
+
+	bson_destroy(update);
+	bson_destroy(sel);
+	return ok ? 0 : -1;
+}
+
 /* start HOST: the job runs on HOST now (unless it has ended already: a job queued twice). */
 static int job_start(const struct job_ref *j, const char *host, bson_error_t *err)
 {
@@ -138,7 +152,9 @@ static int job_start(const struct job_ref *j, const char *host, bson_error_t *er
 	bson_destroy(doc);
 	if (ended)
 		return 0;
-	return write_job(j, BCON_NEW("started", BCON_DATE_TIME(db_now())), host, err);
+	if (write_job(j, BCON_NEW("started", BCON_DATE_TIME(db_now())), host, err) != 0)
+		return -1;
+	return j->chunk_rows > 0 ? fix_chunk_rows(j, err) : 0;
 }
 
 /* Inserts the end's document in the job's name, with reason unless it is NULL; the
@@ -194,8 +210,8 @@ static int job_end(const struct job_ref *j, int64_t total, bson_error_t *err)
 }
 
 /* The state the job goes on from, as one JSON object: {batch_id, status, ending,
- * cancel_requested, job, job_ended, finisher, reason} (finisher and reason: the claim's,
- * or null). */
+ * cancel_requested, job, job_ended, chunk_rows, finisher, reason} (chunk_rows: the
+ * planning job's, or null; finisher and reason: the claim's, or null). */
 static int describe(const struct job_ref *j, const bson_t *batch, bson_t *out, bson_error_t *err)
 {
 	static const char *const claim_fields[] = { "finisher", "reason" };
@@ -216,6 +232,10 @@ static int describe(const struct job_ref *j, const bson_t *batch, bson_t *out, b
 			 bson_iter_init_find(&it, batch, "cancel_requested") && bson_iter_as_bool(&it));
 	BSON_APPEND_UTF8(out, "job", j->job);
 	BSON_APPEND_BOOL(out, "job_ended", doc && bson_has_field(doc, "ended"));
+	if (doc && rec_int(doc, "chunk_rows", 0) > 0)
+		BSON_APPEND_INT64(out, "chunk_rows", rec_int(doc, "chunk_rows", 0));
+	else
+		BSON_APPEND_NULL(out, "chunk_rows");
 	for (size_t i = 0; i < sizeof claim_fields / sizeof *claim_fields; i++)
 		if (end && rec_str(end, claim_fields[i]))
 			BSON_APPEND_UTF8(out, claim_fields[i], rec_str(end, claim_fields[i]));
@@ -258,8 +278,8 @@ static int run_chunk(struct job_ref *j, enum action action, const char *arg, bso
 
 void chunk_command(int argc, char **argv, const char *usage)
 {
-	static const char want[] = "chunk wants ID ENDING JOB start HOST | end [TOTAL] | claim [REASON]";
-	struct job_ref j = { 0 };
+	static const char want[] = "chunk wants ID ENDING JOB start HOST [ROWS] | end [TOTAL] | claim [REASON]";
+	struct job_ref j = { .chunk_rows = -1 };
 	struct retry r = { 0 };
 	bson_t out = BSON_INITIALIZER;
 	bson_error_t error;
@@ -273,6 +293,8 @@ void chunk_command(int argc, char **argv, const char *usage)
 	arity = action == START ? 6 : 5;
 	if ((action == CLAIM || (action == END && plan)) && argc == 6)
 		arity = 6;
+	if (action == START && plan && argc == 7)
+		arity = 7;
 	if (argc != arity || (action == CLAIM && strcmp(argv[4], "claim") != 0))
 		cli_usage_error(usage, "%s", want);
 	j.batch = argv[1];
@@ -281,9 +303,11 @@ void chunk_command(int argc, char **argv, const char *usage)
 	j.chunk = plan ? -1 : cli_long("the chunk", j.job, 0, INT32_MAX);
 	if (action == END && arity == 6)
 		cli_long("the total", argv[5], 0, INT32_MAX);
+	if (arity == 7)
+		j.chunk_rows = cli_long("the rows a chunk", argv[6], 1, INT32_MAX);
 	connect_db();
 	chunks = mongoc_database_get_collection(db.database, "chunks");
-	while ((rc = run_chunk(&j, action, arity == 6 ? argv[5] : NULL, &out, &error)) < 0) {
+	while ((rc = run_chunk(&j, action, arity >= 6 ? argv[5] : NULL, &out, &error)) < 0) {
 		bson_reinit(&out);
 		retry_or_exit(&r, &error, NULL);
 	}

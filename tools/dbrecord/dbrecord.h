@@ -20,7 +20,8 @@ void connect_db(void);
 void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply);
 
 /* The commands of chunks.c, given their arguments from the command's name on:
- *   chunk ID ENDING JOB start HOST | end [TOTAL] | claim [REASON]   a job's record, the end's claim
+ *   chunk ID ENDING JOB start HOST [ROWS] | end [TOTAL] | claim [REASON]   a job's record,
+ *                                              the end's claim
  *   chunks ID                                              the batch's job records
  *   pending ID [--chunk N]                                 the images still to do */
 void chunk_command(int argc, char **argv, const char *usage);
