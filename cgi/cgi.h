@@ -77,6 +77,9 @@ void query_free(const char *const *names, char **values);
 const char *http_reason(int status);
 void reply(int status, const char *content_type, const char *extra,
 	   const void *body, size_t len);
+/* The header block of a body that is streamed as it is made, without Content-Length: the
+ * web server chunks it, or ends it by closing the connection. */
+void reply_start(int status, const char *content_type, const char *extra);
 void reply_json(int status, const char *extra, const bson_t *doc);
 /* {"error": message}, or an error page for a client that wants HTML; 5xx messages also
  * go to stderr, the server's error log. */

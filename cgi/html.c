@@ -41,7 +41,8 @@ static const char style[] =
 	"th{background:#e9edf1;white-space:nowrap}.saving{white-space:nowrap}\n"
 	"td img{display:block;width:160px;height:100px;object-fit:cover;background:#e9edf1}\n"
 	".size{color:#556;font-size:.9em}\n"
-	".error{color:#8a1c1c}.pending{color:#6b4a00}\n";
+	".error{color:#8a1c1c}.pending{color:#6b4a00}\n"
+	"nav.pages{margin:.8em 0}nav.pages a{margin:0 .6em}\n";
 
 /* The page being written; f is NULL when none is. */
 static struct {
@@ -94,15 +95,33 @@ static int linkable(const char *url)
 	return url && (!strncasecmp(url, "http://", 7) || !strncasecmp(url, "https://", 8));
 }
 
+void html_link(const char *url, const char *class, const char *label)
+{
+	if (!linkable(url)) {
+		html_txt(url);
+		return;
+	}
+	html("<a class=\"");
+	html_txt(class);
+	html("\" href=\"");
+	html_txt(url);
+	html("\" title=\"");
+	html_txt(url);
+	html("\">");
+	html_txt(label);
+	html("</a>");
+}
+
 void html_image_link(const char *url, const char *alt)
 {
 	if (!linkable(url)) {
 		html_txt(url);
 		return;
 	}
+	/* lazy: a browser fetches only the images it scrolls to */
 	html("<a href=\"");
 	html_txt(url);
-	html("\"><img src=\"");
+	html("\"><img loading=\"lazy\" src=\"");
 	html_txt(url);
 	html("\" alt=\"");
 	html_txt(alt);

@@ -18,8 +18,12 @@ void html(const char *markup);
 void htmlf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Any other string (NULL as nothing), escaped for HTML text and quoted attribute values. */
 void html_txt(const char *text);
-/* An http(s) URL as an image that links to itself, alt its alternative text (a constant);
- * any other URL (javascript:, data:, ...) as plain text. */
+/* An http(s) URL as an image that links to itself, loaded once the browser scrolls to it,
+ * alt its alternative text (a constant); any other URL (javascript:, data:, ...) as plain
+ * text. */
 void html_image_link(const char *url, const char *alt);
+/* An http(s) URL as a link of the class, labelled label (constants); any other URL as
+ * plain text. */
+void html_link(const char *url, const char *class, const char *label);
 
 #endif

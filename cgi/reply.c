@@ -27,14 +27,21 @@ const char *http_reason(int status)
 	}
 }
 
-void reply(int status, const char *content_type, const char *extra, const void *body, size_t len)
+void reply_start(int status, const char *content_type, const char *extra)
 {
 	printf("Status: %d %s\n"
 	       "Content-Type: %s\n"
-	       "Content-Length: %zu\n"
 	       "Cache-Control: no-store\n"
 	       "X-Content-Type-Options: nosniff\n"
-	       "%s\n", status, http_reason(status), content_type, len, extra ? extra : "");
+	       "%s\n", status, http_reason(status), content_type, extra ? extra : "");
+}
+
+void reply(int status, const char *content_type, const char *extra, const void *body, size_t len)
+{
+	char *headers = bson_strdup_printf("Content-Length: %zu\n%s", len, extra ? extra : "");
+
+	reply_start(status, content_type, headers);
+	bson_free(headers);
 	if (len && fwrite(body, 1, len, stdout) != len)
 		warn("writing the response");
 }

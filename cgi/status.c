@@ -1,5 +1,6 @@
-/* GET /status/ID: the batch's status JSON, or with ?format=csv its output CSV; for a
- * browser that names no format, the status page. */
+/* GET /status/ID: the batch's status JSON with one page of its products
+ * (?offset=N&limit=M), or with ?format=csv its output CSV, streamed; for a browser that
+ * names no format, the status page. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,43 +13,45 @@ int batch_id_valid(const char *id)
 	return strlen(id) == BATCH_ID_LEN && strspn(id, "0123456789abcdef") == BATCH_ID_LEN;
 }
 
-/* The output CSV, buffered so that a failure half-way still gets a clean error. */
+/* The CSV being answered: whether its header block is out, after which an error can
+ * only cut it short. */
+struct csv_answer {
+	const char *id;
+	bool begun;
+};
+
+static void csv_begin(void *arg)
+{
+	struct csv_answer *a = arg;
+	char disposition[128];
+
+	snprintf(disposition, sizeof disposition,
+		 "Content-Disposition: attachment; filename=\"%s.csv\"\n", a->id);
+	reply_start(200, "text/csv; charset=utf-8", disposition);
+	a->begun = true;
+}
+
+/* The output CSV, streamed from a cursor, so that a batch of any size costs the same memory. */
 static void answer_csv(struct db *d, const char *id)
 {
-	char *buf = NULL, disposition[128];
-	size_t len = 0;
+	struct csv_answer a = { id, false };
 	bson_error_t err;
-	FILE *mem = open_memstream(&buf, &len);
-	int rc;
+	int rc = db_status_csv(d, id, stdout, csv_begin, &a, &err);
 
-	if (!mem) {
-		reply_error(500, NULL, "out of memory");
-		return;
-	}
-	rc = db_status_csv(d, id, mem, &err);
-	if (fclose(mem) != 0 && rc == 0) {
-		reply_error(500, NULL, "out of memory");
-		free(buf);
-		return;
-	}
-	if (rc == 1) {
+	if (rc == 1)
 		reply_error(404, NULL, "no batch %s", id);
-	} else if (rc) {
+	else if (rc && !a.begun)
 		reply_unavailable("MongoDB", "%s", err.message);
-	} else {
-		snprintf(disposition, sizeof disposition,
-			 "Content-Disposition: attachment; filename=\"%s.csv\"\n", id);
-		reply(200, "text/csv; charset=utf-8", disposition, buf, len);
-	}
-	free(buf);
+	else if (rc)
+		warnx("the CSV of batch %s is cut short: %s", id, err.message);
 }
 
 /* The status as JSON or as a page, without the credentials of any URL in it. */
-static void answer_status(struct db *d, const char *id, int html)
+static void answer_status(struct db *d, const char *id, const struct db_page *page, int html)
 {
 	bson_t status = BSON_INITIALIZER, out = BSON_INITIALIZER;
 	bson_error_t err;
-	int rc = db_status(d, id, &status, &err);
+	int rc = db_status(d, id, page, &status, &err);
 
 	if (rc == 0)
 		redact_credentials(&status, &out);
@@ -78,17 +81,25 @@ int batch_owned(struct db *d, const char *id, const char *owner)
 
 void status(const struct request *rq, const char *id)
 {
-	static const char *const names[] = { "format", NULL };
-	char *format = NULL, why[256];
+	static const char *const names[] = { "format", "offset", "limit", NULL };
+	enum { FORMAT, OFFSET, LIMIT };
+	char *values[3], why[256];
+	struct db_page page;
 	bson_error_t err;
 	struct db d;
+	bool csv;
 
-	if (query_parse(rq->query, names, &format, why, sizeof why)) {
+	if (query_parse(rq->query, names, values, why, sizeof why)) {
 		reply_error(400, NULL, "%s", why);
 		return;
 	}
-	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
+	csv = values[FORMAT] && strcmp(values[FORMAT], "csv") == 0;
+	if (values[FORMAT] && !csv && strcmp(values[FORMAT], "json") != 0)
 		reply_error(400, NULL, "format must be csv or json");
+	else if (db_page_parse(values[OFFSET], values[LIMIT], &page, why, sizeof why))
+		reply_error(400, NULL, "%s", why);
+	else if (csv && (values[OFFSET] || values[LIMIT]))
+		reply_error(400, NULL, "format=csv is every product: no offset or limit");
 	else if (!batch_id_valid(id))
 		reply_error(404, NULL, "no such batch: a batch id is %d lowercase hex digits",
 			    BATCH_ID_LEN);
@@ -98,12 +109,12 @@ void status(const struct request *rq, const char *id)
 		reply_unavailable("MongoDB", "%s", err.message);
 	else {
 		if (batch_owned(&d, id, rq->owner)) {
-			if (format && strcmp(format, "csv") == 0)
+			if (csv)
 				answer_csv(&d, id);
 			else
-				answer_status(&d, id, !format && wants_html());
+				answer_status(&d, id, &page, !values[FORMAT] && wants_html());
 		}
 		db_close(&d);
 	}
-	query_free(names, &format);
+	query_free(names, values);
 }

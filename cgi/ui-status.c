@@ -1,5 +1,6 @@
-/* The status page (GET /status/ID for a browser): the status JSON of db_status() read
- * with libbson and rendered through html.h, refreshing itself until the batch ends. */
+/* The status page (GET /status/ID for a browser): the status JSON of db_status(), one page
+ * of products, read with libbson and rendered through html.h, refreshing itself until the
+ * batch ends. */
 #include <stdio.h>
 #include <string.h>
 
@@ -131,10 +132,9 @@ static const char *image_error(const bson_t *product, int64_t i)
 	return NULL;
 }
 
-/* An image as a thumbnail that links to it, with its size when known. */
-static void thumbnail(const char *url, int64_t bytes, const char *alt)
+/* An image's size under it, when known. */
+static void size_line(int64_t bytes)
 {
-	html_image_link(url, alt);
 	if (bytes >= 0) {
 		html("<div class=\"size\">");
 		human_size(bytes);
@@ -142,7 +142,9 @@ static void thumbnail(const char *url, int64_t bytes, const char *alt)
 	}
 }
 
-/* The before, after and saving cells of the product's image i. */
+/* The before, after and saving cells of the product's image i: a link to the original (as
+ * images, a page would have the browser fetch every full-size original on it at once) and
+ * the output as a thumbnail. */
 static void image_cells(const bson_t *product, uint32_t i, const char *status)
 {
 	bson_iter_t v;
@@ -155,10 +157,12 @@ static void image_cells(const bson_t *product, uint32_t i, const char *status)
 	int64_t out_bytes = sized ? number(&size, "output_bytes") : -1;
 
 	html("<td>");
-	thumbnail(in, in_bytes, "before");
+	html_link(in, "original", "original");
+	size_line(in_bytes);
 	html("</td><td>");
 	if (out && *out) {
-		thumbnail(out, out_bytes, "after");
+		html_image_link(out, "after");
+		size_line(out_bytes);
 	} else if (error) {
 		html("<span class=\"error\">");
 		html_txt(error);
@@ -201,7 +205,8 @@ static void products_table(const bson_t *st)
 	bson_t product;
 
 	if (!children(st, "products", &it) || (first = it, !bson_iter_next(&first))) {
-		html("<p>No products yet.</p>\n");
+		html(number(st, "offset") > 0 ? "<p>No products on this page.</p>\n" :
+		     "<p>No products yet.</p>\n");
 		return;
 	}
 	html("<table>\n<thead><tr><th>S. No.</th><th>Product</th><th>Before</th><th>After</th>"
@@ -211,7 +216,7 @@ static void products_table(const bson_t *st)
 	html("</tbody>\n</table>\n");
 }
 
-/* The sizes of all the images compressed so far, and what they saved. */
+/* The sizes of the page's images compressed so far, and what they saved. */
 static void total_sizes(const bson_t *st)
 {
 	int64_t in = 0, out = 0;
@@ -229,7 +234,7 @@ static void total_sizes(const bson_t *st)
 					}
 	if (in <= 0)
 		return;
-	html("<p>Compressed images: ");
+	html("<p>Compressed images on this page: ");
 	human_size(in);
 	html(" before, ");
 	human_size(out);
@@ -291,24 +296,59 @@ static void summary(const bson_t *st)
 	html("</p>\n");
 }
 
+/* Where this page is among the products, with links to the pages before and after it;
+ * nothing when one page holds them all. */
+static void pager(const bson_t *st)
+{
+	const char *id = text(st, "batch_id"), *next = text(st, "next");
+	int64_t offset = number(st, "offset"), limit = number(st, "limit");
+	int64_t total = number(st, "products_total"), shown = 0;
+	bson_iter_t it;
+
+	if (offset <= 0 && !next)
+		return;
+	if (children(st, "products", &it))
+		while (bson_iter_next(&it))
+			shown++;
+	html("<nav class=\"pages\">");
+	if (offset > 0) {
+		html("<a rel=\"prev\" href=\"/status/");
+		html_txt(id);
+		htmlf("?offset=%lld&amp;limit=%lld\">&larr; previous</a>",
+		      (long long)(offset > limit ? offset - limit : 0), (long long)limit);
+	}
+	if (shown > 0)
+		htmlf("Products %lld to %lld", (long long)offset + 1, (long long)(offset + shown));
+	if (shown > 0 && total >= offset + shown)
+		htmlf(" of %lld", (long long)total);
+	if (next) {
+		html("<a rel=\"next\" href=\"");
+		html_txt(next);
+		html("\">next &rarr;</a>");
+	}
+	html("</nav>\n");
+}
+
+/* The rejected rows the batch keeps (the first IMGPIPE_MAX_ROW_ERRORS), and how many more
+ * there were. */
 static void row_errors(const bson_t *st)
 {
-	bson_iter_t it;
+	int64_t dropped = number(st, "row_errors_dropped");
+	bson_iter_t it, first;
 	bson_t e;
-	int first = 1;
+	bool any = children(st, "row_errors", &it) && (first = it, bson_iter_next(&first));
 
-	if (!children(st, "row_errors", &it))
+	if (!any && dropped <= 0)
 		return;
-	while (next_doc(&it, &e)) {
-		if (first)
-			html("<h2>Rejected rows</h2>\n<ul>\n");
-		first = 0;
+	html("<h2>Rejected rows</h2>\n<ul>\n");
+	while (any && next_doc(&it, &e)) {
 		htmlf("<li>line %lld: <span class=\"error\">", (long long)number(&e, "line"));
 		html_txt(text(&e, "error"));
 		html("</span></li>\n");
 	}
-	if (!first)
-		html("</ul>\n");
+	if (dropped > 0)
+		htmlf("<li>and %lld more</li>\n", (long long)dropped);
+	html("</ul>\n");
 }
 
 void ui_status(const bson_t *st)
@@ -323,6 +363,7 @@ void ui_status(const bson_t *st)
 	html_txt(id);
 	html("</code></h1>\n");
 	summary(st);
+	pager(st);
 	products_table(st);
 	row_errors(st);
 	if (text(st, "webhook_url")) {

@@ -54,6 +54,8 @@ void config_load(struct config *c)
 	c->api_tokens = dup_or_null(env("IMGPIPE_API_TOKENS"));
 	c->max_upload = env_count("IMGPIPE_MAX_UPLOAD", 10L << 20, 1L << 30);
 	c->max_images = env_count("IMGPIPE_MAX_IMAGES", 100000, 1L << 40);
+	c->max_row_errors = env_count("IMGPIPE_MAX_ROW_ERRORS", CONFIG_MAX_ROW_ERRORS,
+				      CONFIG_MAX_ROW_ERRORS_MAX);
 	c->host_connections = env_count("IMGPIPE_HOST_CONNECTIONS", 8, 1000);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
 	if (env("S3_PUBLIC_URL"))

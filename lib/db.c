@@ -188,9 +188,36 @@ int db_batch_delete(struct db *d, const char *id, bson_error_t *err)
 
 /* ---- the status JSON ---- */
 
-struct progress {
-	int64_t rows_done, rows_failed, images_total, images_done, images_failed;
-};
+/* The number that value names, into *n when it is within [min, max]; else -1 with why
+ * naming the parameter. */
+static int page_number(const char *name, const char *value, int64_t min, int64_t max,
+		       int64_t *n, char *why, size_t whylen)
+{
+	size_t len = strlen(value);
+	/* digits only: strtoll would also take signs, spaces and "0x" */
+	bool digits = len > 0 && len <= 10 && strspn(value, "0123456789") == len;
+
+	*n = digits ? strtoll(value, NULL, 10) : -1;
+	if (digits && *n >= min && *n <= max)
+		return 0;
+	snprintf(why, whylen, "%s must be a whole number from %lld to %lld, not '%.32s'", name,
+		 (long long)min, (long long)max, value);
+	return -1;
+}
+
+int db_page_parse(const char *offset, const char *limit, struct db_page *page, char *why,
+		  size_t whylen)
+{
+	page->offset = 0;
+	page->limit = DB_PAGE_LIMIT;
+	if (offset && page_number("offset", offset, 0, DB_PAGE_OFFSET_MAX, &page->offset, why,
+				  whylen) < 0)
+		return -1;
+	if (limit && page_number("limit", limit, 1, DB_PAGE_LIMIT_MAX, &page->limit, why,
+				 whylen) < 0)
+		return -1;
+	return 0;
+}
 
 /* A date (milliseconds since 1970) as ISO-8601 UTC, as JavaScript's toISOString. */
 static void append_iso(bson_t *out, const char *key, int64_t ms)
@@ -333,66 +360,123 @@ static void append_image_sizes(bson_t *out, const bson_t *product)
 	bson_append_array_end(out, &arr);
 }
 
-/* Adds one product of the status JSON to arr, and its images to the progress. */
-static void append_product(bson_t *arr, const char *key, const bson_t *product, struct progress *p)
+/* Adds one product of the status JSON to arr. */
+static void append_product(bson_t *arr, const char *key, const bson_t *product)
 {
 	bson_t doc;
-	bson_iter_t it, url;
 
 	bson_append_document_begin(arr, key, -1, &doc);
 	append_copy_or_null(&doc, "serial_no", product, "serial_no");
 	append_copy_or_null(&doc, "product_name", product, "product_name");
 	append_copy_or_null(&doc, "input_image_urls", product, "input_image_urls");
 	append_copy_or_null(&doc, "output_image_urls", product, "output_image_urls");
-	p->images_failed += append_sorted(&doc, "errors", product, "errors", "index");
+	append_sorted(&doc, "errors", product, "errors", "index");
 	append_image_sizes(&doc, product);
 	bson_append_document_end(arr, &doc);
-
-	p->rows_done++;
-	if (bson_iter_init_find(&it, product, "input_image_urls"))
-		p->images_total += count_children(&it);
-	if (bson_iter_init_find(&it, product, "output_image_urls") && bson_iter_recurse(&it, &url))
-		while (bson_iter_next(&url))
-			if (BSON_ITER_HOLDS_UTF8(&url) && *bson_iter_utf8(&url, NULL))
-				p->images_done++;
 }
 
-/* Fills products (an array) with the batch's products in serial order. */
-static int list_products(struct db *d, const char *id, bson_t *products, struct progress *p,
-			 bson_error_t *err)
+mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
+				  const char *const *fields, int64_t skip, int64_t limit)
 {
 	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
-	bson_t *opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}");
-	mongoc_cursor_t *c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
-	const bson_t *doc;
-	char idx[16];
-	const char *key;
-	uint32_t i = 0;
-	int rc = 0;
+	/* MongoDB reads this order off the index {batch_id, serial_no}; FerretDB 1.24 on SQLite
+	 * filters and sorts in memory every query but one by _id */
+	bson_t *opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}",
+				"batchSize", BCON_INT64(limit > 0 && limit < DB_PAGE_LIMIT_MAX ?
+							limit : DB_PAGE_LIMIT_MAX));
+	bson_t projection;
+	mongoc_cursor_t *c;
 
-	while (mongoc_cursor_next(c, &doc)) {
-		bson_uint32_to_string(i++, &key, idx, sizeof idx);
-		append_product(products, key, doc, p);
-	}
-	if (mongoc_cursor_error(c, err))
-		rc = -1;
-	mongoc_cursor_destroy(c);
+	if (chunk >= 0)         /* by the index {batch_id, chunk, serial_no} */
+		BSON_APPEND_INT64(filter, "chunk", chunk);
+	bson_append_document_begin(opts, "projection", -1, &projection);
+	for (const char *const *f = fields; *f; f++)
+		BSON_APPEND_INT32(&projection, *f, 1);
+	bson_append_document_end(opts, &projection);
+	if (skip > 0)
+		BSON_APPEND_INT64(opts, "skip", skip);
+	if (limit > 0)
+		BSON_APPEND_INT64(opts, "limit", limit);
+	c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
 	bson_destroy(filter);
 	bson_destroy(opts);
+	return c;
+}
+
+/* Appends the page of the batch's products as "offset", "limit", "products" and "next":
+ * the path of the page after, or null when none follows.  Whether one follows is asked of
+ * the products themselves (one more than the page), not of the counters, which lag while
+ * the rows are being recorded.  Skip rather than a range of serial numbers: the page is
+ * named by its offset, and serial numbers may have gaps. */
+static int append_page(bson_t *out, struct db *d, const char *id, const struct db_page *page,
+		       bson_error_t *err)
+{
+	static const char *const fields[] = {
+		"serial_no", "product_name", "input_image_urls", "output_image_urls", "errors",
+		"image_sizes", NULL,
+	};
+	mongoc_cursor_t *c = db_products_find(d, id, -1, fields, page->offset, page->limit + 1);
+	const bson_t *doc;
+	bson_t arr;
+	char idx[16], *next;
+	const char *key;
+	uint32_t n = 0;
+	bool more = false;
+	int rc = 0;
+
+	BSON_APPEND_INT64(out, "offset", page->offset);
+	BSON_APPEND_INT64(out, "limit", page->limit);
+	bson_append_array_begin(out, "products", -1, &arr);
+	while (mongoc_cursor_next(c, &doc)) {
+		if (n == page->limit) {
+			more = true;
+			break;
+		}
+		bson_uint32_to_string(n++, &key, idx, sizeof idx);
+		append_product(&arr, key, doc);
+	}
+	bson_append_array_end(out, &arr);
+	if (mongoc_cursor_error(c, err))
+		rc = -1;
+	if (more) {
+		next = bson_strdup_printf("/status/%s?offset=%lld&limit=%lld", id,
+					  (long long)(page->offset + page->limit),
+					  (long long)page->limit);
+		BSON_APPEND_UTF8(out, "next", next);
+		bson_free(next);
+	} else {
+		BSON_APPEND_NULL(out, "next");
+	}
+	mongoc_cursor_destroy(c);
 	return rc;
 }
 
-static void append_progress(bson_t *out, const struct progress *p)
+/* The batch's counter progress.NAME, as dbrecord keeps it; 0 while there is none. */
+static int64_t counter(const bson_t *batch, const char *name)
 {
+	bson_iter_t it, v;
+	char path[64];
+
+	snprintf(path, sizeof path, "progress.%s", name);
+	if (bson_iter_init(&it, batch) && bson_iter_find_descendant(&it, path, &v) &&
+	    BSON_ITER_HOLDS_NUMBER(&v))
+		return bson_iter_as_int64(&v);
+	return 0;
+}
+
+/* progress, from the batch's counters; rows_total is the valid rows and the rejected. */
+static void append_progress(bson_t *out, const bson_t *batch)
+{
+	static const char *const names[] = {
+		"rows_done", "rows_failed", "images_total", "images_done", "images_failed", NULL,
+	};
 	bson_t doc;
 
 	bson_append_document_begin(out, "progress", -1, &doc);
-	BSON_APPEND_INT64(&doc, "rows_total", p->rows_done + p->rows_failed);
-	BSON_APPEND_INT64(&doc, "rows_done", p->rows_done);
-	BSON_APPEND_INT64(&doc, "rows_failed", p->rows_failed);
-	BSON_APPEND_INT64(&doc, "images_total", p->images_total);
-	BSON_APPEND_INT64(&doc, "images_done", p->images_done);
-	BSON_APPEND_INT64(&doc, "images_failed", p->images_failed);
+	BSON_APPEND_INT64(&doc, "rows_total",
+			  counter(batch, "rows_done") + counter(batch, "rows_failed"));
+	for (const char *const *n = names; *n; n++)
+		BSON_APPEND_INT64(&doc, *n, counter(batch, *n));
 	bson_append_document_end(out, &doc);
 }
 
@@ -434,35 +518,37 @@ int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t
  * operators asked (process-batch reads them). */
 static const char *const control_fields[] = { "webhook_url", "ending", "cancel_requested", NULL };
 
-int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err)
+int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *out,
+	      bson_error_t *err)
 {
-	struct progress p = { 0 };
-	bson_t batch, products = BSON_INITIALIZER, row_errors = BSON_INITIALIZER;
+	bson_t batch, row_errors = BSON_INITIALIZER;
 	bson_iter_t it;
+	int64_t kept;
 	int rc;
 
 	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
-	if (bson_has_field(&batch, "row_errors"))
-		p.rows_failed = append_sorted(&row_errors, "row_errors", &batch, "row_errors", "line");
-	if ((rc = list_products(d, id, &products, &p, err)) == 0) {
-		BSON_APPEND_UTF8(out, "batch_id", id);
-		append_copy_or_null(out, "status", &batch, "status");
-		append_copy_or_null(out, "message", &batch, "message");
-		append_copy_or_null(out, "s3Key", &batch, "s3Key");
-		append_iso_field(out, "created_at", &batch, "createdAt");
-		append_iso_field(out, "updated_at", &batch, "updatedAt");
-		append_progress(out, &p);
-		BSON_APPEND_ARRAY(out, "products", &products);
-		bson_concat(out, &row_errors);
-		for (const char *const *f = control_fields; *f; f++)
-			if (bson_iter_init_find(&it, &batch, *f))
-				bson_append_iter(out, NULL, 0, &it);
-		if (bson_iter_init_find(&it, &batch, "webhook_deliveries"))
-			append_with_iso_dates(out, "webhook_deliveries", &it);
-	}
+	BSON_APPEND_UTF8(out, "batch_id", id);
+	append_copy_or_null(out, "status", &batch, "status");
+	append_copy_or_null(out, "message", &batch, "message");
+	append_copy_or_null(out, "s3Key", &batch, "s3Key");
+	append_iso_field(out, "created_at", &batch, "createdAt");
+	append_iso_field(out, "updated_at", &batch, "updatedAt");
+	append_progress(out, &batch);
+	BSON_APPEND_INT64(out, "products_total", counter(&batch, "rows_done"));
+	if (page)
+		rc = append_page(out, d, id, page, err);
+	/* dbrecord keeps the first IMGPIPE_MAX_ROW_ERRORS; rows_failed counts them all */
+	kept = append_sorted(&row_errors, "row_errors", &batch, "row_errors", "line");
+	bson_concat(out, &row_errors);
+	BSON_APPEND_INT64(out, "row_errors_dropped",
+			  counter(&batch, "rows_failed") > kept ? counter(&batch, "rows_failed") - kept : 0);
+	for (const char *const *f = control_fields; *f; f++)
+		if (bson_iter_init_find(&it, &batch, *f))
+			bson_append_iter(out, NULL, 0, &it);
+	if (bson_iter_init_find(&it, &batch, "webhook_deliveries"))
+		append_with_iso_dates(out, "webhook_deliveries", &it);
 	bson_destroy(&batch);
-	bson_destroy(&products);
 	bson_destroy(&row_errors);
 	return rc;
 }
@@ -519,30 +605,40 @@ static int write_csv_row(FILE *out, const bson_t *product)
 	return 0;
 }
 
-int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err)
+int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *), void *arg,
+		  bson_error_t *err)
 {
-	bson_t status = BSON_INITIALIZER;
-	bson_iter_t it, product;
-	uint32_t len;
-	const uint8_t *data;
+	static const char *const fields[] = {
+		"serial_no", "product_name", "input_image_urls", "output_image_urls", NULL,
+	};
+	mongoc_cursor_t *c;
+	const bson_t *doc;
+	bson_t batch;
+	bool more;
 	int rc;
 
-	if ((rc = db_status(d, id, &status, err)) != 0) {
-		bson_destroy(&status);
+	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
+	bson_destroy(&batch);
+	c = db_products_find(d, id, -1, fields, 0, 0);
+	/* the first products before the first byte, so that an unreachable MongoDB is still an
+	 * error of its own rather than a CSV cut short */
+	more = mongoc_cursor_next(c, &doc);
+	if (!more && mongoc_cursor_error(c, err)) {
+		mongoc_cursor_destroy(c);
+		return -1;
 	}
+	if (begin)
+		begin(arg);
 	if (fputs("S. No.,Product Name,Input Image Urls,Output Image Urls\n", out) == EOF)
 		rc = -1;
-	if (bson_iter_init_find(&it, &status, "products") && bson_iter_recurse(&it, &product))
-		while (rc == 0 && bson_iter_next(&product)) {
-			bson_t doc;
-			bson_iter_document(&product, &len, &data);
-			if (!bson_init_static(&doc, data, len) || write_csv_row(out, &doc) != 0)
-				rc = -1;
-		}
+	for (; rc == 0 && more; more = mongoc_cursor_next(c, &doc))
+		rc = write_csv_row(out, doc);
 	if (rc != 0)
 		bson_set_error(err, 0, 0, "cannot write the CSV of batch %s", id);
-	bson_destroy(&status);
+	else if (mongoc_cursor_error(c, err))
+		rc = -1;
+	mongoc_cursor_destroy(c);
 	return rc;
 }
 

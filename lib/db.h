@@ -63,11 +63,39 @@ int db_batch_cancel(struct db *d, const char *id, int *ended, bson_error_t *err)
  * over batches, whatever the number of products. */
 int db_batch_counts(struct db *d, int64_t counts[], bson_error_t *err);
 
-/* Fills out (initialised by the caller) with the JSON of GET /status/ID; each product
- * also gets image_sizes, beside input_image_urls: {input_bytes, output_bytes} or null.
- * The batch's webhook_url, ending and cancel_requested are shown when it has them. */
-int db_status(struct db *d, const char *id, bson_t *out, bson_error_t *err);
-/* Writes the output CSV of GET /status/ID?format=csv. */
-int db_status_csv(struct db *d, const char *id, FILE *out, bson_error_t *err);
+/* One page of a batch's products in serial order: offset products passed over, at most
+ * limit shown.  GET /status/ID?offset=N&limit=M and dbrecord show --offset --limit. */
+#define DB_PAGE_LIMIT 100              /* the default limit */
+#define DB_PAGE_LIMIT_MAX 1000
+#define DB_PAGE_OFFSET_MAX INT32_MAX   /* more products than a batch can have */
+struct db_page {
+	int64_t offset, limit;
+};
+
+/* The page that the strings offset and limit name (NULL: the default, 0 and 100).  Returns
+ * 0, or -1 with why naming the parameter: "limit must be a whole number from 1 to 1000,
+ * not '0'". */
+int db_page_parse(const char *offset, const char *limit, struct db_page *page, char *why,
+		  size_t whylen);
+
+/* Fills out (initialised by the caller) with the JSON of GET /status/ID: the batch, its
+ * progress counters, and the page of its products (none, nor offset, limit and next, when
+ * page is NULL).  Each product also gets image_sizes, beside input_image_urls:
+ * {input_bytes, output_bytes} or null.  The batch's webhook_url, ending and
+ * cancel_requested are shown when it has them.  Reads the batch and one page, whatever the
+ * size of the batch. */
+int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *out,
+	      bson_error_t *err);
+/* Streams the output CSV of GET /status/ID?format=csv, every product in serial order, from
+ * a cursor.  Once the batch is found and the first products are read, and before the first
+ * byte, calls begin(arg) when it is not NULL: a -1 after that means out was cut short. */
+int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *), void *arg,
+		  bson_error_t *err);
+
+/* A cursor over the batch's products in serial order (only chunk's when it is not
+ * negative), with only the fields named (a NULL-terminated list), skip and limit as
+ * find's (0: none).  Destroy it when done. */
+mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
+				  const char *const *fields, int64_t skip, int64_t limit);
 
 #endif

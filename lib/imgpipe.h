@@ -31,8 +31,12 @@ struct config {
 	/* Limits; -1 when the variable is set but is not a positive number. */
 	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
 	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */
+	long max_row_errors;          /* IMGPIPE_MAX_ROW_ERRORS, row errors kept on a batch,
+	                               * default 1000, at most CONFIG_MAX_ROW_ERRORS_MAX */
 	long host_connections;        /* IMGPIPE_HOST_CONNECTIONS, to one image host, default 8 */
 };
+#define CONFIG_MAX_ROW_ERRORS 1000          /* IMGPIPE_MAX_ROW_ERRORS when unset */
+#define CONFIG_MAX_ROW_ERRORS_MAX 100000    /* keeps a batch document well under 16 MB */
 
 /* Fills c from the environment.  The strings belong to c (free with config_free). */
 void config_load(struct config *c);

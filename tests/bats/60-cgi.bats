@@ -2,7 +2,7 @@
 # imgpipe.cgi run as a web server runs it (RFC 3875: meta-variables in the environment,
 # the body on stdin) against the real Redis, FerretDB and versitygw: every status code of
 # the upload and status routes, what a 202 leaves in S3, MongoDB and the Redis stream, and
-# what a 503 does not leave behind.
+# what a 503 does not leave behind; the status a page at a time, and the CSV streamed.
 
 load helpers
 bats_require_minimum_version 1.5.0
@@ -147,7 +147,7 @@ PY
 	run jq -r '[.batch_id, .s3Key, (.status | IN("in queue", "in progress", "completed", "failed")),
 		(keys - ["webhook_url", "attempts"] | join(" ")),
 		(.progress | keys | join(" ")), (.products | type)] | join("|")' <<<"${lines[-1]}"
-	assert_output "$BATCH|uploads/$BATCH.csv|true|batch_id created_at message products progress s3Key status updated_at|images_done images_failed images_total rows_done rows_failed rows_total|array"
+	assert_output "$BATCH|uploads/$BATCH.csv|true|batch_id created_at limit message next offset products products_total progress row_errors row_errors_dropped s3Key status updated_at|images_done images_failed images_total rows_done rows_failed rows_total|array"
 	run --separate-stderr cgi GET "/status/$BATCH" "format=json"
 	assert_answer 200
 	run --separate-stderr cgi GET "/status/$BATCH" "format=csv"
@@ -155,6 +155,64 @@ PY
 	assert_line 'Content-Type: text/csv; charset=utf-8'
 	assert_line "Content-Disposition: attachment; filename=\"$BATCH.csv\""
 	assert_line --regexp '^S\. No\.,Product Name,Input Image Urls,Output Image Urls'
+}
+
+# After `run --separate-stderr cgi ...`: the response's body, its header block left out.
+body() { sed '1,/^$/d' <<<"$output"; }
+
+@test "GET /status/ID answers one page of products: ?offset=N&limit=M, next, the last page" {
+	id=$(openssl rand -hex 16)
+	many_products "$id" 250
+	page() {
+		run --separate-stderr cgi GET "/status/$id" "$1"
+		assert_answer 200
+		body | jq -c '[.products_total, .offset, .limit, (.products | length), .products[0].serial_no, .products[-1].serial_no, .next]'
+	}
+	assert_equal "$(page "")" "[250,0,100,100,3,300,\"/status/$id?offset=100&limit=100\"]"
+	assert_equal "$(page "offset=100&limit=100")" "[250,100,100,100,303,600,\"/status/$id?offset=200&limit=100\"]"
+	assert_equal "$(page "limit=100&offset=200")" '[250,200,100,50,603,750,null]'
+	assert_equal "$(page "offset=250")" '[250,250,100,0,null,null,null]'
+	assert_equal "$(page "offset=999999")" '[250,999999,100,0,null,null,null]'
+	assert_equal "$(page "limit=1000")" '[250,0,1000,250,3,750,null]'
+	assert_equal "$(page "limit=1&offset=249&format=json")" '[250,249,1,1,750,750,null]'
+	# next is a path that this route answers, the page after
+	run --separate-stderr cgi GET "/status/$id" "limit=80"
+	next=$(body | jq -r .next)
+	run --separate-stderr cgi GET "${next%%\?*}" "${next#*\?}"
+	assert_equal "$(body | jq -c '[.offset, .limit, .products[0].serial_no]')" '[80,80,243]'
+}
+
+@test "400 with the parameter named: offset or limit out of bounds, not a number, unknown, repeated" {
+	local id=0123456789abcdef0123456789abcdef
+	for limit in 0 1001 -1 abc 1.5 +5 99999999999; do
+		run --separate-stderr cgi GET "/status/$id" "limit=$limit"
+		assert_answer 400 "limit must be a whole number from 1 to 1000, not '$limit'"
+	done
+	run --separate-stderr cgi GET "/status/$id" "limit=%205"
+	assert_answer 400 "limit must be a whole number from 1 to 1000, not ' 5'"
+	for offset in -1 x 2147483648 0x10; do
+		run --separate-stderr cgi GET "/status/$id" "offset=$offset&limit=10"
+		assert_answer 400 "offset must be a whole number from 0 to 2147483647, not '$offset'"
+	done
+	run --separate-stderr cgi GET "/status/$id" "offset="
+	assert_answer 400 "query parameter 'offset' is empty or not decodable"
+	run --separate-stderr cgi GET "/status/$id" "limit=5&limit=6"
+	assert_answer 400 "repeated query parameter 'limit'"
+	run --separate-stderr cgi GET "/status/$id" "page=2"
+	assert_answer 400 "unknown query parameter 'page'"
+	run --separate-stderr cgi GET "/status/$id" "format=csv&offset=10"
+	assert_answer 400 "format=csv is every product: no offset or limit"
+}
+
+@test "?format=csv streams every product of a big batch once, in serial order" {
+	id=$(openssl rand -hex 16)
+	many_products "$id" 3000
+	run --separate-stderr cgi GET "/status/$id" "format=csv"
+	assert_line --index 0 'Status: 200 OK'
+	# streamed: no length known before the end
+	refute_line --partial 'Content-Length:'
+	body >"$BATS_TEST_TMPDIR/out.csv"
+	assert_many_products_csv "$BATS_TEST_TMPDIR/out.csv" 3000
 }
 
 @test "400: an empty CSV, as text/csv and as the part \"file\"" {
@@ -233,6 +291,8 @@ PY
 
 @test "404: an unknown id, a path traversal, a long id, an upper-case id, an unknown route" {
 	run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef
+	assert_answer 404 "no batch 0123456789abcdef0123456789abcdef"
+	run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef format=csv
 	assert_answer 404 "no batch 0123456789abcdef0123456789abcdef"
 	for id in ../../../etc/passwd "$(printf 'a%.0s' {1..64})" 0123456789ABCDEF0123456789ABCDEF ""; do
 		# MONGODB_URI unset: the database is never asked about such ids
@@ -325,8 +385,10 @@ PY
 	MONGODB_URI="mongodb://127.0.0.1:1/imgpipe" run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
 	assert_answer 503 "MongoDB unavailable"
 	[[ $stderr == "imgpipe.cgi: 503: MongoDB unavailable: "*"127.0.0.1:1"* ]]
-	MONGODB_URI="mongodb://127.0.0.1:1/imgpipe" run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef
-	assert_answer 503 "MongoDB unavailable"
+	for query in "" format=csv; do
+		MONGODB_URI="mongodb://127.0.0.1:1/imgpipe" run --separate-stderr cgi GET /status/0123456789abcdef0123456789abcdef "$query"
+		assert_answer 503 "MongoDB unavailable"
+	done
 	S3_ENDPOINT=http://127.0.0.1:1 run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
 	assert_answer 503 "S3 unavailable"
 	[[ $stderr == "imgpipe.cgi: 503: S3 unavailable: PUT s3://"*"127.0.0.1 port 1"* ]]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # The web page of imgpipe.cgi through the real web server and the whole stack: the upload
 # form, the 303 after a browser's upload, error pages, escaping, the status page that
-# refreshes itself, the image sizes behind it, and a real browser (Debian's headless
+# refreshes itself and shows a page of products at a time, the image sizes behind it, the
+# output CSV streamed through the web server, and a real browser (Debian's headless
 # Chromium, driven by playwright-core in tests/browser/web.mjs) that uploads a CSV through
 # the form and follows the batch to its end.  Set WEB_SCREENSHOT_DIR to keep its
 # screenshots (docs/web-upload.png and docs/web-status.png come from there).
@@ -108,7 +109,7 @@ submit_wait() {
 	run html "$IMGPIPE_URL/status/$BATCH"
 	assert_success
 	assert_line --partial '<td rowspan="1">&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quotes&quot;</td>'
-	assert_line --partial "<img src=\"$HTTPD_URL/kite.jpg?a=1&amp;b=2\" alt=\"before\""
+	assert_line --partial "<a class=\"original\" href=\"$HTTPD_URL/kite.jpg?a=1&amp;b=2\" title=\"$HTTPD_URL/kite.jpg?a=1&amp;b=2\">original</a>"
 	assert_line '<li>line 3: <span class="error">serial number &#39;&lt;b&gt;&#39; is not a positive integer</span></li>'
 	refute_output --partial '<script>'
 	refute_output --partial '<b>'
@@ -143,6 +144,50 @@ submit_wait() {
 	done
 }
 
+@test "the status page shows a page of products, with links to the pages before and after" {
+	id=$(openssl rand -hex 16)
+	many_products "$id" 250
+	run html "$IMGPIPE_URL/status/$id"
+	assert_equal "$(status_line)" "HTTP/1.1 200 OK"
+	assert_line '<meta http-equiv="refresh" content="2">'
+	assert_line "<nav class=\"pages\">Products 1 to 100 of 250<a rel=\"next\" href=\"/status/$id?offset=100&amp;limit=100\">next &rarr;</a></nav>"
+	assert_equal "$(grep -c '<tr><td rowspan' <<<"$output")" 100
+	assert_line --partial '<tr><td rowspan="1">3</td><td rowspan="1">P3</td>'
+	# outputs as thumbnails that load when scrolled to; the originals only linked
+	assert_equal "$(grep -o '<img [^>]*>' <<<"$output" | grep -vc '^<img loading="lazy" src="http://s3/')" 0
+	assert_equal "$(grep -o '<img ' <<<"$output" | wc -l)" "$((100 / 7))"
+	assert_equal "$(grep -o '<a class="original" href="http://img/[0-9]*.jpg"' <<<"$output" | wc -l)" 100
+
+	run html "$IMGPIPE_URL/status/$id?offset=100&limit=100"
+	assert_line "<nav class=\"pages\"><a rel=\"prev\" href=\"/status/$id?offset=0&amp;limit=100\">&larr; previous</a>Products 101 to 200 of 250<a rel=\"next\" href=\"/status/$id?offset=200&amp;limit=100\">next &rarr;</a></nav>"
+	run html "$IMGPIPE_URL/status/$id?offset=240&limit=50"
+	assert_line "<nav class=\"pages\"><a rel=\"prev\" href=\"/status/$id?offset=190&amp;limit=50\">&larr; previous</a>Products 241 to 250 of 250</nav>"
+	assert_equal "$(grep -c '<tr><td rowspan' <<<"$output")" 10
+	run html "$IMGPIPE_URL/status/$id?offset=300"
+	assert_line '<p>No products on this page.</p>'
+	run html "$IMGPIPE_URL/status/$id?limit=1001"
+	assert_equal "$(status_line)" "HTTP/1.1 400 Bad Request"
+	assert_line "<p class=\"error\">limit must be a whole number from 1 to 1000, not &#39;1001&#39;</p>"
+
+	# once the batch has ended, the page no longer refreshes itself; one page: no pager
+	dbrecord batch "$id" completed "250 rows"
+	run html "$IMGPIPE_URL/status/$id?limit=1000"
+	refute_output --partial 'http-equiv="refresh"'
+	refute_output --partial '<nav'
+	assert_equal "$(grep -c '<tr><td rowspan' <<<"$output")" 250
+}
+
+@test "the status page names the rejected rows that are not kept" {
+	id=$(openssl rand -hex 16)
+	for line in $(seq 2 5); do
+		echo "{\"line\": $line, \"batch_id\": \"$id\", \"error\": \"bad row $line\"}"
+	done | IMGPIPE_MAX_ROW_ERRORS=2 dbrecord --all-rows >/dev/null
+	run html "$IMGPIPE_URL/status/$id"
+	assert_output --partial "$(printf '%s\n' '<h2>Rejected rows</h2>' '<ul>' \
+		'<li>line 2: <span class="error">bad row 2</span></li>' \
+		'<li>line 3: <span class="error">bad row 3</span></li>' '<li>and 2 more</li>' '</ul>')"
+}
+
 @test "the status JSON stays for JSON clients and ?format=json, and gains image_sizes" {
 	submit_wait "$BATS_FILE_TMPDIR/products.csv"
 	run curl -sS -D "$BATS_TEST_TMPDIR/headers" "$IMGPIPE_URL/status/$BATCH"
@@ -153,6 +198,9 @@ submit_wait() {
 	assert_equal "$output" "$status_json"
 	run html "$IMGPIPE_URL/status/$BATCH?format=csv"
 	assert_equal "$(header Content-Type)" "text/csv; charset=utf-8"
+	# streamed through the web server, chunked, as the database has it
+	assert_equal "$(header Transfer-Encoding)" "chunked"
+	assert_equal "$output" "$(dbrecord show "$BATCH" --csv)"
 
 	# each image's input size is the photograph's, its output size the stored object's
 	assert_equal "$(jq -c '[.products[].image_sizes | map(. != null)]' <<<"$status_json")" \
@@ -184,9 +232,11 @@ submit_wait() {
 	check '[.products[] | .[0:2] | select(length == 2 and (.[0] | test("^[0-9]+$")))]' \
 		'[["1","Autumn Print"],["2","Kite Poster"],["3","Evening Glow Canvas"],["4","Colourful Cups"],["5","Missing Poster"]]'
 	# sizes before and after and the saving of every compressed image; the 404's error
-	check '[.products[:-1][] | .[-3:] | (.[0:2] | all(test("^[0-9.]+ (B|kB|MB)$"))) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
-	check '.products[-1]' "[\"5\",\"Missing Poster\",\"\",\"fetchimg: HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
-	check '[.before, .after]' '[{"count":6,"loaded":5},{"count":5,"loaded":5}]'
+	check '[.products[:-1][] | .[-3:] | (.[0] | test("^original [0-9.]+ (B|kB|MB)$")) and (.[1] | test("^[0-9.]+ (B|kB|MB)$")) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
+	check '.products[-1]' "[\"5\",\"Missing Poster\",\"original\",\"fetchimg: HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
+	# the originals are links, not images a browser would fetch whole; the outputs load lazily
+	check '.originals' "[\"$HTTPD_URL/autumn.jpg\",\"$HTTPD_URL/path.jpg\",\"$HTTPD_URL/kite.jpg\",\"$HTTPD_URL/eveningglow.jpg\",\"$HTTPD_URL/colorfulcups.jpg\",\"$HTTPD_URL/no-such-photo.jpg\"]"
+	check '[.after, .lazy]' '[{"count":5,"loaded":5},[true]]'
 	check "[.after_srcs[] | test(\"^$S3_PUBLIC_URL/images/[0-9a-f]{64}-q50[.]jpg$\")] | unique" '[true]'
 	check '[.csv_link, .csv_header]' "[\"/status/$batch?format=csv\",\"S. No.,Product Name,Input Image Urls,Output Image Urls\"]"
 	for shot in web-upload web-status; do

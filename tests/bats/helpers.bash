@@ -107,3 +107,37 @@ WEBHOOK_PYTHON="${IMGPIPE_TOOLS:-/opt/imgpipe}/venv/bin/python"
 verify_webhooks() {
 	"$WEBHOOK_PYTHON" "$ROOT/tests/lib/verify-webhook.py" "$@"
 }
+
+# many_products BATCH N: writes batch BATCH and N products straight into MongoDB with
+# pymongo, in a random order, serial numbers 3, 6, 9, ... (with gaps, as a CSV may have
+# them), one image each, every seventh done; then recounts the batch.  (FerretDB on SQLite
+# commits each of dbrecord's upserts on its own, about 50 ms a product on a small machine:
+# one insert_many makes thousands at once.)
+many_products() {
+	/usr/bin/python3 - "$MONGODB_URI" "$1" "$2" <<'PY'
+import sys, random, datetime, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000).get_default_database()
+batch, n = sys.argv[2], int(sys.argv[3])
+now = datetime.datetime.now(datetime.timezone.utc)
+serials = [3 * i for i in range(1, n + 1)]
+random.shuffle(serials)
+db.batches.insert_one({"_id": batch, "status": "in progress", "createdAt": now, "updatedAt": now})
+db.products.insert_many([{"_id": f"{batch}-{s}", "batch_id": batch, "serial_no": s,
+    "product_name": f"P{s}", "input_image_urls": [f"http://img/{s}.jpg"],
+    "output_image_urls": [f"http://s3/{s}.jpg" if s % 7 == 0 else ""], "errors": [],
+    "createdAt": now, "updatedAt": now} for s in serials])
+PY
+	dbrecord recount "$1"
+}
+
+# assert_many_products_csv FILE N: FILE is the output CSV of a batch that many_products
+# made with N products, read as a spreadsheet would: its header, then every product once in
+# serial order, every seventh with its output.
+assert_many_products_csv() {
+	run python3 -c 'import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+print(rows[0]); print(" ".join(r[0] for r in rows[1:])); print(sum(1 for r in rows[1:] if r[3]))' "$1"
+	assert_line --index 0 "['S. No.', 'Product Name', 'Input Image Urls', 'Output Image Urls']"
+	assert_line --index 1 "$(seq -s ' ' 3 3 $((3 * $2)))"
+	assert_line --index 2 "$(($2 / 7))"
+}

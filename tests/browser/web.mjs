@@ -53,6 +53,10 @@ async function run(page) {
 
   // No reload from here: the page must refresh itself until the batch ends.
   await page.locator('.status.completed, .status.failed').waitFor({ timeout: BATCH_TIMEOUT_MS });
+  // The images load lazily: scrolled to, each comes in.
+  for (const img of await page.$$('img')) {
+    await img.scrollIntoViewIfNeeded();
+  }
   await page.waitForFunction(() => [...document.images].every((i) => i.complete));
   seen.status = await page.textContent('.status');
   seen.refreshes_when_ended = await page.$$eval('meta[http-equiv=refresh]', (m) => m.length);
@@ -60,8 +64,9 @@ async function run(page) {
   seen.heading = await page.textContent('h1');
   seen.products = await page.$$eval('tbody tr', (rows) => rows.map((r) =>
     [...r.cells].map((c) => c.innerText.trim().replace(/\s+/g, ' '))));
-  seen.before = await images(page, 'img[alt=before]');
+  seen.originals = await page.$$eval('a.original', (as) => as.map((a) => a.href));
   seen.after = await images(page, 'img[alt=after]');
+  seen.lazy = await page.$$eval('img', (imgs) => [...new Set(imgs.map((i) => i.loading === 'lazy'))]);
   seen.after_srcs = await page.$$eval('img[alt=after]', (imgs) => imgs.map((i) => i.src));
   seen.csv_link = await page.getAttribute('a.csv', 'href');
   const csvAnswer = await page.request.get(new URL(seen.csv_link, page.url()).href);

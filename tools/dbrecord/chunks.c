@@ -1,5 +1,5 @@
 /* dbrecord's commands for a batch spread over chunks: each job's record in the collection
- * "chunks", the claim of the batch's end, and the images a chunk still has to do.
+ * "chunks", and the claim of the batch's end.
  *
  * For ending E of a batch (0, one more after each retry), "chunks" holds:
  *   BATCH:E:plan  {batch_id, ending, host, hosts, started, chunk_rows, ended, chunks_total}
@@ -319,118 +319,39 @@ void chunk_command(int argc, char **argv, const char *usage)
 	bson_destroy(&out);
 }
 
-/* Writes with write every document of coll that filter and opts find; a failure once
- * something was written exits 69, since repeating would write it twice.  Returns -1 (to
- * retry) before that. */
-static int find_and_write(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
-			  int (*write)(const bson_t *doc, const char *batch), const char *batch,
-			  bson_error_t *error)
+/* Writes the batch's documents of "chunks", by ending and chunk, from a cursor; false
+ * with error when MongoDB fails, *written telling whether some were written already. */
+static bool list_chunks(const char *id, bool *written, bson_error_t *error)
 {
-	mongoc_cursor_t *c = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
+	bson_t *opts = BCON_NEW("sort", "{", "ending", BCON_INT32(1), "chunk", BCON_INT32(1), "}");
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(chunks, filter, opts, NULL);
 	const bson_t *doc;
-	int wrote = 0, failed;
+	bool ok;
 
 	while (mongoc_cursor_next(c, &doc)) {
-		if (write(doc, batch) != 0)
+		if (ndjson_write(stdout, doc) < 0)
 			err(EX_IOERR, "stdout");
-		wrote = 1;
+		*written = true;
 	}
-	failed = mongoc_cursor_error(c, error);
+	ok = !mongoc_cursor_error(c, error);
 	mongoc_cursor_destroy(c);
-	if (failed && wrote)
-		errx(EX_UNAVAILABLE, "MongoDB failed while writing: %s", error->message);
-	return failed ? -1 : 0;
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
 }
 
-static int write_doc(const bson_t *doc, const char *batch)
-{
-	(void)batch;
-	return ndjson_write(stdout, doc);
-}
-
-/* chunks ID: the batch's documents of "chunks", by ending and chunk. */
 void chunks_command(int argc, char **argv, const char *usage)
 {
 	struct retry r = { 0 };
 	bson_error_t error;
-	bson_t *filter, *opts;
+	bool written = false;
 
 	if (argc != 2 || !*argv[1])
 		cli_usage_error(usage, "chunks wants one batch ID");
 	connect_db();
 	chunks = mongoc_database_get_collection(db.database, "chunks");
-	filter = BCON_NEW("batch_id", BCON_UTF8(argv[1]));
-	opts = BCON_NEW("sort", "{", "ending", BCON_INT32(1), "chunk", BCON_INT32(1), "}");
-	while (find_and_write(chunks, filter, opts, write_doc, argv[1], &error) < 0)
-		retry_or_exit(&r, &error, NULL);
-	bson_destroy(opts);
-	bson_destroy(filter);
+	while (!list_chunks(argv[1], &written, &error))
+		retry_read(&r, written, &error);
 	mongoc_collection_destroy(chunks);
-}
-
-/* Writes the image records of the product's empty output slots, then a blank line
- * (process-batch's pipelines split only there, so one pipeline writes all of a
- * product's slots). */
-static int write_pending(const bson_t *product, const char *batch)
-{
-	bson_iter_t urls, outs, serial;
-	bson_t rec;
-	int has_outs, any = 0, rc = 0;
-
-	if (!bson_iter_init_find(&urls, product, "input_image_urls") || !BSON_ITER_HOLDS_ARRAY(&urls) ||
-	    !bson_iter_recurse(&urls, &urls) || !bson_iter_init_find(&serial, product, "serial_no"))
-		return 0;
-	has_outs = bson_iter_init_find(&outs, product, "output_image_urls") &&
-		   BSON_ITER_HOLDS_ARRAY(&outs) && bson_iter_recurse(&outs, &outs);
-	for (int32_t i = 0; rc == 0 && bson_iter_next(&urls); i++) {
-		has_outs = has_outs && bson_iter_next(&outs);
-		if ((has_outs && BSON_ITER_HOLDS_UTF8(&outs) && *bson_iter_utf8(&outs, NULL)) ||
-		    !BSON_ITER_HOLDS_UTF8(&urls))
-			continue;
-		bson_init(&rec);
-		BSON_APPEND_UTF8(&rec, "batch_id", batch);
-		bson_append_iter(&rec, NULL, 0, &serial);
-		BSON_APPEND_INT32(&rec, "index", i);
-		BSON_APPEND_UTF8(&rec, "url", bson_iter_utf8(&urls, NULL));
-		rc = ndjson_write(stdout, &rec);
-		bson_destroy(&rec);
-		any = 1;
-	}
-	if (rc == 0 && any && putc('\n', stdout) == EOF)
-		rc = -1;
-	return rc;
-}
-
-/* pending ID [--chunk N]: the image records still to do, product by product in serial
- * order, read from a cursor: as many products as there are, in little memory. */
-void pending_command(int argc, char **argv, const char *usage)
-{
-	enum { OPT_CHUNK = 256 };
-	static const struct option longopts[] = {
-		{ "chunk", required_argument, NULL, OPT_CHUNK },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct retry r = { 0 };
-	bson_error_t error;
-	bson_t *filter, *opts;
-	long chunk = -1;
-	int ch;
-
-	optind = 0;     /* glibc starts afresh: the options may come before or after ID */
-	while ((ch = cli_getopt(argc, argv, "", longopts, usage)) != -1)
-		if (ch == OPT_CHUNK)
-			chunk = cli_long("--chunk", optarg, 0, INT32_MAX);
-	if (argc - optind != 1 || !*argv[optind])
-		cli_usage_error(usage, "pending wants one batch ID");
-	connect_db();
-	filter = BCON_NEW("batch_id", BCON_UTF8(argv[optind]));
-	if (chunk >= 0)
-		BSON_APPEND_INT64(filter, "chunk", chunk);
-	opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}",
-			"projection", "{", "serial_no", BCON_INT32(1), "input_image_urls", BCON_INT32(1),
-			"output_image_urls", BCON_INT32(1), "}");
-	while (find_and_write(db.products, filter, opts, write_pending, argv[optind], &error) < 0)
-		retry_or_exit(&r, &error, NULL);
-	bson_destroy(opts);
-	bson_destroy(filter);
 }

@@ -1,9 +1,12 @@
 /* dbrecord: records the pipeline's records in MongoDB (products, image outcomes, row
- * errors, webhook deliveries) and echoes them; sets or shows a batch's status.
+ * errors, webhook deliveries) and echoes them; sets, shows and recounts a batch, and lists
+ * the images it has still to do.
  *
  * Every write is a single-document update that gives the same result when repeated, so
  * a rerun, a retry after a lost connection and a second writer on the same batch all
- * leave the same documents.  Progress is not stored but derived when read (db.c). */
+ * leave the same documents.  The batch's progress counters are the exception: images
+ * move them by $inc as their slots change state, which a write lost between a product
+ * and its batch leaves short, so process-batch recounts them once at the batch's end. */
 #include <poll.h>
 #include <string.h>
 
@@ -17,20 +20,31 @@
 #define DUPLICATE_KEY 11000        /* a concurrent upsert inserted the document first */
 
 static const char usage[] =
-	"usage: dbrecord [--retry-for SECONDS] < RECORDS\n"
+	"usage: dbrecord [--retry-for SECONDS] [--all-rows] < RECORDS\n"
 	"       dbrecord [--retry-for SECONDS] batch ID STATUS [MESSAGE]\n"
-	"       dbrecord [--retry-for SECONDS] show ID [--csv]\n"
+	"       dbrecord [--retry-for SECONDS] show ID [--offset N] [--limit M] [--no-products]\n"
+	"       dbrecord [--retry-for SECONDS] show ID --csv\n"
+	"       dbrecord [--retry-for SECONDS] pending ID [--chunk N]\n"
+	"       dbrecord [--retry-for SECONDS] recount ID\n"
 	"       dbrecord [--retry-for SECONDS] chunk ID ENDING JOB start HOST [ROWS]|end [TOTAL]|claim [REASON]\n"
 	"       dbrecord [--retry-for SECONDS] chunks ID\n"
-	"       dbrecord [--retry-for SECONDS] pending ID [--chunk N]\n"
 	"Records NDJSON records in MongoDB (MONGODB_URI) and echoes each one once recorded:\n"
 	"product records create or refresh products, image records fill their slot of\n"
-	"output_image_urls or record their error, row errors and webhook deliveries are\n"
-	"kept on the batch.\n"
+	"output_image_urls or record their error (and count it in the batch's progress), row\n"
+	"errors (the first IMGPIPE_MAX_ROW_ERRORS) and webhook deliveries are kept on the batch.\n"
+	"  --all-rows                 the input holds every row of its batch (csvsplit's\n"
+	"                             output): then set the batch's row counts from it\n"
 	"  batch ID STATUS [MESSAGE]  set the batch's status ('in queue', 'in progress',\n"
 	"                             'completed', 'failed') and message, creating it if needed\n"
-	"  show ID                    print the batch's status JSON, as GET /status/ID\n"
-	"  show ID --csv              print the batch's output CSV\n"
+	"  show ID                    print the batch's status JSON, as GET /status/ID, with one\n"
+	"                             page of products: --offset N (default 0) and --limit M\n"
+	"                             (default 100, at most 1000), or none with --no-products\n"
+	"  show ID --csv              print the batch's output CSV, every product\n"
+	"  pending ID [--chunk N]     print an image record for every input URL (of chunk N)\n"
+	"                             whose output slot is empty, a blank line after each\n"
+	"                             product's\n"
+	"  recount ID                 count the batch's products and images again and store\n"
+	"                             the counts\n"
 	"  chunk ID ENDING JOB ...    the batch's job JOB (a chunk number, or plan) of ending\n"
 	"                             ENDING ('-': the batch's) starts on HOST (plan: ROWS a\n"
 	"                             chunk, fixed by its first start), ends (plan: having queued\n"
@@ -38,7 +52,6 @@ static const char usage[] =
 	"                             for REASON); prints the state: status, ending,\n"
 	"                             cancel_requested, job_ended, chunk_rows, finisher, reason\n"
 	"  chunks ID                  print the batch's job records, one a line\n"
-	"  pending ID [--chunk N]     print the image records still to do (of chunk N)\n"
 	"  --retry-for SECONDS        wait this long for an unreachable MongoDB (default 60)\n"
 	"  --help, --version\n";
 
@@ -52,11 +65,16 @@ struct item {
 	int64_t urls;              /* its number of input URLs; -1 while unknown */
 	bson_t *stale;             /* images: the entries the product's errors hold for the
 	                            * image before this record (an array); NULL until known */
+	bool was_done;             /* images: the slot held an output URL before this record
+	                            * (known with stale) */
+	int add_row_error;         /* row errors: 1 to add to the batch's row_errors, 0 not
+	                            * (there already, or the list is full); -1 until known */
 };
 
 static struct config cfg;
 struct db db;
 static long retry_for = 60;
+static bool all_rows;          /* --all-rows */
 
 /* ---- MongoDB failures ---- */
 
@@ -184,7 +202,7 @@ static enum kind classify(const bson_t *rec, const char **why)
 static struct item item_new(bson_t *rec, const struct stage *s)
 {
 	const char *why;
-	struct item it = { rec, NULL, classify(rec, &why), NULL, -1, NULL };
+	struct item it = { .rec = rec, .kind = classify(rec, &why), .urls = -1, .add_row_error = -1 };
 
 	if (it.kind == PASS) {
 		warnx("input line %lu not recorded: %s", s->in.lineno, why);
@@ -406,21 +424,30 @@ static bson_t *error_push(const struct item *it)
 	return u;
 }
 
-/* The batch's part of any record: it exists (as 'in progress' when this creates it) and
- * was updated now; plus, for row errors and deliveries, their entry in a set. */
-static bson_t *batch_update(const struct item *it, int64_t now)
+/* The batch's part of a flush: it exists (as 'in progress' when this creates it) and was
+ * updated now; and the flush's images moved its counters by done and failed. */
+static bson_t *batch_touch(int64_t now, int64_t done, int64_t failed)
+{
+	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
+			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
+			     "createdAt", BCON_DATE_TIME(now), "}");
+
+	if (done || failed)
+		BCON_APPEND(u, "$inc", "{", "progress.images_done", BCON_INT64(done),
+			    "progress.images_failed", BCON_INT64(failed), "}");
+	return u;
+}
+
+/* A row error's or a delivery's entry in its set on the batch, with the batch's touch. */
+static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
 		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
 	};
-	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
-			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
-			     "createdAt", BCON_DATE_TIME(now), "}");
+	bson_t *u = batch_touch(now, 0, 0);
 	bson_t add, entry;
 	bson_iter_t f;
 
-	if (it->kind != ROW_ERROR && it->kind != DELIVERY)
-		return u;
 	bson_append_document_begin(u, "$addToSet", -1, &add);
 	if (it->kind == ROW_ERROR) {
 		bson_append_document_begin(&add, "row_errors", -1, &entry);
@@ -455,20 +482,23 @@ static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, 
 	return ok;
 }
 
-/* The batch whose document this process wrote last, and when.  For products and images
- * the batch document needs only to exist and show recent activity, so it is written at
- * most once a second per batch rather than once an image. */
-static struct { char *id; int64_t at; } last_touch;
-
-/* Queues the item's updates, counting them in *np and *nb: products and images on the
- * products bulk, and on the batches bulk the batch's own update, unless *last_batch
- * (written within the second) is this batch already. */
-static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
-		       mongoc_bulk_operation_t *bb, size_t *nb, const char **last_batch,
-		       int64_t now, bson_error_t *err)
+/* What the image record changes in its batch's counters, added to *done and *failed: a
+ * slot that gains an output is one more done (and one fewer failed if it had failed), a
+ * new failure one more failed, and an outcome repeated nothing. */
+static void image_counts(const struct item *it, int64_t *done, int64_t *failed)
 {
-	const char *batch = rec_str(it->rec, "batch_id");
-	int on_product = it->kind == PRODUCT || it->kind == IMAGE;
+	bool fails = rec_str(it->rec, "error") != NULL;
+	bool failed_before = !it->was_done && !bson_empty(it->stale);
+
+	*done += (int64_t)!fails - (int64_t)it->was_done;
+	*failed += (int64_t)fails - (int64_t)failed_before;
+}
+
+/* Queues the item's own writes, counting them in *np and *nb: products and images on the
+ * products bulk; on the batches bulk a delivery, and a row error that is to be added. */
+static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
+		       mongoc_bulk_operation_t *bb, size_t *nb, int64_t now, bson_error_t *err)
+{
 	bson_t *push;
 
 	if (it->kind == PRODUCT &&
@@ -480,16 +510,64 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	if (it->kind == IMAGE && (push = error_push(it)) &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), push, false, err))
 		return false;
-	*np += on_product;
-	if (on_product && *last_batch && strcmp(*last_batch, batch) == 0)
+	*np += it->kind == PRODUCT || it->kind == IMAGE;
+	if (it->kind != DELIVERY && !(it->kind == ROW_ERROR && it->add_row_error == 1))
 		return true;
-	*last_batch = batch;
 	(*nb)++;
-	return add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_update(it, now), true, err);
+	return add_update(bb, BCON_NEW("_id", BCON_UTF8(rec_str(it->rec, "batch_id"))),
+			  batch_entry(it, now), true, err);
+}
+
+/* The batch that the item's touch is for: products', images' and row errors' (deliveries
+ * are written with one of their own); NULL for the others. */
+static const char *touched_batch(const struct item *it)
+{
+	return it->kind == PRODUCT || it->kind == IMAGE || it->kind == ROW_ERROR ?
+	       rec_str(it->rec, "batch_id") : NULL;
+}
+
+/* The batch whose document this process touched last, and when.  For products and images
+ * the batch document needs only to exist and show recent activity, so it is touched at
+ * most once a second per batch rather than once an image, unless its counters move. */
+static struct { char *id; int64_t at; } last_touch;
+
+static bool touched_lately(const char *batch, int64_t now)
+{
+	return last_touch.id && strcmp(last_touch.id, batch) == 0 && now - last_touch.at < 1000;
+}
+
+/* Queues one touch for each batch of the items, with one $inc of what all of its images
+ * among them change in its counters (so a flush writes a batch once, not once an image),
+ * counting them in *nb.  *last is the batch touched last, or stays NULL. */
+static bool queue_touches(const struct item *items, size_t n, mongoc_bulk_operation_t *bb,
+			  size_t *nb, int64_t now, const char **last, bson_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *batch = touched_batch(&items[i]), *other;
+		int64_t done = 0, failed = 0;
+		bool first = batch != NULL;
+
+		for (size_t j = 0; first && j < i; j++)
+			first = !(other = touched_batch(&items[j])) || strcmp(other, batch) != 0;
+		if (!first)
+			continue;
+		for (size_t j = i; j < n; j++)
+			if (items[j].kind == IMAGE && strcmp(touched_batch(&items[j]), batch) == 0)
+				image_counts(&items[j], &done, &failed);
+		if (!done && !failed && touched_lately(batch, now))
+			continue;
+		(*nb)++;
+		*last = batch;
+		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, done, failed),
+				true, err))
+			return false;
+	}
+	return true;
 }
 
 /* Products as the database holds them after this process's last write: their number
- * of input URLs and the entries of their errors (NULL while unknown), as written or read.
+ * of input URLs, and the state of their slots (the entries of their errors and which
+ * slots hold an output; NULL while unknown), as written or read.
  * A product's images follow one another in a pipeline, so most images need no query.
  * This holds while one process at a time writes a product's images, as process-batch
  * arranges. */
@@ -497,7 +575,9 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 static struct known {
 	char *id;
 	int64_t urls;
-	bson_t *errors;            /* an array */
+	bson_t *errors;            /* an array; NULL while the slots are unknown */
+	bool *done;                /* done[i]: slot i holds an output URL; known with errors */
+	int64_t slots;             /* the length of done */
 } known[KNOWN_MAX];
 static size_t known_next;
 
@@ -520,7 +600,8 @@ static struct known *known_get(const char *id)
 	known_next = (known_next + 1) % KNOWN_MAX;
 	bson_free(k->id);
 	bson_destroy(k->errors);
-	*k = (struct known){ bson_strdup(id), -1, NULL };
+	bson_free(k->done);
+	*k = (struct known){ .id = bson_strdup(id), .urls = -1 };
 	return k;
 }
 
@@ -529,6 +610,7 @@ static void forget_products(void)
 	for (size_t i = 0; i < KNOWN_MAX; i++) {
 		bson_free(known[i].id);
 		bson_destroy(known[i].errors);
+		bson_free(known[i].done);
 	}
 }
 
@@ -540,26 +622,45 @@ static void remember_written(const struct item *items, size_t n)
 	uint32_t count;
 
 	for (size_t i = 0; i < n; i++) {
+		int64_t index = rec_int(items[i].rec, "index", 0);
+
 		if (items[i].kind == PRODUCT)
 			known_get(items[i].id)->urls = items[i].urls;
 		if (items[i].kind != IMAGE || !(k = known_find(items[i].id)) || !k->errors)
 			continue;
-		kept = select_entries(k->errors, rec_int(items[i].rec, "index", 0), true);
+		kept = select_entries(k->errors, index, true);
 		count = (uint32_t)bson_count_keys(kept);
 		push_outcome(kept, &count, items[i].rec);
 		bson_destroy(k->errors);
 		k->errors = kept;
+		if (index < k->slots)
+			k->done[index] = !rec_str(items[i].rec, "error");
 	}
 }
 
-/* Reads product id's number of input URLs and its errors into what is known of it;
- * nothing when there is no such product.  One _id equality a query: FerretDB pushes that
- * down to SQLite, and scans the whole collection for an $in. */
+/* Which of the product's slots hold an output URL, from its output_image_urls, into k. */
+static void read_done(struct known *k, const bson_t *product)
+{
+	bson_iter_t it, slot;
+
+	bson_free(k->done);
+	k->slots = k->urls;
+	k->done = bson_malloc0(sizeof *k->done * (size_t)(k->slots > 0 ? k->slots : 1));
+	if (bson_iter_init_find(&it, product, "output_image_urls") && BSON_ITER_HOLDS_ARRAY(&it) &&
+	    bson_iter_recurse(&it, &slot))
+		for (int64_t i = 0; i < k->slots && bson_iter_next(&slot); i++)
+			k->done[i] = BSON_ITER_HOLDS_UTF8(&slot) && *bson_iter_utf8(&slot, NULL);
+}
+
+/* Reads product id's number of input URLs and the state of its slots into what is known
+ * of it; nothing when there is no such product.  One _id equality a query: FerretDB pushes
+ * that down to SQLite, and scans the whole collection for an $in. */
 static bool query_product(const char *id, bson_error_t *err)
 {
 	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
 	bson_t *opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1),
-				"errors", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+				"output_image_urls", BCON_INT32(1), "errors", BCON_INT32(1), "}",
+				"limit", BCON_INT64(1));
 	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
 	const bson_t *doc;
 	struct known *k;
@@ -578,6 +679,7 @@ static bool query_product(const char *id, bson_error_t *err)
 		} else {
 			k->errors = bson_new();
 		}
+		read_done(k, doc);
 	}
 	ok = !mongoc_cursor_error(c, err);
 	mongoc_cursor_destroy(c);
@@ -587,10 +689,11 @@ static bool query_product(const char *id, bson_error_t *err)
 }
 
 /* Looks up what each image needs of its product: its number of input URLs (to refuse an
- * image it lacks) and the entries its errors hold for the image (to replace them).  From
- * the records before it in these items, else from what is known, else from the database:
- * a query a product a process.  An image looked up before a failed query keeps what it
- * found, so this can be called again. */
+ * image it lacks), the entries its errors hold for the image (to replace them) and whether
+ * its slot held an output (to count the change).  From the records before it in these
+ * items, else from what is known, else from the database: a query a product a process.
+ * An image looked up before a failed query keeps what it found, so this can be called
+ * again. */
 static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -621,8 +724,10 @@ static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
 		if (earlier) {
 			it->stale = bson_new();
 			push_outcome(it->stale, &none, earlier->rec);
+			it->was_done = !rec_str(earlier->rec, "error");
 		} else {
 			it->stale = k && k->errors ? select_entries(k->errors, index, false) : bson_new();
+			it->was_done = k && k->errors && index < k->slots && k->done[index];
 		}
 	}
 	return true;
@@ -642,6 +747,143 @@ static void reject_strays(struct item *items, size_t n)
 	}
 }
 
+/* The lines of the row errors that a batch holds, as read once and then as added, so
+ * that its list stays within IMGPIPE_MAX_ROW_ERRORS and a rerun adds no line twice.  One
+ * batch at a time: its rows come together. */
+static struct {
+	char *batch;
+	int64_t *lines;
+	size_t n, cap;
+} row_errors;
+
+static void row_errors_add(int64_t line)
+{
+	if (row_errors.n == row_errors.cap) {
+		row_errors.cap = row_errors.cap ? 2 * row_errors.cap : 64;
+		row_errors.lines = bson_realloc(row_errors.lines, sizeof *row_errors.lines * row_errors.cap);
+	}
+	row_errors.lines[row_errors.n++] = line;
+}
+
+static bool row_errors_has(int64_t line)
+{
+	for (size_t i = 0; i < row_errors.n; i++)
+		if (row_errors.lines[i] == line)
+			return true;
+	return false;
+}
+
+/* Reads the lines of batch's row errors into row_errors. */
+static bool query_row_errors(const char *batch, bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(batch));
+	bson_t *opts = BCON_NEW("projection", "{", "row_errors", BCON_INT32(1), "}",
+				"limit", BCON_INT64(1));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.batches, filter, opts, NULL);
+	const bson_t *doc;
+	bson_iter_t it, el;
+	bson_t entry;
+	bool ok;
+
+	row_errors.n = 0;
+	if (mongoc_cursor_next(c, &doc) && bson_iter_init_find(&it, doc, "row_errors") &&
+	    BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &el))
+		while (rec_next_doc(&el, &entry))
+			row_errors_add(rec_int(&entry, "line", 0));
+	ok = !mongoc_cursor_error(c, err);
+	if (ok) {
+		bson_free(row_errors.batch);
+		row_errors.batch = bson_strdup(batch);
+	}
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
+}
+
+/* Decides for each row error whether it is added to its batch's list: not when its line
+ * is there already, nor once the list is full.  Decided once an item, so this can be
+ * called again after a failed query. */
+static bool look_up_row_errors(struct item *items, size_t n, bson_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		const char *batch = rec_str(it->rec, "batch_id");
+		int64_t line = rec_int(it->rec, "line", 0);
+
+		if (it->kind != ROW_ERROR || it->add_row_error >= 0)
+			continue;
+		if ((!row_errors.batch || strcmp(row_errors.batch, batch) != 0) &&
+		    !query_row_errors(batch, err))
+			return false;
+		it->add_row_error = !row_errors_has(line) && row_errors.n < (size_t)cfg.max_row_errors;
+		if (it->add_row_error)
+			row_errors_add(line);
+	}
+	return true;
+}
+
+/* --all-rows: the rows recorded for each batch, and their images. */
+static struct rows_count {
+	char *batch;
+	int64_t done, failed, images;
+} *rows_counts;
+static size_t rows_batches;
+
+static void count_rows(const struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *batch = rec_str(items[i].rec, "batch_id");
+		struct rows_count *c = NULL;
+
+		if (items[i].kind != PRODUCT && items[i].kind != ROW_ERROR)
+			continue;
+		for (size_t b = 0; !c && b < rows_batches; b++)
+			if (strcmp(rows_counts[b].batch, batch) == 0)
+				c = &rows_counts[b];
+		if (!c) {
+			rows_counts = bson_realloc(rows_counts, sizeof *rows_counts * (rows_batches + 1));
+			c = &rows_counts[rows_batches++];
+			*c = (struct rows_count){ .batch = bson_strdup(batch) };
+		}
+		if (items[i].kind == PRODUCT) {
+			c->done++;
+			c->images += items[i].urls;
+		} else {
+			c->failed++;
+		}
+	}
+}
+
+/* --all-rows, at the end of the input: sets each batch's row counts and images_total from
+ * what was recorded, with $set, so a rerun of the same rows sets the same. */
+static void write_rows_counts(void)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	for (size_t b = 0; b < rows_batches; b++) {
+		const struct rows_count *c = &rows_counts[b];
+		int64_t now = db_now();
+		bson_t *sel = BCON_NEW("_id", BCON_UTF8(c->batch));
+		bson_t *update = BCON_NEW("$set", "{", "progress.rows_done", BCON_INT64(c->done),
+					  "progress.rows_failed", BCON_INT64(c->failed),
+					  "progress.images_total", BCON_INT64(c->images),
+					  "updatedAt", BCON_DATE_TIME(now), "}",
+					  "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
+					  "createdAt", BCON_DATE_TIME(now), "}");
+		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+
+		while (!mongoc_collection_update_one(db.batches, sel, update, opts, NULL, &error))
+			retry_or_exit(&r, &error, NULL);
+		bson_destroy(sel);
+		bson_destroy(update);
+		bson_destroy(opts);
+		bson_free(c->batch);
+	}
+	bson_free(rows_counts);
+}
+
 /* Runs a bulk of n operations (none: nothing to do).  reply is initialised before and
  * after. */
 static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_error_t *err)
@@ -653,26 +895,27 @@ static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_e
 }
 
 /* Writes the items' updates in one ordered bulk a collection: ordered, so that an image
- * follows its product when both are in the same bulk. */
+ * follows its product when both are in the same bulk.  The products go first: a batch
+ * whose counters are written lags its products, never leads them. */
 static bool write_items(const struct item *items, size_t n, int64_t now, bson_t *reply,
 			bson_error_t *err)
 {
 	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
 	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
-	const char *last_batch = last_touch.id && now - last_touch.at < 1000 ? last_touch.id : NULL;
+	const char *last = NULL;
 	size_t np = 0, nb = 0;
 	bool ok = true;
 
 	for (size_t i = 0; ok && i < n; i++)
 		if (items[i].kind != PASS)
-			ok = queue_item(&items[i], pb, &np, bb, &nb, &last_batch, now, err);
-	ok = ok && run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
+			ok = queue_item(&items[i], pb, &np, bb, &nb, now, err);
+	ok = ok && queue_touches(items, n, bb, &nb, now, &last, err) &&
+	     run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
 	if (ok)
 		remember_written(items, n);
-	if (ok && nb > 0 && last_batch != last_touch.id) {
-		char *id = bson_strdup(last_batch);     /* last_batch may be last_touch.id's */
+	if (ok && last) {
 		bson_free(last_touch.id);
-		last_touch.id = id;
+		last_touch.id = bson_strdup(last);
 		last_touch.at = now;
 	}
 	mongoc_bulk_operation_destroy(pb);
@@ -690,11 +933,14 @@ static void flush(struct item *items, size_t *n)
 	int64_t now = db_now();
 
 	if (*n > 0) {
-		while (!look_up_products(items, *n, &error))
+		while (!look_up_products(items, *n, &error) ||
+		       !look_up_row_errors(items, *n, &error))
 			retry_or_exit(&r, &error, NULL);
 		reject_strays(items, *n);
 		while (!write_items(items, *n, now, &reply, &error))
 			retry_or_exit(&r, &error, &reply);
+		if (all_rows)
+			count_rows(items, *n);
 	}
 	bson_destroy(&reply);
 	for (size_t i = 0; i < *n; i++) {
@@ -740,8 +986,12 @@ static int record_stream(void)
 			flush(items, &n);
 	}
 	flush(items, &n);
+	if (all_rows)
+		write_rows_counts();
 	forget_products();
 	bson_free(last_touch.id);
+	bson_free(row_errors.batch);
+	bson_free(row_errors.lines);
 	return stage_end(&s);
 }
 
@@ -765,35 +1015,87 @@ static void set_status(int argc, char **argv)
 		retry_or_exit(&r, &error, NULL);
 }
 
-/* show ID [--csv] */
+void retry_read(struct retry *r, bool written, const bson_error_t *err)
+{
+	if (written)
+		errx(EX_UNAVAILABLE, "MongoDB at %s failed half-way: %s", where(), err->message);
+	retry_or_exit(r, err, NULL);
+}
+
+/* The one batch ID that a command wants after its options (read already). */
+static const char *command_id(int argc, char **argv, const char *command)
+{
+	if (argc - optind != 1)
+		cli_usage_error(usage, "%s wants one batch ID", command);
+	return argv[optind];
+}
+
+/* The batch ID of a command that takes no options. */
+static const char *only_id(int argc, char **argv, const char *command)
+{
+	static const struct option none[] = { { NULL, 0, NULL, 0 } };
+
+	optind = 0;
+	while (cli_getopt(argc, argv, "", none, usage) != -1)
+		;
+	return command_id(argc, argv, command);
+}
+
+static void csv_begun(void *written)
+{
+	*(bool *)written = true;
+}
+
+/* show ID [--offset N] [--limit M] [--no-products] [--csv] */
 static void show(int argc, char **argv)
 {
-	enum { OPT_CSV = 256 };
+	enum { OPT_CSV = 256, OPT_OFFSET, OPT_LIMIT, OPT_NO_PRODUCTS };
 	static const struct option longopts[] = {
 		{ "csv", no_argument, NULL, OPT_CSV },
+		{ "offset", required_argument, NULL, OPT_OFFSET },
+		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "no-products", no_argument, NULL, OPT_NO_PRODUCTS },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct retry r = { 0 };
 	bson_t status = BSON_INITIALIZER;
 	bson_error_t error;
-	const char *id;
-	int c, rc, csv = 0;
+	struct db_page page;
+	const char *id, *offset = NULL, *limit = NULL;
+	char why[128];
+	bool csv = false, products = true, written = false;
+	int c, rc;
 
 	optind = 0;     /* glibc starts afresh: show's options may come before or after ID */
 	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
 		switch (c) {
 		case OPT_CSV:
-			csv = 1;
+			csv = true;
+			break;
+		case OPT_OFFSET:
+			offset = optarg;
+			break;
+		case OPT_LIMIT:
+			limit = optarg;
+			break;
+		case OPT_NO_PRODUCTS:
+			products = false;
 			break;
 		}
 	}
-	if (argc - optind != 1)
-		cli_usage_error(usage, "show wants one batch ID");
-	id = argv[optind];
+	id = command_id(argc, argv, "show");
+	if (db_page_parse(offset, limit, &page, why, sizeof why) < 0)
+		cli_usage_error(usage, "%s", why);
+	if (csv && (offset || limit || !products))
+		cli_usage_error(usage, "--csv prints every product: no --offset, --limit or --no-products");
+	if (!products && (offset || limit))
+		cli_usage_error(usage, "--no-products shows no page: no --offset or --limit");
 	connect_db();
-	while ((rc = csv ? db_status_csv(&db, id, stdout, &error)
-			 : db_status(&db, id, &status, &error)) < 0)
-		retry_or_exit(&r, &error, NULL);
+	while ((rc = csv ? db_status_csv(&db, id, stdout, csv_begun, &written, &error)
+			 : db_status(&db, id, products ? &page : NULL, &status, &error)) < 0) {
+		retry_read(&r, written, &error);
+		bson_reinit(&status);
+	}
 	if (rc == 1)
 		errx(EX_DATAERR, "no batch %s", id);
 	if (!csv && ndjson_write(stdout, &status) < 0)
@@ -801,11 +1103,174 @@ static void show(int argc, char **argv)
 	bson_destroy(&status);
 }
 
+/* Writes an image record for each of the product's slots that hold no output yet, and a
+ * blank line after them (process-batch's parallel splits only there, so that one pipeline
+ * writes all of a product's slots).  Returns how many, or -1 when stdout fails. */
+static int write_pending(const char *id, const bson_t *product)
+{
+	bson_iter_t urls, url, outs, out, serial;
+	bool has_out;
+	int n = 0;
+
+	if (!bson_iter_init_find(&serial, product, "serial_no") ||
+	    !bson_iter_init_find(&urls, product, "input_image_urls") ||
+	    !BSON_ITER_HOLDS_ARRAY(&urls) || !bson_iter_recurse(&urls, &url))
+		return 0;
+	has_out = bson_iter_init_find(&outs, product, "output_image_urls") &&
+		  BSON_ITER_HOLDS_ARRAY(&outs) && bson_iter_recurse(&outs, &out);
+	for (int32_t i = 0; bson_iter_next(&url); i++) {
+		/* out moves along with url: slot i belongs to input i */
+		bool done = has_out && bson_iter_next(&out) && BSON_ITER_HOLDS_UTF8(&out) &&
+			    *bson_iter_utf8(&out, NULL);
+		bson_t rec = BSON_INITIALIZER;
+		int rc;
+
+		if (done || !BSON_ITER_HOLDS_UTF8(&url))
+			continue;
+		BSON_APPEND_UTF8(&rec, "batch_id", id);
+		bson_append_iter(&rec, "serial_no", -1, &serial);
+		BSON_APPEND_INT32(&rec, "index", i);
+		BSON_APPEND_UTF8(&rec, "url", bson_iter_utf8(&url, NULL));
+		rc = ndjson_write(stdout, &rec);
+		bson_destroy(&rec);
+		if (rc < 0)
+			return -1;
+		n++;
+	}
+	return n > 0 && putchar('\n') == EOF ? -1 : n;
+}
+
+/* Streams the batch's pending image records from a cursor over its products; false with
+ * error when MongoDB fails, with *written telling whether some were written already. */
+static bool list_pending(const char *id, int64_t chunk, bool *written, bson_error_t *error)
+{
+	static const char *const fields[] = {
+		"serial_no", "input_image_urls", "output_image_urls", NULL,
+	};
+	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
+	const bson_t *product;
+	int n;
+	bool ok;
+
+	while (mongoc_cursor_next(c, &product)) {
+		if ((n = write_pending(id, product)) < 0)
+			err(EX_IOERR, "stdout");
+		*written = *written || n > 0;
+	}
+	ok = !mongoc_cursor_error(c, error);
+	mongoc_cursor_destroy(c);
+	return ok;
+}
+
+/* pending ID [--chunk N]: process-batch's work list, every input URL (of chunk N) whose
+ * output slot is "" (failed images included), as image records grouped by product, in
+ * serial order. */
+static void pending(int argc, char **argv)
+{
+	enum { OPT_CHUNK = 256 };
+	static const struct option longopts[] = {
+		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct retry r = { 0 };
+	bson_error_t error;
+	const char *id;
+	long chunk = -1;
+	bool written = false;
+
+	optind = 0;     /* glibc starts afresh: the options may come before or after ID */
+	while (cli_getopt(argc, argv, "", longopts, usage) == OPT_CHUNK)
+		chunk = cli_long("--chunk", optarg, 0, INT32_MAX);
+	id = command_id(argc, argv, "pending");
+	connect_db();
+	while (!list_pending(id, chunk, &written, &error))
+		retry_read(&r, written, &error);
+}
+
+/* The number of elements of the array at it; 0 when it holds something else. */
+static int64_t array_length(const bson_iter_t *it)
+{
+	bson_iter_t el;
+	int64_t n = 0;
+
+	if (BSON_ITER_HOLDS_ARRAY(it) && bson_iter_recurse(it, &el))
+		while (bson_iter_next(&el))
+			n++;
+	return n;
+}
+
+/* Counts the batch's products and images from a cursor over them, into the $set of set
+ * (rows_failed aside: only the rows know it); false with err when MongoDB fails. */
+static bool count_products(const char *id, bson_t *set, bson_error_t *err)
+{
+	static const char *const fields[] = {
+		"input_image_urls", "output_image_urls", "errors", NULL,
+	};
+	mongoc_cursor_t *c = db_products_find(&db, id, -1, fields, 0, 0);
+	const bson_t *product;
+	int64_t rows = 0, images = 0, done = 0, failed = 0;
+	bson_iter_t it, slot;
+	bool ok;
+
+	while (mongoc_cursor_next(c, &product)) {
+		rows++;
+		images += string_array(product, "input_image_urls");
+		if (bson_iter_init_find(&it, product, "output_image_urls") &&
+		    BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &slot))
+			while (bson_iter_next(&slot))
+				done += BSON_ITER_HOLDS_UTF8(&slot) && *bson_iter_utf8(&slot, NULL);
+		if (bson_iter_init_find(&it, product, "errors"))
+			failed += array_length(&it);
+	}
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
+	BCON_APPEND(set, "$set", "{", "progress.rows_done", BCON_INT64(rows),
+		    "progress.images_total", BCON_INT64(images), "progress.images_done",
+		    BCON_INT64(done), "progress.images_failed", BCON_INT64(failed),
+		    "updatedAt", BCON_DATE_TIME(db_now()), "}");
+	return ok;
+}
+
+/* Counts the batch's products and images and stores the counts; *found tells whether
+ * there is such a batch.  False with err when MongoDB fails. */
+static bool store_counts(const char *id, bool *found, bson_error_t *err)
+{
+	bson_t *sel = BCON_NEW("_id", BCON_UTF8(id)), update = BSON_INITIALIZER, reply;
+	bool ok = count_products(id, &update, err);
+
+	if (ok) {
+		ok = mongoc_collection_update_one(db.batches, sel, &update, NULL, &reply, err);
+		*found = rec_int(&reply, "matchedCount", 0) > 0;
+		bson_destroy(&reply);
+	}
+	bson_destroy(&update);
+	bson_destroy(sel);
+	return ok;
+}
+
+/* recount ID: sets the batch's counters from its products, counted as docs/design.md
+ * says.  O(batch), so once at the batch's end, after its last image: the $inc of a flush
+ * cut off between its products and its batch is then no longer missing. */
+static void recount(int argc, char **argv)
+{
+	const char *id = only_id(argc, argv, "recount");
+	struct retry r = { 0 };
+	bson_error_t error;
+	bool found = false;
+
+	connect_db();
+	while (!store_counts(id, &found, &error))
+		retry_or_exit(&r, &error, NULL);
+	if (!found)
+		errx(EX_DATAERR, "no batch %s", id);
+}
+
 int main(int argc, char **argv)
 {
-	enum { OPT_RETRY_FOR = 256 };
+	enum { OPT_RETRY_FOR = 256, OPT_ALL_ROWS };
 	static const struct option longopts[] = {
 		{ "retry-for", required_argument, NULL, OPT_RETRY_FOR },
+		{ "all-rows", no_argument, NULL, OPT_ALL_ROWS },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, rc = EX_OK;
@@ -817,6 +1282,9 @@ int main(int argc, char **argv)
 		case OPT_RETRY_FOR:
 			retry_for = cli_long("--retry-for", optarg, 0, 86400);
 			break;
+		case OPT_ALL_ROWS:
+			all_rows = true;
+			break;
 		}
 	}
 	argv += optind;
@@ -824,7 +1292,12 @@ int main(int argc, char **argv)
 
 	config_load(&cfg);
 	config_require("MONGODB_URI", cfg.mongodb_uri);
+	if (argc > 0 && all_rows)
+		cli_usage_error(usage, "--all-rows is for records on stdin, not for '%s'", argv[0]);
 	if (argc == 0) {
+		if (cfg.max_row_errors < 0)
+			errx(EX_USAGE, "IMGPIPE_MAX_ROW_ERRORS must be a whole number from 1 to %d",
+			     CONFIG_MAX_ROW_ERRORS_MAX);
 		connect_db();
 		prepare_products();
 		rc = record_stream();
@@ -832,12 +1305,14 @@ int main(int argc, char **argv)
 		set_status(argc, argv);
 	} else if (strcmp(argv[0], "show") == 0) {
 		show(argc, argv);
+	} else if (strcmp(argv[0], "pending") == 0) {
+		pending(argc, argv);
+	} else if (strcmp(argv[0], "recount") == 0) {
+		recount(argc, argv);
 	} else if (strcmp(argv[0], "chunk") == 0) {
 		chunk_command(argc, argv, usage);
 	} else if (strcmp(argv[0], "chunks") == 0) {
 		chunks_command(argc, argv, usage);
-	} else if (strcmp(argv[0], "pending") == 0) {
-		pending_command(argc, argv, usage);
 	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[0]);
 	}

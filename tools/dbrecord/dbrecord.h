@@ -18,14 +18,15 @@ void connect_db(void);
  * connection was lost, or a concurrent upsert won a race) and --retry-for allows it;
  * else exits 69. */
 void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply);
+/* After a failed read: retried while it has written nothing, since its answer would
+ * come twice; exit 69 once it has. */
+void retry_read(struct retry *r, bool written, const bson_error_t *err);
 
 /* The commands of chunks.c, given their arguments from the command's name on:
  *   chunk ID ENDING JOB start HOST [ROWS] | end [TOTAL] | claim [REASON]   a job's record,
  *                                              the end's claim
- *   chunks ID                                              the batch's job records
- *   pending ID [--chunk N]                                 the images still to do */
+ *   chunks ID                                  the batch's job records */
 void chunk_command(int argc, char **argv, const char *usage);
 void chunks_command(int argc, char **argv, const char *usage);
-void pending_command(int argc, char **argv, const char *usage);
 
 #endif
