@@ -40,9 +40,9 @@ SRC_fetchimg         = tools/fetchimg/fetchimg.c
 SRC_shrink           = tools/shrink/shrink.c
 SRC_s3put            = tools/s3put/s3put.c
 SRC_s3get            = tools/s3put/s3get.c
-SRC_dbrecord         = tools/dbrecord/dbrecord.c
+SRC_dbrecord         = tools/dbrecord/dbrecord.c tools/dbrecord/chunks.c
 SRC_notify           = tools/notify/notify.c
-SRC_imgpipe-dispatch = dispatch/dispatch.c
+SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c
 SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
 
 BINS     = $(addprefix bin/,$(PROGS))
@@ -102,7 +102,7 @@ demo: demo-setup all
 
 check-scripts:
 	shellcheck -x bin/imgpipe scripts/* tests/run \
-		.ci/run tests/lib/record-batch tests/fuzz/run tests/bats/*.bash \
+		.ci/run $(shell grep -l '^#!/usr/bin/env bash' tests/lib/*) tests/fuzz/run tests/bats/*.bash \
 		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
 # Programs in PREFIX/bin; the imgpipe command, the CGI and the scripts, files and sample

@@ -28,15 +28,30 @@ static void db_release(struct db *d)
 	memset(d, 0, sizeof *d);
 }
 
-int db_create_indexes(struct db *d, bson_error_t *err)
+int db_create_index(struct db *d, const char *collection, const bson_t *keys, const char *name,
+		    bson_error_t *err)
 {
-	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("products"), "indexes", "[", "{",
-			       "key", "{", "batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1), "}",
-			       "name", BCON_UTF8("batch_id_1_serial_no_1"), "}", "]");
+	bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8(collection), "indexes", "[", "{",
+			       "key", BCON_DOCUMENT(keys), "name", BCON_UTF8(name), "}", "]");
 	bool ok = mongoc_database_write_command_with_opts(d->database, cmd, NULL, NULL, err);
 
 	bson_destroy(cmd);
 	return ok ? 0 : -1;
+}
+
+/* One index a command: FerretDB 1.24 drops the connection when a createIndexes naming
+ * several finds them all there. */
+int db_create_indexes(struct db *d, bson_error_t *err)
+{
+	bson_t *by_serial = BCON_NEW("batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1));
+	bson_t *by_chunk = BCON_NEW("batch_id", BCON_INT32(1), "chunk", BCON_INT32(1), "serial_no", BCON_INT32(1));
+	int rc = db_create_index(d, "products", by_serial, "batch_id_1_serial_no_1", err) == 0 &&
+			 db_create_index(d, "products", by_chunk, "batch_id_1_chunk_1_serial_no_1", err) == 0
+		 ? 0 : -1;
+
+	bson_destroy(by_chunk);
+	bson_destroy(by_serial);
+	return rc;
 }
 
 /* libmongoc's log, less the warning it prints at exit on servers without the endSessions
@@ -360,8 +375,8 @@ static void append_product(bson_t *arr, const char *key, const bson_t *product)
 	bson_append_document_end(arr, &doc);
 }
 
-mongoc_cursor_t *db_products_find(struct db *d, const char *id, const char *const *fields,
-				  int64_t skip, int64_t limit)
+mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
+				  const char *const *fields, int64_t skip, int64_t limit)
 {
 	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
 	/* MongoDB reads this order off the index {batch_id, serial_no}; FerretDB 1.24 on SQLite
@@ -372,6 +387,8 @@ mongoc_cursor_t *db_products_find(struct db *d, const char *id, const char *cons
 	bson_t projection;
 	mongoc_cursor_t *c;
 
+	if (chunk >= 0)         /* by the index {batch_id, chunk, serial_no} */
+		BSON_APPEND_INT64(filter, "chunk", chunk);
 	bson_append_document_begin(opts, "projection", -1, &projection);
 	for (const char *const *f = fields; *f; f++)
 		BSON_APPEND_INT32(&projection, *f, 1);
@@ -398,7 +415,7 @@ static int append_page(bson_t *out, struct db *d, const char *id, const struct d
 		"serial_no", "product_name", "input_image_urls", "output_image_urls", "errors",
 		"image_sizes", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(d, id, fields, page->offset, page->limit + 1);
+	mongoc_cursor_t *c = db_products_find(d, id, -1, fields, page->offset, page->limit + 1);
 	const bson_t *doc;
 	bson_t arr;
 	char idx[16], *next;
@@ -603,7 +620,7 @@ int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *)
 	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
 	bson_destroy(&batch);
-	c = db_products_find(d, id, fields, 0, 0);
+	c = db_products_find(d, id, -1, fields, 0, 0);
 	/* the first products before the first byte, so that an unreachable MongoDB is still an
 	 * error of its own rather than a CSV cut short */
 	more = mongoc_cursor_next(c, &doc);

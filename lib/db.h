@@ -21,9 +21,13 @@ int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
  * timeout_ms rather than libmongoc's defaults (30 s, 10 s, none): for health checks. */
 int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, bson_error_t *err);
 void db_close(struct db *d);
-/* Creates the index the status queries need on products ({batch_id, serial_no}); for
- * whoever writes products.  A no-op when it exists. */
+/* Creates the indexes the queries need on products ({batch_id, serial_no} for the status,
+ * {batch_id, chunk, serial_no} for a chunk's images); for whoever writes products.  A
+ * no-op when they exist. */
 int db_create_indexes(struct db *d, bson_error_t *err);
+/* Creates the index name of collection on keys; a no-op when it exists. */
+int db_create_index(struct db *d, const char *collection, const bson_t *keys, const char *name,
+		    bson_error_t *err);
 
 /* Milliseconds since the epoch: the clock of createdAt and updatedAt. */
 int64_t db_now(void);
@@ -88,9 +92,10 @@ int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *
 int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *), void *arg,
 		  bson_error_t *err);
 
-/* A cursor over the batch's products in serial order, with only the fields named (a
- * NULL-terminated list), skip and limit as find's (0: none).  Destroy it when done. */
-mongoc_cursor_t *db_products_find(struct db *d, const char *id, const char *const *fields,
-				  int64_t skip, int64_t limit);
+/* A cursor over the batch's products in serial order (only chunk's when it is not
+ * negative), with only the fields named (a NULL-terminated list), skip and limit as
+ * find's (0: none).  Destroy it when done. */
+mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
+				  const char *const *fields, int64_t skip, int64_t limit);
 
 #endif

@@ -1,4 +1,4 @@
-/* The job queue on a Redis stream and its consumer group (queue.h). */
+/* The job queue on a Redis stream and its consumer group, and the jobs' leases (queue.h). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,24 +114,44 @@ int queue_join(struct queue *q)
 	return strstr(q->error, ": BUSYGROUP ") ? 0 : -1;
 }
 
+/* Copies the string reply r into buf; "" when it is not a string. */
+static void copy_str(char *buf, size_t len, const redisReply *r)
+{
+	snprintf(buf, len, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+}
+
+/* Reads one stream entry ([id, [field, value, ...]]) into job, but for its deliveries.
+ * Returns 1 when it is one. */
+static int parse_entry(const redisReply *e, struct queue_job *job)
+{
+	const redisReply *fields;
+
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+		return 0;
+	memset(job, 0, sizeof *job);
+	copy_str(job->id, sizeof job->id, e->element[0]);
+	fields = e->element[1];
+	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
+		const redisReply *name = fields->element[i], *value = fields->element[i + 1];
+		if (name->type != REDIS_REPLY_STRING)
+			continue;
+		if (strcmp(name->str, QUEUE_FIELD) == 0)
+			copy_str(job->batch, sizeof job->batch, value);
+		else if (strcmp(name->str, QUEUE_CHUNK_FIELD) == 0)
+			copy_str(job->chunk, sizeof job->chunk, value);
+		else if (strcmp(name->str, QUEUE_ENDING_FIELD) == 0)
+			copy_str(job->ending, sizeof job->ending, value);
+	}
+	return 1;
+}
+
 /* Reads the first entry of an XREADGROUP or XAUTOCLAIM entry list into job (but for its
  * deliveries).  Returns 1 when there was one. */
 static int first_entry(const redisReply *entries, struct queue_job *job)
 {
-	const redisReply *e, *fields;
-
 	if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
 		return 0;
-	e = entries->element[0];
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
-		return 0;
-	snprintf(job->id, sizeof job->id, "%s", e->element[0]->str);
-	job->batch[0] = '\0';
-	fields = e->element[1];
-	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
-		if (strcmp(fields->element[i]->str, QUEUE_FIELD) == 0)
-			snprintf(job->batch, sizeof job->batch, "%s", fields->element[i + 1]->str);
-	return 1;
+	return parse_entry(entries->element[0], job);
 }
 
 /* How often the entry has been delivered (XPENDING's counter), or 1 when unknown. */
@@ -148,21 +168,40 @@ static long deliveries(struct queue *q, const char *id)
 	return n;
 }
 
+/* XAUTOCLAIM looks at a few pending entries a call (ten for each one it may return), so
+ * each call goes on from where the last stopped, round the whole pending list: jobs
+ * that are still running do not hide the idle ones behind them. */
+static int claim_idle(struct queue *q, const char *consumer, long idle_ms, struct queue_job *job)
+{
+	redisReply *r = command(q, "XAUTOCLAIM %s %s %s %ld %s COUNT 1", QUEUE_STREAM, QUEUE_GROUP,
+				consumer, idle_ms, q->claim_from[0] ? q->claim_from : "0-0");
+	int got;
+
+	if (!r)
+		return -1;
+	got = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && first_entry(r->element[1], job);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
+		copy_str(q->claim_from, sizeof q->claim_from, r->element[0]);
+	freeReplyObject(r);
+	return got;
+}
+
 int queue_take(struct queue *q, const char *consumer, long idle_ms, long block_ms,
 	       struct queue_job *job)
 {
 	redisReply *r;
-	int got;
+	int got = claim_idle(q, consumer, idle_ms, job);
 
-	r = command(q, "XAUTOCLAIM %s %s %s %ld 0-0 COUNT 1", QUEUE_STREAM, QUEUE_GROUP, consumer,
-		    idle_ms);
-	if (!r)
+	if (got < 0)
 		return -1;
-	got = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && first_entry(r->element[1], job);
-	freeReplyObject(r);
 	if (!got) {
-		r = command(q, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", QUEUE_GROUP,
-			    consumer, block_ms, QUEUE_STREAM);
+		/* no waiting while XAUTOCLAIM has not been round the pending list yet */
+		if (strcmp(q->claim_from, "0-0") != 0)
+			r = command(q, "XREADGROUP GROUP %s %s COUNT 1 STREAMS %s >", QUEUE_GROUP,
+				    consumer, QUEUE_STREAM);
+		else
+			r = command(q, "XREADGROUP GROUP %s %s COUNT 1 BLOCK %ld STREAMS %s >", QUEUE_GROUP,
+				    consumer, block_ms, QUEUE_STREAM);
 		if (!r)
 			return -1;
 		got = r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2 &&
@@ -174,15 +213,147 @@ int queue_take(struct queue *q, const char *consumer, long idle_ms, long block_m
 	return got;
 }
 
-int queue_keep(struct queue *q, const char *consumer, const char *id)
+int queue_lease_take(struct queue *q, const struct queue_job *job, long ttl_ms,
+		     struct queue_lease *lease)
 {
-	return simple_command(q, "XCLAIM %s %s %s 0 %s JUSTID", QUEUE_STREAM, QUEUE_GROUP,
-			      consumer, id);
+	redisReply *r;
+	int taken;
+
+	if (job->chunk[0])
+		snprintf(lease->key, sizeof lease->key, "%s%s:%s", QUEUE_LEASE_PREFIX, job->batch, job->chunk);
+	else
+		snprintf(lease->key, sizeof lease->key, "%s%s", QUEUE_LEASE_PREFIX, job->batch);
+	if (!(r = command(q, "INCR %s", QUEUE_FENCE)))
+		return -1;
+	lease->token = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	if (!(r = command(q, "SET %s %lld NX PX %ld", lease->key, lease->token, ttl_ms)))
+		return -1;
+	taken = r->type == REDIS_REPLY_STATUS;       /* OK; a null reply when the key exists */
+	freeReplyObject(r);
+	return taken;
 }
 
-int queue_ack(struct queue *q, const char *id)
+/* Starts a transaction that commits only while the lease holds its token: WATCH, GET,
+ * MULTI.  Returns 0 within the transaction, 1 (outside it) when the lease is lost. */
+static int lease_begin(struct queue *q, const struct queue_lease *lease)
 {
-	return simple_command(q, "XACK %s %s %s", QUEUE_STREAM, QUEUE_GROUP, id);
+	redisReply *r;
+	char token[32];
+	int ours;
+
+	if (simple_command(q, "WATCH %s", lease->key) || !(r = command(q, "GET %s", lease->key)))
+		return -1;
+	snprintf(token, sizeof token, "%lld", lease->token);
+	ours = r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0;
+	freeReplyObject(r);
+	if (!ours)
+		return simple_command(q, "UNWATCH") ? -1 : 1;
+	return simple_command(q, "MULTI") ? -1 : 0;
+}
+
+/* Commits the transaction (EXEC).  Returns 1 when it did not run because the lease
+ * changed after lease_begin. */
+static int lease_commit(struct queue *q)
+{
+	redisReply *r = command(q, "EXEC");
+	int rc = 0;
+
+	if (!r)
+		return -1;
+	if (r->type == REDIS_REPLY_NIL)
+		rc = 1;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR) {
+			snprintf(q->error, sizeof q->error, "EXEC: %s", r->element[i]->str);
+			rc = -1;
+		}
+	freeReplyObject(r);
+	return rc;
+}
+
+int queue_keep(struct queue *q, const char *consumer, const struct queue_job *job,
+	       const struct queue_lease *lease, long ttl_ms)
+{
+	int rc = lease_begin(q, lease);
+
+	if (rc != 0)
+		return rc;
+	if (simple_command(q, "PEXPIRE %s %ld", lease->key, ttl_ms) ||
+	    simple_command(q, "XCLAIM %s %s %s 0 %s JUSTID", QUEUE_STREAM, QUEUE_GROUP, consumer, job->id))
+		return -1;
+	return lease_commit(q);
+}
+
+int queue_ack(struct queue *q, const struct queue_job *job, const struct queue_lease *lease)
+{
+	int rc = lease ? lease_begin(q, lease) : 0;
+
+	if (rc != 0)
+		return rc;
+	if (simple_command(q, "XACK %s %s %s", QUEUE_STREAM, QUEUE_GROUP, job->id) ||
+	    simple_command(q, "XDEL %s %s", QUEUE_STREAM, job->id) ||
+	    (lease && simple_command(q, "DEL %s", lease->key)))
+		return -1;
+	return lease ? lease_commit(q) : 0;
+}
+
+int queue_release(struct queue *q, const char *consumer, const struct queue_job *job,
+		  const struct queue_lease *lease, long idle_ms)
+{
+	long undone = job->deliveries > 0 ? job->deliveries - 1 : 0;
+	int rc = lease ? lease_begin(q, lease) : 0;
+
+	if (rc != 0)
+		return rc;
+	if (simple_command(q, "XCLAIM %s %s %s 0 %s IDLE %ld RETRYCOUNT %ld JUSTID", QUEUE_STREAM,
+			   QUEUE_GROUP, consumer, job->id, idle_ms, undone) ||
+	    (lease && simple_command(q, "DEL %s", lease->key)))
+		return -1;
+	return lease ? lease_commit(q) : 0;
+}
+
+int queue_lease_drop(struct queue *q, const struct queue_lease *lease)
+{
+	int rc = lease_begin(q, lease);
+
+	if (rc != 0)
+		return rc;
+	return simple_command(q, "DEL %s", lease->key) ? -1 : lease_commit(q);
+}
+
+int queue_lock(struct queue *q, const char *key, const char *owner, long ttl_ms)
+{
+	redisReply *r = command(q, "SET %s %s NX PX %ld", key, owner, ttl_ms);
+	int taken;
+
+	if (!r)
+		return -1;
+	taken = r->type == REDIS_REPLY_STATUS;
+	freeReplyObject(r);
+	return taken;
+}
+
+int queue_scan(struct queue *q, int (*each)(const struct queue_job *job, void *arg), void *arg)
+{
+	char from[72] = "-";
+	struct queue_job job;
+	redisReply *r;
+	size_t n;
+	int stop = 0;
+
+	do {
+		if (!(r = command(q, "XRANGE %s %s + COUNT 500", QUEUE_STREAM, from)))
+			return -1;
+		n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+		for (size_t i = 0; i < n && !stop; i++)
+			if (parse_entry(r->element[i], &job)) {
+				stop = each(&job, arg);
+				snprintf(from, sizeof from, "(%s", job.id);  /* the next page starts after it */
+			}
+		freeReplyObject(r);
+	} while (n == 500 && !stop);
+	return 0;
 }
 
 int queue_cancelled(struct queue *q, const char *batch_id)

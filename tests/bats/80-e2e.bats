@@ -151,9 +151,10 @@ PY
 		done
 	} >"$BATS_TEST_TMPDIR/big.csv"
 	id=$(imgpipe submit "$BATS_TEST_TMPDIR/big.csv" | jq -r .batch_id)
-	# The work folder's size, every 0.1 s while the batch runs (bounded in time).
+	# The size of the batch's work folders (one a run: 100 rows are one chunk), every 0.1 s
+	# while the batch runs (bounded in time).
 	timeout 600 bash -c 'until imgpipe status "$1" | jq -e ".status | test(\"completed|failed\")" >/dev/null; do
-		du -sb "$2" 2>/dev/null | cut -f1; sleep 0.1; done' _ "$id" "$IMGPIPE_HOME/tmp/$id" \
+		du -scb "$2"-* 2>/dev/null | tail -n 1 | cut -f1; sleep 0.1; done' _ "$id" "$IMGPIPE_HOME/tmp/$id" \
 		>"$BATS_TEST_TMPDIR/sizes"
 	run jq -c '[.status, .progress.images_done]' < <(imgpipe status "$id")
 	assert_output '["completed",200]'
@@ -164,9 +165,10 @@ PY
 	[ "$peak" -gt "$size" ]
 	# ... and never more than the pipelines' byte caps (fetchimg's default 50 MiB).
 	[ "$peak" -le $((pipelines * 52428800)) ]
-	# process-batch removes the folder as it exits, just after the batch has ended.
-	for _ in $(seq 100); do [ -e "$IMGPIPE_HOME/tmp/$id" ] || break; sleep 0.1; done
-	[ ! -e "$IMGPIPE_HOME/tmp/$id" ]
+	# process-batch removes each run's folder as it exits, just after the batch has ended.
+	for _ in $(seq 100); do compgen -G "$IMGPIPE_HOME/tmp/$id-*" >/dev/null || break; sleep 0.1; done
+	run compgen -G "$IMGPIPE_HOME/tmp/$id-*"
+	assert_failure
 }
 
 @test "HTTP errors: 400, 404, 405, 411, 413, 415 through the real web server" {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bats
-# Faults injected into the real stack: crashes and outages lose and duplicate nothing.
+# Faults injected into the real stack: crashes and outages lose and duplicate nothing,
+# and every accepted batch ends exactly once.
 
 load helpers
 
@@ -12,7 +13,28 @@ teardown_file() {
 }
 
 teardown() {
+	for pid in "${DISPATCHERS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	imgpipe stack up >/dev/null 2>&1   # whatever a test stopped comes back
+}
+
+setup() {
+	DISPATCHERS=()
+	LOG="$BATS_TEST_TMPDIR/dispatchers.log"
+}
+
+# A dispatcher of the test's own (the stack's is stopped first), logging to $LOG.
+dispatcher() {
+	imgpipe stack down dispatch >/dev/null 2>&1
+	imgpipe-dispatch "$@" 2>>"$LOG" &
+	DISPATCHERS+=($!)
+}
+
+# The number of the first line of $LOG that matches the regular expression $1.
+log_line() {
+	grep -n -m 1 -E -- "$1" "$LOG" | cut -d: -f1
 }
 
 # A CSV of N products, two photographs each (and so 2N images).
@@ -123,4 +145,73 @@ PY
 	kill -TERM "$second"
 	wait "$second"
 	for id in "${ids[@]}"; do assert_complete_once "$id" 2; done
+}
+
+@test "a dispatcher cut off longer than --claim-idle: its run stops before the take-over, the batch ends once" {
+	export IMGPIPE_PARALLEL=1
+	dispatcher --claim-idle 3 --jobs 1
+	first=${DISPATCHERS[0]}
+	id=$(submit_products 40)
+	wait_for "$id" 60 '.progress.images_done > 2'
+	kill -STOP "$first"
+	dispatcher --claim-idle 3 --jobs 1
+	for _ in $(seq 100); do [ "$(grep -c "chunk=0 run=[0-9]* stage=images event=started " "$LOG")" -ge 2 ] && break; sleep 0.2; done
+	kill -CONT "$first"
+	wait_for "$id" 120 '.status == "completed"'
+	assert_complete_once "$id" 40
+	# the first run saw its lease about to expire unrenewed, and stopped before the second began
+	started() { sed -n "s/.* chunk=0 stage=dispatch event=started msg=\"job .*, attempt $1, run \([0-9]*\),.*/\1/p" "$LOG" | head -n 1; }
+	stale=$(started 1) taken=$(started 2)
+	[ -n "$stale" ] && [ -n "$taken" ]
+	grep -q "chunk=0 run=$stale stage=lease event=expiring " "$LOG"
+	[ "$(log_line "chunk=0 run=$stale stage=batch event=stopped ")" -lt "$(log_line "chunk=0 run=$taken stage=images event=started ")" ]
+}
+
+@test "a batch accepted but never queued is run by the sweeper within --sweep-after" {
+	id=$(/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(16))')
+	products_csv 2 >"$BATS_TEST_TMPDIR/orphan.csv"
+	s3put --private "$BATS_TEST_TMPDIR/orphan.csv" "uploads/$id.csv" >/dev/null
+	/usr/bin/python3 - "$MONGODB_URI" "$id" "$HTTPD_URL/hook" <<'PY'
+import sys, datetime, pymongo
+now = datetime.datetime.now(datetime.timezone.utc)
+pymongo.MongoClient(sys.argv[1]).get_default_database().batches.insert_one({
+    "_id": sys.argv[2], "status": "in queue", "s3Key": "uploads/%s.csv" % sys.argv[2],
+    "webhook_url": sys.argv[3], "createdAt": now, "updatedAt": now})
+PY
+	dispatcher --claim-idle 3 --sweep-after 3
+	wait_for "$id" 30 '.status == "completed"'
+	assert_complete_once "$id" 2
+	grep -q "batch=$id stage=dispatch event=swept msg=\"no job queued or running, unchanged for 3 s; queued again\"" "$LOG"
+}
+
+@test "a job whose process-batch is killed every time ends failed after --max-attempts, with the reason" {
+	dispatcher --claim-idle 1 --max-attempts 3 --script "$ROOT/tests/lib/doomed-batch"
+	id=$(submit_products 1)
+	wait_for "$id" 60 '.status == "failed"'
+	run field "$id" .message
+	# the job killed: the planning one, or the chunk's if the planning was quicker than the kill
+	assert_output --regexp '^gave up after 3 attempts( at chunk 0)?: process-batch killed by signal 9$'
+	delivered() { jq -c --arg id "$id" 'select(.answer == 200 and (.body | fromjson | .batch_id == $id and .event == "batch.failed"))' "$HOOK_LOG" | wc -l; }
+	for _ in $(seq 50); do [ "$(delivered)" -gt 0 ] && break; sleep 0.1; done
+	run delivered
+	assert_output 1
+}
+
+@test "acknowledged jobs are deleted: the stream is empty once the batches end" {
+	ids=("$(submit_products 1)" "$(submit_products 1)")
+	for id in "${ids[@]}"; do wait_for "$id" 60 '.status == "completed"'; done
+	for _ in $(seq 50); do [ "$(redis-cli -u "$REDIS_URL" xlen imgpipe:jobs)" = 0 ] && break; sleep 0.1; done
+	run redis-cli -u "$REDIS_URL" xlen imgpipe:jobs
+	assert_output 0
+	run redis-cli -u "$REDIS_URL" xpending imgpipe:jobs dispatchers
+	assert_line --index 0 0
+}
+
+@test "a batch queued twice runs once at a time and ends once, with one webhook" {
+	dispatcher --claim-idle 3
+	dispatcher --claim-idle 3
+	id=$(submit_products 6)
+	redis-cli -u "$REDIS_URL" xadd imgpipe:jobs '*' batch "$id" >/dev/null
+	wait_for "$id" 120 '.status == "completed"'
+	assert_complete_once "$id" 6
 }

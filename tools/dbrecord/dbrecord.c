@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "backoff.h"
-#include "db.h"
+#include "dbrecord.h"
 #include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
@@ -24,8 +24,10 @@ static const char usage[] =
 	"       dbrecord [--retry-for SECONDS] batch ID STATUS [MESSAGE]\n"
 	"       dbrecord [--retry-for SECONDS] show ID [--offset N] [--limit M] [--no-products]\n"
 	"       dbrecord [--retry-for SECONDS] show ID --csv\n"
-	"       dbrecord [--retry-for SECONDS] pending ID\n"
+	"       dbrecord [--retry-for SECONDS] pending ID [--chunk N]\n"
 	"       dbrecord [--retry-for SECONDS] recount ID\n"
+	"       dbrecord [--retry-for SECONDS] chunk ID ENDING JOB start HOST [ROWS]|end [TOTAL]|claim [REASON]\n"
+	"       dbrecord [--retry-for SECONDS] chunks ID\n"
 	"Records NDJSON records in MongoDB (MONGODB_URI) and echoes each one once recorded:\n"
 	"product records create or refresh products, image records fill their slot of\n"
 	"output_image_urls or record their error (and count it in the batch's progress), row\n"
@@ -38,10 +40,18 @@ static const char usage[] =
 	"                             page of products: --offset N (default 0) and --limit M\n"
 	"                             (default 100, at most 1000), or none with --no-products\n"
 	"  show ID --csv              print the batch's output CSV, every product\n"
-	"  pending ID                 print an image record for every input URL whose output\n"
-	"                             slot is empty, a blank line after each product's\n"
+	"  pending ID [--chunk N]     print an image record for every input URL (of chunk N)\n"
+	"                             whose output slot is empty, a blank line after each\n"
+	"                             product's\n"
 	"  recount ID                 count the batch's products and images again and store\n"
 	"                             the counts\n"
+	"  chunk ID ENDING JOB ...    the batch's job JOB (a chunk number, or plan) of ending\n"
+	"                             ENDING ('-': the batch's) starts on HOST (plan: ROWS a\n"
+	"                             chunk, fixed by its first start), ends (plan: having queued\n"
+	"                             TOTAL chunks), or claims the batch's end (to end it failed\n"
+	"                             for REASON); prints the state: status, ending,\n"
+	"                             cancel_requested, job_ended, chunk_rows, finisher, reason\n"
+	"  chunks ID                  print the batch's job records, one a line\n"
 	"  --retry-for SECONDS        wait this long for an unreachable MongoDB (default 60)\n"
 	"  --help, --version\n";
 
@@ -61,14 +71,8 @@ struct item {
 	                            * (there already, or the list is full); -1 until known */
 };
 
-/* Exponential backoff with jitter within --retry-for seconds of the first failure. */
-struct retry {
-	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
-	int retries;
-};
-
 static struct config cfg;
-static struct db db;
+struct db db;
 static long retry_for = 60;
 static bool all_rows;          /* --all-rows */
 
@@ -96,10 +100,7 @@ static int connection_lost(const bson_error_t *err, const bson_t *reply)
 	       (reply && mongoc_error_has_label(reply, "RetryableWriteError"));
 }
 
-/* After a failed MongoDB call: pauses and returns when the call is worth repeating (the
- * connection was lost, or a concurrent upsert won a race) and --retry-for allows it;
- * else exits 69. */
-static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
+void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t *reply)
 {
 	int64_t now = bson_get_monotonic_time(), left_ms;
 	int lost = connection_lost(err, reply);
@@ -121,7 +122,7 @@ static void retry_or_exit(struct retry *r, const bson_error_t *err, const bson_t
 	sleep_ms(pause_ms < left_ms ? pause_ms : (long)left_ms);
 }
 
-static void connect_db(void)
+void connect_db(void)
 {
 	struct retry r = { 0 };
 	bson_error_t error;
@@ -268,6 +269,8 @@ static bson_t *product_update(const bson_t *rec, int64_t now)
 	append_int(&set, "serial_no", rec_int(rec, "serial_no", 0));
 	BSON_APPEND_UTF8(&set, "product_name", rec_str(rec, "product_name"));
 	bson_append_iter(&set, NULL, 0, &urls);
+	if (rec_int(rec, "chunk", -1) >= 0)     /* the chunk of the batch it belongs to */
+		append_int(&set, "chunk", rec_int(rec, "chunk", 0));
 	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
 	bson_append_document_end(u, &set);
 
@@ -1012,9 +1015,7 @@ static void set_status(int argc, char **argv)
 		retry_or_exit(&r, &error, NULL);
 }
 
-/* After a failed read: retried while it has written nothing, since its answer would
- * come twice; exit 69 once it has. */
-static void retry_read(struct retry *r, bool written, const bson_error_t *err)
+void retry_read(struct retry *r, bool written, const bson_error_t *err)
 {
 	if (written)
 		errx(EX_UNAVAILABLE, "MongoDB at %s failed half-way: %s", where(), err->message);
@@ -1141,12 +1142,12 @@ static int write_pending(const char *id, const bson_t *product)
 
 /* Streams the batch's pending image records from a cursor over its products; false with
  * error when MongoDB fails, with *written telling whether some were written already. */
-static bool list_pending(const char *id, bool *written, bson_error_t *error)
+static bool list_pending(const char *id, int64_t chunk, bool *written, bson_error_t *error)
 {
 	static const char *const fields[] = {
 		"serial_no", "input_image_urls", "output_image_urls", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(&db, id, fields, 0, 0);
+	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
 	const bson_t *product;
 	int n;
 	bool ok;
@@ -1161,18 +1162,28 @@ static bool list_pending(const char *id, bool *written, bson_error_t *error)
 	return ok;
 }
 
-/* pending ID: process-batch's work list, every input URL whose output slot is "" (failed
- * images included), as image records grouped by product, in serial order. */
+/* pending ID [--chunk N]: process-batch's work list, every input URL (of chunk N) whose
+ * output slot is "" (failed images included), as image records grouped by product, in
+ * serial order. */
 static void pending(int argc, char **argv)
 {
+	enum { OPT_CHUNK = 256 };
+	static const struct option longopts[] = {
+		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct retry r = { 0 };
 	bson_error_t error;
 	const char *id;
+	long chunk = -1;
 	bool written = false;
 
-	id = only_id(argc, argv, "pending");
+	optind = 0;     /* glibc starts afresh: the options may come before or after ID */
+	while (cli_getopt(argc, argv, "", longopts, usage) == OPT_CHUNK)
+		chunk = cli_long("--chunk", optarg, 0, INT32_MAX);
+	id = command_id(argc, argv, "pending");
 	connect_db();
-	while (!list_pending(id, &written, &error))
+	while (!list_pending(id, chunk, &written, &error))
 		retry_read(&r, written, &error);
 }
 
@@ -1195,7 +1206,7 @@ static bool count_products(const char *id, bson_t *set, bson_error_t *err)
 	static const char *const fields[] = {
 		"input_image_urls", "output_image_urls", "errors", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(&db, id, fields, 0, 0);
+	mongoc_cursor_t *c = db_products_find(&db, id, -1, fields, 0, 0);
 	const bson_t *product;
 	int64_t rows = 0, images = 0, done = 0, failed = 0;
 	bson_iter_t it, slot;
@@ -1298,6 +1309,10 @@ int main(int argc, char **argv)
 		pending(argc, argv);
 	} else if (strcmp(argv[0], "recount") == 0) {
 		recount(argc, argv);
+	} else if (strcmp(argv[0], "chunk") == 0) {
+		chunk_command(argc, argv, usage);
+	} else if (strcmp(argv[0], "chunks") == 0) {
+		chunks_command(argc, argv, usage);
 	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[0]);
 	}

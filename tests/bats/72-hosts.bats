@@ -1,0 +1,153 @@
+#!/usr/bin/env bats
+# One batch spread over several worker hosts.  Each "host" is a set of namespaces of its
+# own (tests/lib/fake-host: PID, mount and UTS; its own hostname and IMGPIPE_HOME) running
+# `imgpipe worker` with one job and one pipeline at a time, all sharing the stack's servers
+# on loopback.  Every host takes chunks, every product is recorded once, and the batch ends
+# once with one webhook, also when a host dies whole mid-batch, or one joins.
+
+load helpers
+
+ROWS=600        # 30 chunks of 20 rows, one small image a row
+
+setup_file() {
+	stack_start
+	# the stack's own dispatcher would take these tests' jobs: stop it meanwhile
+	if imgpipe stack status dispatch >/dev/null 2>&1; then
+		imgpipe stack down dispatch
+		export RESTART_DISPATCH=1
+	fi
+	"$ROOT/tests/lib/small-jpegs" "$BATS_FILE_TMPDIR/photos" "$ROWS"
+	httpd_start "$BATS_FILE_TMPDIR/photos"
+	{
+		echo "S. No.,Product Name,Input Image Urls"
+		for i in $(seq "$ROWS"); do echo "$i,Product $i,$HTTPD_URL/img-$((i - 1)).jpg"; done
+	} >"$BATS_FILE_TMPDIR/products.csv"
+}
+
+teardown_file() {
+	httpd_stop
+	[ -z "${RESTART_DISPATCH:-}" ] || imgpipe stack up dispatch
+	stack_stop
+}
+
+setup() {
+	HOSTS="$BATS_TEST_TMPDIR/hosts"
+	: >"$HOSTS"
+}
+
+teardown() {
+	local name pid
+	while read -r name pid; do
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done <"$HOSTS"
+}
+
+# Starts host NAME: chunks of 20 rows, one job and one pipeline at a time.
+host_up() {
+	mkdir -p "$BATS_TEST_TMPDIR/$1"
+	IMGPIPE_HOME="$BATS_TEST_TMPDIR/$1" IMGPIPE_PARALLEL=1 IMGPIPE_CHUNK_ROWS=20 \
+		"$ROOT/tests/lib/fake-host" "$1" --jobs 1 --claim-idle 3 --sweep-after 0 \
+		2>"$BATS_TEST_TMPDIR/$1.log" &
+	echo "$1 $!" >>"$HOSTS"
+}
+
+# The PID 1 of host NAME's namespace, as the rest of the machine sees it.
+host_init() {
+	local pid
+	pid=$(awk -v name="$1" '$1 == name { print $2 }' "$HOSTS")
+	cat "/proc/$pid/task/$pid/children"
+}
+
+submit() {
+	imgpipe submit "$BATS_FILE_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
+}
+
+# Waits up to $2 seconds for batch $1 to end.
+wait_ended() {
+	for _ in $(seq "$2"); do
+		case $(curl -sS "$IMGPIPE_URL/status/$1" | jq -r .status) in completed | failed) return 0 ;; esac
+		sleep 1
+	done
+	tail -n 5 "$BATS_TEST_TMPDIR"/*.log >&2
+	return 1
+}
+
+# The batch's chunks, one a line: "CHUNK HOST ended|running HOSTS" (HOST: the last that
+# ran it; HOSTS: every host that did).
+chunk_hosts() {
+	/usr/bin/python3 - "$MONGODB_URI" "$1" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+for c in db.chunks.find({"batch_id": sys.argv[2], "chunk": {"$exists": True}}).sort("chunk"):
+    print(c["chunk"], c["host"], "ended" if "ended" in c else "running", ",".join(c["hosts"]))
+PY
+}
+
+# Every product once with its image, the summary exact, one webhook delivered.
+assert_batch_once() {
+	run /usr/bin/python3 - "$MONGODB_URI" "$1" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+products = list(db.products.find({"batch_id": sys.argv[2]}, {"serial_no": 1, "output_image_urls": 1}))
+print(len(products), len({p["serial_no"] for p in products}),
+      sum(1 for p in products for url in p["output_image_urls"] if url))
+PY
+	assert_output "$ROWS $ROWS $ROWS"
+	run jq -r '[.status, .message] | join(": ")' < <(curl -sS "$IMGPIPE_URL/status/$1")
+	assert_output "completed: $ROWS rows ($ROWS valid, 0 rejected), $ROWS images ($ROWS done, 0 failed)"
+	sleep 1
+	run jq -c --arg id "$1" 'select(.answer == 200 and (.body | fromjson).batch_id == $id)' "$HOOK_LOG"
+	assert_equal "${#lines[@]}" 1
+}
+
+@test "one batch over three hosts: every host takes chunks, every product once, one webhook" {
+	host_up hostA
+	host_up hostB
+	host_up hostC
+	id=$(submit)
+	wait_ended "$id" 300
+	assert_batch_once "$id"
+	run chunk_hosts "$id"
+	assert_equal "$(grep -c ' ended ' <<<"$output")" $((ROWS / 20))
+	for host in hostA hostB hostC; do
+		assert_line --regexp "^[0-9]+ $host ended "
+	done
+}
+
+@test "a host killed whole mid-batch: the others take its chunk over, nothing lost or duplicated" {
+	host_up hostA
+	host_up hostB
+	host_up hostC
+	id=$(submit)
+	# once hostB has done a chunk and runs another
+	for _ in $(seq 300); do
+		chunks=$(chunk_hosts "$id")
+		running=$(awk '$2 == "hostB" && $3 == "running" { print $1; exit }' <<<"$chunks")
+		[ -n "$running" ] && grep -q ' hostB ended ' <<<"$chunks" && break
+		sleep 0.5
+	done
+	[ -n "$running" ]
+	kill -KILL "$(host_init hostB)"
+	wait_ended "$id" 300
+	assert_batch_once "$id"
+	run chunk_hosts "$id"
+	assert_equal "$(grep -c ' ended ' <<<"$output")" $((ROWS / 20))
+	# the chunk it held was finished by another host, after hostB began it
+	assert_line --regexp "^$running host[AC] ended hostB,host[AC]$"
+}
+
+@test "a host that joins mid-batch takes chunks at once" {
+	host_up hostA
+	host_up hostB
+	id=$(submit)
+	for _ in $(seq 300); do
+		[ "$(chunk_hosts "$id" | grep -c ' ended ')" -ge 5 ] && break
+		sleep 0.5
+	done
+	host_up hostC
+	wait_ended "$id" 300
+	assert_batch_once "$id"
+	run chunk_hosts "$id"
+	assert_line --regexp "^[0-9]+ hostC ended hostC$"
+}
