@@ -33,7 +33,7 @@ LIBSRC   = $(wildcard lib/*.c)
 LIBOBJ   = $(LIBSRC:.c=.o)
 HEADERS  = $(wildcard lib/*.h)
 
-# program: its source files (each program lives in its own folder, see DESIGN.md)
+# program: its source files (each program lives in its own folder, see docs/design.md)
 PROGS    = csvsplit fetchimg shrink s3put s3get dbrecord notify imgpipe-dispatch imgpipe.cgi
 SRC_csvsplit         = tools/csvsplit/csvsplit.c
 SRC_fetchimg         = tools/fetchimg/fetchimg.c

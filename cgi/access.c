@@ -1,4 +1,4 @@
-/* Who may ask (DESIGN.md "Access").
+/* Who may ask (docs/design.md "Access").
  *
  * Tokens.  IMGPIPE_API_TOKENS names a file of access tokens, one a line of at least
  * MIN_TOKEN bytes; blank lines and lines starting with '#' are skipped.  When it is set,

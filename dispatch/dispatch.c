@@ -207,7 +207,7 @@ static void start_job(struct job *j, const struct queue_job *taken, const struct
 		give_up ? give_up : "");
 }
 
-/* Starts the run that ends the batch failed, with DESIGN.md's "gave up after N attempts:
+/* Starts the run that ends the batch failed, with docs/design.md's "gave up after N attempts:
  * WHY" as its message. */
 static void give_up(struct job *j, const struct queue_job *taken, const struct queue_lease *lease,
 		    long attempts, const char *why)

@@ -1,4 +1,4 @@
-/* Configuration from the environment names of DESIGN.md, with its defaults. */
+/* Configuration from the environment names of docs/design.md, with its defaults. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* csvin: the product CSV of DESIGN.md ("Stage records", csvsplit) read as a stream on
+/* csvin: the product CSV of docs/design.md ("Stage records", csvsplit) read as a stream on
  * libcsv.  It matches the header, validates each data row, splits the image URLs and
  * enforces limits, handing each row (valid or not) to a callback in file order.
  * Memory stays bounded whatever the input (about twice the field limit for libcsv, plus
@@ -57,7 +57,7 @@ int csvin_finish(struct csvin *c);
 const char *csvin_error(const struct csvin *c);
 void csvin_free(struct csvin *c);
 
-/* Appends row to out as DESIGN.md's csvsplit record: {"line", "serial_no",
+/* Appends row to out as docs/design.md's csvsplit record: {"line", "serial_no",
  * "product_name", "input_image_urls"} or {"line", "error"}, then "batch_id" when
  * batch_id is not NULL.  Returns 0, or -1 when out would grow too large. */
 int csvin_record(const struct csvin_row *row, const char *batch_id, bson_t *out);

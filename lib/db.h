@@ -1,5 +1,5 @@
 /* MongoDB access shared by dbrecord and the CGI: collections "batches" and "products"
- * with the field names of DESIGN.md.  One client per process.  Functions return 0 on
+ * with the field names of docs/design.md.  One client per process.  Functions return 0 on
  * success, -1 on error with the reason in err; lookups return 1 when nothing is found. */
 #ifndef IMGPIPE_DB_H
 #define IMGPIPE_DB_H
@@ -32,7 +32,7 @@ int db_create_index(struct db *d, const char *collection, const bson_t *keys, co
 /* Milliseconds since the epoch: the clock of createdAt and updatedAt. */
 int64_t db_now(void);
 
-/* The four statuses of DESIGN.md; NULL-terminated. */
+/* The four statuses of docs/design.md; NULL-terminated. */
 #define DB_STATUS_COUNT 4
 extern const char *const db_statuses[DB_STATUS_COUNT + 1];
 int db_status_valid(const char *status);

@@ -1,6 +1,6 @@
 /* imgpipe's shared library: configuration, NDJSON on libbson, command-line basics.
  * Errors and logs go to stderr through <err.h> (warnx/errx print "tool: message");
- * exit codes are those of <sysexits.h>, as DESIGN.md fixes them:
+ * exit codes are those of <sysexits.h>, as docs/design.md fixes them:
  *   EX_OK 0, EX_USAGE 64, EX_DATAERR 65, EX_UNAVAILABLE 69, EX_TEMPFAIL 75. */
 #ifndef IMGPIPE_H
 #define IMGPIPE_H
@@ -12,7 +12,7 @@
 #include <bson/bson.h>
 
 /* ---- configuration (config.c) ----
- * Every tool reads the same environment names; unset optional ones get DESIGN.md's defaults. */
+ * Every tool reads the same environment names; unset optional ones get docs/design.md's defaults. */
 struct config {
 	const char *mongodb_uri;      /* MONGODB_URI */
 	const char *redis_url;        /* REDIS_URL */
@@ -79,7 +79,7 @@ bool rec_next_doc(bson_iter_t *it, bson_t *doc);
 /* True when the record carries "error": stages pass such records through untouched. */
 int rec_has_error(const bson_t *doc);
 /* A copy of doc with "error" set to the formatted reason after the program's name, as
- * DESIGN.md wants a stage's errors ("shrink: empty file"; caller destroys it).
+ * docs/design.md wants a stage's errors ("shrink: empty file"; caller destroys it).
  * To add fields, copy with bson_copy_to_excluding_noinit() and append. */
 bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,7 +1,7 @@
 /* S3 requests over libcurl with its built-in SigV4 signing (CURLOPT_AWS_SIGV4).
  * Path-style by default (S3_ENDPOINT/BUCKET/KEY); S3_VIRTUAL_HOST=1 selects
  * BUCKET.host style for AWS.  One handle keeps its connection alive between requests.
- * Functions return 0, or an exit code of DESIGN.md with one clear line in s3->error:
+ * Functions return 0, or an exit code of docs/design.md with one clear line in s3->error:
  * EX_DATAERR (no such key / bad local file or key), EX_UNAVAILABLE (refused: credentials,
  * bucket; store unreachable after retries), EX_TEMPFAIL (5xx or network error after
  * retries), EX_IOERR (s3_get could not write to out). */

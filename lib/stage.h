@@ -1,5 +1,5 @@
 /* The NDJSON stage driver: the loop every stage (fetchimg, shrink, s3put, dbrecord, notify)
- * runs, as DESIGN.md "Stage records" fixes it.  Records come on stdin, one line goes out on
+ * runs, as docs/design.md "Stage records" fixes it.  Records come on stdin, one line goes out on
  * stdout for each, in order, flushed at once:
  *   - a line that is not a JSON object becomes {"input_line": N, "error": "STAGE: ..."}
  *     (and a warning on stderr) and the run goes on, to exit 65 at the end;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# csvsplit: the CSV contract of DESIGN.md ("Stage records").  Each test states the exact
+# csvsplit: the CSV contract of docs/design.md ("Stage records").  Each test states the exact
 # records (compacted by jq -c) or the exact exit status and message.  No servers needed.
 
 load helpers

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The stage contract of DESIGN.md "Stage records", the same for every NDJSON tool (they share
+# The stage contract of docs/design.md "Stage records", the same for every NDJSON tool (they share
 # lib/stage.c): a line that is not JSON becomes an error record naming the stage, the records
 # around it still do their work, and the run exits 65; a record carrying "error" passes
 # through byte for byte.  Each tool runs on its real backend: the test HTTP server, libvips,

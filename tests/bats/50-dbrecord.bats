@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# dbrecord against the real FerretDB: the documents of DESIGN.md after a run, after the same
+# dbrecord against the real FerretDB: the documents of docs/design.md after a run, after the same
 # run again and with two writers at once; the batch's counters, against a count of its
 # products; batch status; the status JSON a page at a time and the CSV; the work left;
 # MongoDB going away.  Documents are read back with an independent client (pymongo).
@@ -91,7 +91,7 @@ EOF
 
 PROGRESS='{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
 
-@test "a run leaves the product documents of DESIGN.md and echoes every record" {
+@test "a run leaves the product documents of docs/design.md and echoes every record" {
 	records >"$BATS_TEST_TMPDIR/in"
 	run dbrecord <"$BATS_TEST_TMPDIR/in"
 	assert_success

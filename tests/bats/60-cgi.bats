@@ -139,7 +139,7 @@ PY
 	[ "$first" != "$BATCH" ]
 }
 
-@test "GET /status/ID answers the JSON of DESIGN.md; ?format=csv the output CSV" {
+@test "GET /status/ID answers the JSON of docs/design.md; ?format=csv the output CSV" {
 	run --separate-stderr cgi POST /upload "" text/csv "$BATS_FILE_TMPDIR/ok.csv"
 	accepted
 	run --separate-stderr cgi GET "/status/$BATCH"

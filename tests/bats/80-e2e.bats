@@ -44,7 +44,7 @@ output_url() {
 	assert_output "4 rows (3 valid, 1 rejected), 4 images (3 done, 1 failed)"
 }
 
-@test "MongoDB holds exactly the products of DESIGN.md, each image in its slot" {
+@test "MongoDB holds exactly the products of docs/design.md, each image in its slot" {
 	run /usr/bin/python3 - "$MONGODB_URI" "$BATCH" <<'PY'
 import sys, pymongo
 db = pymongo.MongoClient(sys.argv[1]).get_default_database()

@@ -1,4 +1,4 @@
-/* csvsplit: a product CSV to one NDJSON record a data row (DESIGN.md, "Stage records").
+/* csvsplit: a product CSV to one NDJSON record a data row (docs/design.md, "Stage records").
  * The parsing and validation are lib/csvin.c; this is the command line around it. */
 #include <stdlib.h>
 #include <unistd.h>
