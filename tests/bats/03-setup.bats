@@ -63,7 +63,7 @@ used() {
 	cmd) grep -Eq "^(/usr)?/s?bin/$3$" <<<"$files" &&
 		grep -Eq "(^|[^[:alnum:]_.-])$3($|[^[:alnum:]_.-])" "${scripts[@]}" ;;
 	pc) grep -q "/pkgconfig/$3\.pc$" <<<"$files" &&
-		make -s -C "$ROOT" print-pkgs | tr ' ' '\n' | grep -qx "$3" ;;
+		make -s --no-print-directory -C "$ROOT" print-pkgs | tr ' ' '\n' | grep -qx "$3" ;;
 	h) grep -q "^/usr/include/$3$" <<<"$files" &&
 		grep -rq --include='*.[ch]' "#include <$3>" "$ROOT"/{lib,tools,dispatch,cgi} ;;
 	py) grep -q "/dist-packages/$3$" <<<"$files" && grep -Eq "^import .*\b$3\b" "${scripts[@]}" ;;

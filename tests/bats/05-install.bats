@@ -8,7 +8,7 @@ setup_file() {
 	export DEST="$BATS_FILE_TMPDIR/dest"
 	make -s -C "$ROOT" install DESTDIR="$DEST" PREFIX=/opt/imgpipe-test >&3
 	export P="$DEST/opt/imgpipe-test"
-	VERSION=$(make -s -C "$ROOT" print-version)
+	VERSION=$(make -s --no-print-directory -C "$ROOT" print-version)
 	export VERSION
 }
 

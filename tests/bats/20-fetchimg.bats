@@ -303,9 +303,12 @@ held_max() {
 	wait "${pids[@]}"
 	assert_equal "$(held_max)" 2
 	assert_equal "$(cat "$BATS_TEST_TMPDIR"/out?.ndjson | jq -s 'map(select(.sha256)) | length')" 24
-	# Within one process as well; and the default is 8.
+	# Within one process as well; and the default is 8: never more, and more than the 2 above
+	# (exactly 8 at once depends on how fast the machine starts them, so is not asserted).
 	fetchimg --dir "$OUT" --parallel 12 <<<"$(cat "$BATS_TEST_TMPDIR/in.ndjson" "$BATS_TEST_TMPDIR/in.ndjson")" >/dev/null
-	assert_equal "$(held_max)" 8
+	max=$(held_max)
+	assert [ "$max" -le 8 ]
+	assert [ "$max" -gt 2 ]
 	ls "$IMGPIPE_HOME/run/hosts/127.0.0.1."{0..7}
 }
 
