@@ -10,6 +10,8 @@ struct retry {
 	int retries;
 };
 
+/* The configuration (MONGODB_URI, IMGPIPE_MAX_ROW_ERRORS) and its connection. */
+extern struct config cfg;
 extern struct db db;
 
 /* Connects, retrying for --retry-for seconds, else exits 69. */
@@ -28,5 +30,20 @@ void retry_read(struct retry *r, bool written, const bson_error_t *err);
  *   chunks ID                                  the batch's job records */
 void chunk_command(int argc, char **argv, const char *usage);
 void chunks_command(int argc, char **argv, const char *usage);
+
+/* Record mode (record.c): connects, records the NDJSON records on stdin and echoes them;
+ * all_rows: the input holds every row of its batches.  Returns the exit status. */
+int record_stream(bool all_rows);
+/* The number of strings in the array key of rec; 0 when it is missing or holds other
+ * things. */
+int string_array(const bson_t *rec, const char *key);
+
+/* The read commands of read.c, given their arguments from the command's name on:
+ *   show ID [--offset N] [--limit M] [--no-products] | --csv   the batch's status or CSV
+ *   pending ID [--chunk N]                                    its images still to do
+ *   recount ID                                                its counters, counted again */
+void show_command(int argc, char **argv, const char *usage);
+void pending_command(int argc, char **argv, const char *usage);
+void recount_command(int argc, char **argv, const char *usage);
 
 #endif

@@ -1,0 +1,901 @@
+/* dbrecord's record mode: reads NDJSON records, records the products, image outcomes, row
+ * errors and webhook deliveries among them in MongoDB in write batches, and echoes each
+ * record once recorded.
+ *
+ * Every write is a single-document update that gives the same result when repeated, so
+ * a rerun, a retry after a lost connection and a second writer on the same batch all
+ * leave the same documents.  The batch's progress counters are the exception: images
+ * move them by $inc as their slots change state, which a write lost between a product
+ * and its batch leaves short, so process-batch recounts them once at the batch's end. */
+#include <poll.h>
+#include <string.h>
+
+#include "dbrecord.h"
+#include "stage.h"
+
+#define FLUSH_MAX 256              /* records a write batch */
+
+enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
+
+struct item {
+	bson_t *rec;
+	char *line;                /* the input line, echoed as it came while rec is unchanged */
+	enum kind kind;
+	char *id;                  /* products and images: the product's _id */
+	int64_t urls;              /* its number of input URLs; -1 while unknown */
+	bson_t *stale;             /* images: the entries the product's errors hold for the
+	                            * image before this record (an array); NULL until known */
+	bool was_done;             /* images: the slot held an output URL before this record
+	                            * (known with stale) */
+	int add_row_error;         /* row errors: 1 to add to the batch's row_errors, 0 not
+	                            * (there already, or the list is full); -1 until known */
+};
+
+static bool all_rows;          /* --all-rows: the input holds every row of its batch */
+
+/* Record mode writes products: their index is made first, once a process. */
+static void prepare_products(void)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	while (db_create_indexes(&db, &error) < 0)
+		retry_or_exit(&r, &error, NULL);
+}
+
+/* ---- records ---- */
+
+/* The number of strings in the array key of rec; 0 when it is missing or holds other
+ * things. */
+int string_array(const bson_t *rec, const char *key)
+{
+	bson_iter_t it, el;
+	int n = 0;
+
+	if (!bson_iter_init_find(&it, rec, key) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &el))
+		return 0;
+	while (bson_iter_next(&el)) {
+		if (!BSON_ITER_HOLDS_UTF8(&el))
+			return 0;
+		n++;
+	}
+	return n;
+}
+
+/* What the record asks to record, from its fields; PASS with the reason otherwise. */
+static enum kind classify(const bson_t *rec, const char **why)
+{
+	const char *batch = rec_str(rec, "batch_id");
+	int64_t serial = rec_int(rec, "serial_no", 0);
+
+	*why = "it is not a product, image, row error or webhook delivery record";
+	if (!batch || !*batch) {
+		*why = "it has no batch_id";
+		return PASS;
+	}
+	if (bson_has_field(rec, "delivery"))
+		return DELIVERY;
+	if (bson_has_field(rec, "index")) {
+		int64_t index = rec_int(rec, "index", -1);
+		if (serial <= 0 || index < 0 || index > INT32_MAX || !rec_str(rec, "url") ||
+		    !(rec_str(rec, "error") || rec_str(rec, "output_url"))) {
+			*why = "an image record needs serial_no, index, url and output_url or error";
+			return PASS;
+		}
+		return IMAGE;
+	}
+	if (bson_has_field(rec, "product_name") && !rec_has_error(rec)) {
+		if (serial <= 0 || !rec_str(rec, "product_name") ||
+		    !string_array(rec, "input_image_urls")) {
+			*why = "a product record needs serial_no, product_name and input_image_urls";
+			return PASS;
+		}
+		return PRODUCT;
+	}
+	if (!bson_has_field(rec, "serial_no") && rec_str(rec, "error") &&
+	    rec_int(rec, "line", 0) > 0)
+		return ROW_ERROR;
+	return PASS;
+}
+
+/* An item for the record read last; one that cannot be recorded is warned about and
+ * passes through, with an error added unless it carries one already. */
+static struct item item_new(bson_t *rec, const struct stage *s)
+{
+	const char *why;
+	struct item it = { .rec = rec, .kind = classify(rec, &why), .urls = -1, .add_row_error = -1 };
+
+	if (it.kind == PASS) {
+		warnx("input line %lu not recorded: %s", s->in.lineno, why);
+		if (!rec_has_error(rec)) {
+			it.rec = rec_error(rec, "not recorded: %s", why);
+			bson_destroy(rec);
+		}
+	} else if (it.kind == PRODUCT || it.kind == IMAGE) {
+		/* batch id and serial number, so that a rerun finds the same product */
+		it.id = bson_strdup_printf("%s-%lld", rec_str(rec, "batch_id"),
+					   (long long)rec_int(rec, "serial_no", 0));
+		if (it.kind == PRODUCT)
+			it.urls = string_array(rec, "input_image_urls");
+	}
+	if (it.rec == rec)
+		it.line = bson_strdup(stage_line(s));
+	return it;
+}
+
+static void item_free(struct item *it)
+{
+	bson_destroy(it->rec);
+	bson_free(it->line);
+	bson_free(it->id);
+	bson_destroy(it->stale);
+}
+
+/* Replaces the item's record by a copy with the reason it was not recorded. */
+static void reject(struct item *it, const char *why)
+{
+	bson_t *marked = rec_error(it->rec, "not recorded: %s", why);
+
+	warnx("not recorded: %s", why);
+	bson_destroy(it->rec);
+	bson_free(it->line);
+	it->rec = marked;
+	it->line = NULL;
+	it->kind = PASS;
+}
+
+/* ---- the updates ---- */
+
+static void append_int(bson_t *doc, const char *key, int64_t n)
+{
+	if (n >= INT32_MIN && n <= INT32_MAX)
+		BSON_APPEND_INT32(doc, key, (int32_t)n);
+	else
+		BSON_APPEND_INT64(doc, key, n);
+}
+
+/* Refreshes the product's row fields; output_image_urls, errors and createdAt are set
+ * only when the product is new, so a rerun never wipes a finished slot or an error. */
+static bson_t *product_update(const bson_t *rec, int64_t now)
+{
+	bson_t *u = bson_new(), set, init, outs, push, none, each;
+	bson_iter_t urls;
+	int n = string_array(rec, "input_image_urls");
+	char idx[16];
+	const char *key;
+
+	bson_iter_init_find(&urls, rec, "input_image_urls");
+	bson_append_document_begin(u, "$set", -1, &set);
+	BSON_APPEND_UTF8(&set, "batch_id", rec_str(rec, "batch_id"));
+	append_int(&set, "serial_no", rec_int(rec, "serial_no", 0));
+	BSON_APPEND_UTF8(&set, "product_name", rec_str(rec, "product_name"));
+	bson_append_iter(&set, NULL, 0, &urls);
+	if (rec_int(rec, "chunk", -1) >= 0)     /* the chunk of the batch it belongs to */
+		append_int(&set, "chunk", rec_int(rec, "chunk", 0));
+	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	bson_append_document_end(u, &set);
+
+	bson_append_document_begin(u, "$setOnInsert", -1, &init);
+	BSON_APPEND_DATE_TIME(&init, "createdAt", now);
+	bson_append_array_begin(&init, "output_image_urls", -1, &outs);
+	for (int i = 0; i < n; i++) {
+		bson_uint32_to_string((uint32_t)i, &key, idx, sizeof idx);
+		BSON_APPEND_UTF8(&outs, key, "");
+	}
+	bson_append_array_end(&init, &outs);
+	bson_append_document_end(u, &init);
+
+	/* errors starts empty: pushing no entry makes it when missing and keeps it otherwise
+	 * (FerretDB's $setOnInsert drops an empty array) */
+	bson_append_document_begin(u, "$push", -1, &push);
+	bson_append_document_begin(&push, "errors", -1, &none);
+	bson_append_array_begin(&none, "$each", -1, &each);
+	bson_append_array_end(&none, &each);
+	bson_append_document_end(&push, &none);
+	bson_append_document_end(u, &push);
+	return u;
+}
+
+/* Appends doc to the array arr as its element *n, counting it. */
+static void array_push(bson_t *arr, uint32_t *n, const bson_t *doc)
+{
+	char idx[16];
+	const char *key;
+
+	bson_uint32_to_string((*n)++, &key, idx, sizeof idx);
+	BSON_APPEND_DOCUMENT(arr, key, doc);
+}
+
+/* The entry of the product's errors that an image record with an error makes. */
+static bson_t *error_entry(const bson_t *rec)
+{
+	bson_t *entry = bson_new();
+
+	append_int(entry, "index", rec_int(rec, "index", 0));
+	BSON_APPEND_UTF8(entry, "url", rec_str(rec, "url"));
+	BSON_APPEND_UTF8(entry, "error", rec_str(rec, "error"));
+	return entry;
+}
+
+/* The entries of errors (an array) for image index, or with others those for the rest. */
+static bson_t *select_entries(const bson_t *errors, int64_t index, bool others)
+{
+	bson_t *out = bson_new(), entry;
+	bson_iter_t it;
+	uint32_t n = 0;
+
+	if (bson_iter_init(&it, errors))
+		while (rec_next_doc(&it, &entry))
+			if ((rec_int(&entry, "index", -1) == index) != others)
+				array_push(out, &n, &entry);
+	return out;
+}
+
+/* Appends to the array arr, of *n entries, what the image record adds to the product's
+ * errors: its error entry, or nothing for a success. */
+static void push_outcome(bson_t *arr, uint32_t *n, const bson_t *rec)
+{
+	bson_t *entry;
+
+	if (!rec_str(rec, "error"))
+		return;
+	entry = error_entry(rec);
+	array_push(arr, n, entry);
+	bson_destroy(entry);
+}
+
+/* True when the image's error is already all that errors holds for the image: a rerun
+ * that records it again changes nothing. */
+static bool error_recorded(const struct item *it)
+{
+	bson_t *entry, stored;
+	bson_iter_t el;
+	bool same;
+
+	if (!rec_str(it->rec, "error") || bson_count_keys(it->stale) != 1 ||
+	    !bson_iter_init(&el, it->stale) || !rec_next_doc(&el, &stored))
+		return false;
+	entry = error_entry(it->rec);
+	same = bson_equal(entry, &stored);
+	bson_destroy(entry);
+	return same;
+}
+
+/* Sets the image's slot: its output URL and, when the record has them (from fetchimg and
+ * shrink), its sizes, kept under the image's index; or "" for an error.  Takes out of
+ * errors the entries it held for the image, and the one this error makes (error_push
+ * adds it next), by value: $pullAll matches whole documents alike in MongoDB and in
+ * FerretDB 1.24, which has no $pull by condition, arrayFilters nor positional updates.
+ * So a rerun replaces the outcome rather than adding one, and a write cut short and
+ * repeated leaves one entry. */
+static bson_t *image_update(const struct item *it, int64_t now)
+{
+	const bson_t *rec = it->rec;
+	long long index = (long long)rec_int(rec, "index", 0);
+	int64_t in = rec_int(rec, "input_bytes", -1), out = rec_int(rec, "output_bytes", -1);
+	const char *error = rec_str(rec, "error");
+	int sized = !error && in >= 0 && out >= 0;
+	char slot[48], sizekey[48];
+	bson_t *u = bson_new(), set, unset, sizes, pull, gone, entry;
+	bson_iter_t old;
+	uint32_t n = 0;
+
+	snprintf(slot, sizeof slot, "output_image_urls.%lld", index);
+	snprintf(sizekey, sizeof sizekey, "image_sizes.%lld", index);
+	bson_append_document_begin(u, "$set", -1, &set);
+	BSON_APPEND_UTF8(&set, slot, error ? "" : rec_str(rec, "output_url"));
+	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	if (sized) {
+		bson_append_document_begin(&set, sizekey, -1, &sizes);
+		BSON_APPEND_INT64(&sizes, "input_bytes", in);
+		BSON_APPEND_INT64(&sizes, "output_bytes", out);
+		bson_append_document_end(&set, &sizes);
+	}
+	bson_append_document_end(u, &set);
+	if (!sized) {
+		bson_append_document_begin(u, "$unset", -1, &unset);
+		BSON_APPEND_UTF8(&unset, sizekey, "");
+		bson_append_document_end(u, &unset);
+	}
+
+	if (error_recorded(it) || (!error && bson_empty(it->stale)))
+		return u;
+	bson_append_document_begin(u, "$pullAll", -1, &pull);
+	bson_append_array_begin(&pull, "errors", -1, &gone);
+	if (bson_iter_init(&old, it->stale))
+		while (rec_next_doc(&old, &entry))
+			array_push(&gone, &n, &entry);
+	push_outcome(&gone, &n, rec);
+	bson_append_array_end(&pull, &gone);
+	bson_append_document_end(u, &pull);
+	return u;
+}
+
+/* Adds the image's error to errors, after image_update took out every entry for the
+ * image; NULL when there is nothing to add. */
+static bson_t *error_push(const struct item *it)
+{
+	bson_t *u, *entry;
+
+	if (!rec_str(it->rec, "error") || error_recorded(it))
+		return NULL;
+	entry = error_entry(it->rec);
+	u = BCON_NEW("$push", "{", "errors", BCON_DOCUMENT(entry), "}");
+	bson_destroy(entry);
+	return u;
+}
+
+/* The batch's part of a flush: it exists (as 'in progress' when this creates it) and was
+ * updated now; and the flush's images moved its counters by done and failed. */
+static bson_t *batch_touch(int64_t now, int64_t done, int64_t failed)
+{
+	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
+			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
+			     "createdAt", BCON_DATE_TIME(now), "}");
+
+	if (done || failed)
+		BCON_APPEND(u, "$inc", "{", "progress.images_done", BCON_INT64(done),
+			    "progress.images_failed", BCON_INT64(failed), "}");
+	return u;
+}
+
+/* A row error's or a delivery's entry in its set on the batch, with the batch's touch. */
+static bson_t *batch_entry(const struct item *it, int64_t now)
+{
+	static const char *const delivery_fields[] = {
+		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
+	};
+	bson_t *u = batch_touch(now, 0, 0);
+	bson_t add, entry;
+	bson_iter_t f;
+
+	bson_append_document_begin(u, "$addToSet", -1, &add);
+	if (it->kind == ROW_ERROR) {
+		bson_append_document_begin(&add, "row_errors", -1, &entry);
+		append_int(&entry, "line", rec_int(it->rec, "line", 0));
+		BSON_APPEND_UTF8(&entry, "error", rec_str(it->rec, "error"));
+	} else {
+		bson_append_document_begin(&add, "webhook_deliveries", -1, &entry);
+		for (const char *const *k = delivery_fields; *k; k++)
+			if (bson_iter_init_find(&f, it->rec, *k))
+				bson_append_iter(&entry, NULL, 0, &f);
+		if (!bson_has_field(it->rec, "at"))
+			BSON_APPEND_DATE_TIME(&entry, "at", now);
+	}
+	bson_append_document_end(&add, &entry);
+	bson_append_document_end(u, &add);
+	return u;
+}
+
+/* Adds one upsert (or plain update) to the bulk; false with err when it is malformed.
+ * Every selector is an _id, so update_many changes one document; it is used because
+ * FerretDB 1.24 on SQLite holds a connection for each update_one that matched until the
+ * whole command ends, and deadlocks once a hundred are held, while update_many does not. */
+static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, bool upsert,
+		       bson_error_t *err)
+{
+	bson_t *opts = BCON_NEW("upsert", BCON_BOOL(upsert));
+	bool ok = mongoc_bulk_operation_update_many_with_opts(b, sel, update, opts, err);
+
+	bson_destroy(sel);
+	bson_destroy(update);
+	bson_destroy(opts);
+	return ok;
+}
+
+/* What the image record changes in its batch's counters, added to *done and *failed: a
+ * slot that gains an output is one more done (and one fewer failed if it had failed), a
+ * new failure one more failed, and an outcome repeated nothing. */
+static void image_counts(const struct item *it, int64_t *done, int64_t *failed)
+{
+	bool fails = rec_str(it->rec, "error") != NULL;
+	bool failed_before = !it->was_done && !bson_empty(it->stale);
+
+	*done += (int64_t)!fails - (int64_t)it->was_done;
+	*failed += (int64_t)fails - (int64_t)failed_before;
+}
+
+/* Queues the item's own writes, counting them in *np and *nb: products and images on the
+ * products bulk; on the batches bulk a delivery, and a row error that is to be added. */
+static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
+		       mongoc_bulk_operation_t *bb, size_t *nb, int64_t now, bson_error_t *err)
+{
+	bson_t *push;
+
+	if (it->kind == PRODUCT &&
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), product_update(it->rec, now), true, err))
+		return false;
+	if (it->kind == IMAGE &&
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), image_update(it, now), false, err))
+		return false;
+	if (it->kind == IMAGE && (push = error_push(it)) &&
+	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), push, false, err))
+		return false;
+	*np += it->kind == PRODUCT || it->kind == IMAGE;
+	if (it->kind != DELIVERY && !(it->kind == ROW_ERROR && it->add_row_error == 1))
+		return true;
+	(*nb)++;
+	return add_update(bb, BCON_NEW("_id", BCON_UTF8(rec_str(it->rec, "batch_id"))),
+			  batch_entry(it, now), true, err);
+}
+
+/* The batch that the item's touch is for: products', images' and row errors' (deliveries
+ * are written with one of their own); NULL for the others. */
+static const char *touched_batch(const struct item *it)
+{
+	return it->kind == PRODUCT || it->kind == IMAGE || it->kind == ROW_ERROR ?
+	       rec_str(it->rec, "batch_id") : NULL;
+}
+
+/* The batch whose document this process touched last, and when.  For products and images
+ * the batch document needs only to exist and show recent activity, so it is touched at
+ * most once a second per batch rather than once an image, unless its counters move. */
+static struct { char *id; int64_t at; } last_touch;
+
+static bool touched_lately(const char *batch, int64_t now)
+{
+	return last_touch.id && strcmp(last_touch.id, batch) == 0 && now - last_touch.at < 1000;
+}
+
+/* Queues one touch for each batch of the items, with one $inc of what all of its images
+ * among them change in its counters (so a flush writes a batch once, not once an image),
+ * counting them in *nb.  *last is the batch touched last, or stays NULL. */
+static bool queue_touches(const struct item *items, size_t n, mongoc_bulk_operation_t *bb,
+			  size_t *nb, int64_t now, const char **last, bson_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *batch = touched_batch(&items[i]), *other;
+		int64_t done = 0, failed = 0;
+		bool first = batch != NULL;
+
+		for (size_t j = 0; first && j < i; j++)
+			first = !(other = touched_batch(&items[j])) || strcmp(other, batch) != 0;
+		if (!first)
+			continue;
+		for (size_t j = i; j < n; j++)
+			if (items[j].kind == IMAGE && strcmp(touched_batch(&items[j]), batch) == 0)
+				image_counts(&items[j], &done, &failed);
+		if (!done && !failed && touched_lately(batch, now))
+			continue;
+		(*nb)++;
+		*last = batch;
+		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, done, failed),
+				true, err))
+			return false;
+	}
+	return true;
+}
+
+/* Products as the database holds them after this process's last write: their number
+ * of input URLs, and the state of their slots (the entries of their errors and which
+ * slots hold an output; NULL while unknown), as written or read.
+ * A product's images follow one another in a pipeline, so most images need no query.
+ * This holds while one process at a time writes a product's images, as process-batch
+ * arranges. */
+#define KNOWN_MAX 64
+static struct known {
+	char *id;
+	int64_t urls;
+	bson_t *errors;            /* an array; NULL while the slots are unknown */
+	bool *done;                /* done[i]: slot i holds an output URL; known with errors */
+	int64_t slots;             /* the length of done */
+} known[KNOWN_MAX];
+static size_t known_next;
+
+static struct known *known_find(const char *id)
+{
+	for (size_t i = 0; i < KNOWN_MAX; i++)
+		if (known[i].id && strcmp(known[i].id, id) == 0)
+			return &known[i];
+	return NULL;
+}
+
+/* What is known of product id, made in the place of the oldest when nothing is. */
+static struct known *known_get(const char *id)
+{
+	struct known *k = known_find(id);
+
+	if (k)
+		return k;
+	k = &known[known_next];
+	known_next = (known_next + 1) % KNOWN_MAX;
+	bson_free(k->id);
+	bson_destroy(k->errors);
+	bson_free(k->done);
+	*k = (struct known){ .id = bson_strdup(id), .urls = -1 };
+	return k;
+}
+
+static void forget_products(void)
+{
+	for (size_t i = 0; i < KNOWN_MAX; i++) {
+		bson_free(known[i].id);
+		bson_destroy(known[i].errors);
+		bson_free(known[i].done);
+	}
+}
+
+/* After a write: what is known of the items' products becomes what was written. */
+static void remember_written(const struct item *items, size_t n)
+{
+	struct known *k;
+	bson_t *kept;
+	uint32_t count;
+
+	for (size_t i = 0; i < n; i++) {
+		int64_t index = rec_int(items[i].rec, "index", 0);
+
+		if (items[i].kind == PRODUCT)
+			known_get(items[i].id)->urls = items[i].urls;
+		if (items[i].kind != IMAGE || !(k = known_find(items[i].id)) || !k->errors)
+			continue;
+		kept = select_entries(k->errors, index, true);
+		count = (uint32_t)bson_count_keys(kept);
+		push_outcome(kept, &count, items[i].rec);
+		bson_destroy(k->errors);
+		k->errors = kept;
+		if (index < k->slots)
+			k->done[index] = !rec_str(items[i].rec, "error");
+	}
+}
+
+/* Which of the product's slots hold an output URL, from its output_image_urls, into k. */
+static void read_done(struct known *k, const bson_t *product)
+{
+	bson_iter_t it, slot;
+
+	bson_free(k->done);
+	k->slots = k->urls;
+	k->done = bson_malloc0(sizeof *k->done * (size_t)(k->slots > 0 ? k->slots : 1));
+	if (bson_iter_init_find(&it, product, "output_image_urls") && BSON_ITER_HOLDS_ARRAY(&it) &&
+	    bson_iter_recurse(&it, &slot))
+		for (int64_t i = 0; i < k->slots && bson_iter_next(&slot); i++)
+			k->done[i] = BSON_ITER_HOLDS_UTF8(&slot) && *bson_iter_utf8(&slot, NULL);
+}
+
+/* Reads product id's number of input URLs and the state of its slots into what is known
+ * of it; nothing when there is no such product.  One _id equality a query: FerretDB pushes
+ * that down to SQLite, and scans the whole collection for an $in. */
+static bool query_product(const char *id, bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+	bson_t *opts = BCON_NEW("projection", "{", "input_image_urls", BCON_INT32(1),
+				"output_image_urls", BCON_INT32(1), "errors", BCON_INT32(1), "}",
+				"limit", BCON_INT64(1));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.products, filter, opts, NULL);
+	const bson_t *doc;
+	struct known *k;
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
+	bool ok;
+
+	if (mongoc_cursor_next(c, &doc)) {
+		k = known_get(id);
+		k->urls = string_array(doc, "input_image_urls");
+		bson_destroy(k->errors);
+		if (bson_iter_init_find(&it, doc, "errors") && BSON_ITER_HOLDS_ARRAY(&it)) {
+			bson_iter_array(&it, &len, &data);
+			k->errors = bson_new_from_data(data, len);
+		} else {
+			k->errors = bson_new();
+		}
+		read_done(k, doc);
+	}
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
+}
+
+/* Looks up what each image needs of its product: its number of input URLs (to refuse an
+ * image it lacks), the entries its errors hold for the image (to replace them) and whether
+ * its slot held an output (to count the change).  From the records before it in these
+ * items, else from what is known, else from the database: a query a product a process.
+ * An image looked up before a failed query keeps what it found, so this can be called
+ * again. */
+static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		int64_t index = rec_int(it->rec, "index", 0);
+		const struct item *product = NULL, *earlier = NULL;
+		struct known *k;
+		uint32_t none = 0;
+
+		if (it->kind != IMAGE || it->stale)
+			continue;
+		for (size_t j = i; j-- > 0 && !(product && earlier);) {
+			if (!items[j].id || strcmp(items[j].id, it->id) != 0)
+				continue;
+			if (items[j].kind == PRODUCT && !product)
+				product = &items[j];
+			else if (items[j].kind == IMAGE && !earlier &&
+				 rec_int(items[j].rec, "index", 0) == index)
+				earlier = &items[j];
+		}
+		k = known_find(it->id);
+		if ((!product && !k) || (!earlier && !(k && k->errors))) {
+			if (!query_product(it->id, err))
+				return false;
+			k = known_find(it->id);
+		}
+		it->urls = product ? product->urls : k ? k->urls : -1;
+		if (earlier) {
+			it->stale = bson_new();
+			push_outcome(it->stale, &none, earlier->rec);
+			it->was_done = !rec_str(earlier->rec, "error");
+		} else {
+			it->stale = k && k->errors ? select_entries(k->errors, index, false) : bson_new();
+			it->was_done = k && k->errors && index < k->slots && k->done[index];
+		}
+	}
+	return true;
+}
+
+/* Image records whose product lacks that image are not recorded: setting their slot
+ * would make a product that does not exist, or grow output_image_urls past its inputs. */
+static void reject_strays(struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].kind != IMAGE || rec_int(items[i].rec, "index", 0) < items[i].urls)
+			continue;
+		char *why = bson_strdup_printf("no product %s with image %lld", items[i].id,
+					       (long long)rec_int(items[i].rec, "index", 0));
+		reject(&items[i], why);
+		bson_free(why);
+	}
+}
+
+/* The lines of the row errors that a batch holds, as read once and then as added, so
+ * that its list stays within IMGPIPE_MAX_ROW_ERRORS and a rerun adds no line twice.  One
+ * batch at a time: its rows come together. */
+static struct {
+	char *batch;
+	int64_t *lines;
+	size_t n, cap;
+} row_errors;
+
+static void row_errors_add(int64_t line)
+{
+	if (row_errors.n == row_errors.cap) {
+		row_errors.cap = row_errors.cap ? 2 * row_errors.cap : 64;
+		row_errors.lines = bson_realloc(row_errors.lines, sizeof *row_errors.lines * row_errors.cap);
+	}
+	row_errors.lines[row_errors.n++] = line;
+}
+
+static bool row_errors_has(int64_t line)
+{
+	for (size_t i = 0; i < row_errors.n; i++)
+		if (row_errors.lines[i] == line)
+			return true;
+	return false;
+}
+
+/* Reads the lines of batch's row errors into row_errors. */
+static bool query_row_errors(const char *batch, bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(batch));
+	bson_t *opts = BCON_NEW("projection", "{", "row_errors", BCON_INT32(1), "}",
+				"limit", BCON_INT64(1));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.batches, filter, opts, NULL);
+	const bson_t *doc;
+	bson_iter_t it, el;
+	bson_t entry;
+	bool ok;
+
+	row_errors.n = 0;
+	if (mongoc_cursor_next(c, &doc) && bson_iter_init_find(&it, doc, "row_errors") &&
+	    BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &el))
+		while (rec_next_doc(&el, &entry))
+			row_errors_add(rec_int(&entry, "line", 0));
+	ok = !mongoc_cursor_error(c, err);
+	if (ok) {
+		bson_free(row_errors.batch);
+		row_errors.batch = bson_strdup(batch);
+	}
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
+}
+
+/* Decides for each row error whether it is added to its batch's list: not when its line
+ * is there already, nor once the list is full.  Decided once an item, so this can be
+ * called again after a failed query. */
+static bool look_up_row_errors(struct item *items, size_t n, bson_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		const char *batch = rec_str(it->rec, "batch_id");
+		int64_t line = rec_int(it->rec, "line", 0);
+
+		if (it->kind != ROW_ERROR || it->add_row_error >= 0)
+			continue;
+		if ((!row_errors.batch || strcmp(row_errors.batch, batch) != 0) &&
+		    !query_row_errors(batch, err))
+			return false;
+		it->add_row_error = !row_errors_has(line) && row_errors.n < (size_t)cfg.max_row_errors;
+		if (it->add_row_error)
+			row_errors_add(line);
+	}
+	return true;
+}
+
+/* --all-rows: the rows recorded for each batch, and their images. */
+static struct rows_count {
+	char *batch;
+	int64_t done, failed, images;
+} *rows_counts;
+static size_t rows_batches;
+
+static void count_rows(const struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *batch = rec_str(items[i].rec, "batch_id");
+		struct rows_count *c = NULL;
+
+		if (items[i].kind != PRODUCT && items[i].kind != ROW_ERROR)
+			continue;
+		for (size_t b = 0; !c && b < rows_batches; b++)
+			if (strcmp(rows_counts[b].batch, batch) == 0)
+				c = &rows_counts[b];
+		if (!c) {
+			rows_counts = bson_realloc(rows_counts, sizeof *rows_counts * (rows_batches + 1));
+			c = &rows_counts[rows_batches++];
+			*c = (struct rows_count){ .batch = bson_strdup(batch) };
+		}
+		if (items[i].kind == PRODUCT) {
+			c->done++;
+			c->images += items[i].urls;
+		} else {
+			c->failed++;
+		}
+	}
+}
+
+/* --all-rows, at the end of the input: sets each batch's row counts and images_total from
+ * what was recorded, with $set, so a rerun of the same rows sets the same. */
+static void write_rows_counts(void)
+{
+	struct retry r = { 0 };
+	bson_error_t error;
+
+	for (size_t b = 0; b < rows_batches; b++) {
+		const struct rows_count *c = &rows_counts[b];
+		int64_t now = db_now();
+		bson_t *sel = BCON_NEW("_id", BCON_UTF8(c->batch));
+		bson_t *update = BCON_NEW("$set", "{", "progress.rows_done", BCON_INT64(c->done),
+					  "progress.rows_failed", BCON_INT64(c->failed),
+					  "progress.images_total", BCON_INT64(c->images),
+					  "updatedAt", BCON_DATE_TIME(now), "}",
+					  "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
+					  "createdAt", BCON_DATE_TIME(now), "}");
+		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+
+		while (!mongoc_collection_update_one(db.batches, sel, update, opts, NULL, &error))
+			retry_or_exit(&r, &error, NULL);
+		bson_destroy(sel);
+		bson_destroy(update);
+		bson_destroy(opts);
+		bson_free(c->batch);
+	}
+	bson_free(rows_counts);
+}
+
+/* Runs a bulk of n operations (none: nothing to do).  reply is initialised before and
+ * after. */
+static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_error_t *err)
+{
+	if (n == 0)
+		return true;
+	bson_destroy(reply);
+	return mongoc_bulk_operation_execute(b, reply, err) != 0;
+}
+
+/* Writes the items' updates in one ordered bulk a collection: ordered, so that an image
+ * follows its product when both are in the same bulk.  The products go first: a batch
+ * whose counters are written lags its products, never leads them. */
+static bool write_items(const struct item *items, size_t n, int64_t now, bson_t *reply,
+			bson_error_t *err)
+{
+	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
+	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
+	const char *last = NULL;
+	size_t np = 0, nb = 0;
+	bool ok = true;
+
+	for (size_t i = 0; ok && i < n; i++)
+		if (items[i].kind != PASS)
+			ok = queue_item(&items[i], pb, &np, bb, &nb, now, err);
+	ok = ok && queue_touches(items, n, bb, &nb, now, &last, err) &&
+	     run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
+	if (ok)
+		remember_written(items, n);
+	if (ok && last) {
+		bson_free(last_touch.id);
+		last_touch.id = bson_strdup(last);
+		last_touch.at = now;
+	}
+	mongoc_bulk_operation_destroy(pb);
+	mongoc_bulk_operation_destroy(bb);
+	return ok;
+}
+
+/* Records the items, retrying while MongoDB is away (every update is idempotent, so a
+ * write batch cut short is simply written again), then echoes them and empties the batch. */
+static void flush(struct item *items, size_t *n)
+{
+	struct retry r = { 0 };
+	bson_t reply = BSON_INITIALIZER;
+	bson_error_t error;
+	int64_t now = db_now();
+
+	if (*n > 0) {
+		while (!look_up_products(items, *n, &error) ||
+		       !look_up_row_errors(items, *n, &error))
+			retry_or_exit(&r, &error, NULL);
+		reject_strays(items, *n);
+		while (!write_items(items, *n, now, &reply, &error))
+			retry_or_exit(&r, &error, &reply);
+		if (all_rows)
+			count_rows(items, *n);
+	}
+	bson_destroy(&reply);
+	for (size_t i = 0; i < *n; i++) {
+		if (items[i].line)
+			stage_write_line(items[i].line);
+		else
+			stage_write(items[i].rec);
+		item_free(&items[i]);
+	}
+	*n = 0;
+}
+
+/* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
+ * pointers, as gnulib's freadahead reads them) or on the descriptor. */
+static int input_pending(FILE *f)
+{
+	struct pollfd p = { .fd = fileno(f), .events = POLLIN };
+
+	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, 0) > 0;
+}
+
+/* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
+ * the input runs dry, so a slow trickle is still recorded at once.  Returns the exit
+ * status. */
+int record_stream(bool every_row)
+{
+	struct stage s;
+	struct item items[FLUSH_MAX];
+	size_t n = 0;
+	bson_t *rec;
+	enum stage_line got;
+
+	all_rows = every_row;
+	connect_db();
+	prepare_products();
+	stage_init(&s, NULL);
+	s.takes_errors = 1;        /* image and row errors are recorded too */
+	while ((got = stage_read(&s, &rec)) != STAGE_END) {
+		if (got == STAGE_PASS) {
+			flush(items, &n);  /* so that its line keeps its place in the output */
+			stage_pass(&s);
+			continue;
+		}
+		items[n++] = item_new(rec, &s);
+		if (n == FLUSH_MAX || !input_pending(stdin))
+			flush(items, &n);
+	}
+	flush(items, &n);
+	if (all_rows)
+		write_rows_counts();
+	forget_products();
+	bson_free(last_touch.id);
+	bson_free(row_errors.batch);
+	bson_free(row_errors.lines);
+	return stage_end(&s);
+}
