@@ -71,7 +71,8 @@ lib/%.o: lib/%.c $(HEADERS)
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 .SECONDEXPANSION:
-$(BINS): bin/%: $$(SRC_$$*) lib/libimgpipe.a $(HEADERS)
+# A program is rebuilt when the library's headers or those beside its sources change.
+$(BINS): bin/%: $$(SRC_$$*) $$(wildcard $$(dir $$(SRC_$$*))*.h) lib/libimgpipe.a $(HEADERS)
 	@echo "  CCLD  $@"
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SRC_$*) $(LDLIBS)
 
