@@ -155,8 +155,7 @@ static int token_valid(struct request *rq)
 			    "the access token is not valid");
 	if (listed <= 0)
 		return 0;
-	for (size_t i = 0; i < sizeof given; i++)
-		snprintf(rq->owner_hex + 2 * i, 3, "%02x", given[i]);
+	hex_encode(given, sizeof given, rq->owner_hex);
 	rq->owner = rq->owner_hex;
 	return 1;
 }

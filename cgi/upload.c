@@ -146,8 +146,7 @@ static int batch_id_new(char id[BATCH_ID_LEN + 1])
 
 	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
 		return -1;
-	for (size_t i = 0; i < sizeof r; i++)
-		snprintf(id + 2 * i, 3, "%02x", r[i]);
+	hex_encode(r, sizeof r, id);
 	return 0;
 }
 

@@ -83,6 +83,10 @@ int rec_has_error(const bson_t *doc);
  * To add fields, copy with bson_copy_to_excluding_noinit() and append. */
 bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- hex (hex.c) ---- */
+/* Writes the n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
+void hex_encode(const unsigned char *bytes, size_t n, char *out);
+
 /* ---- command line (cli.c) ---- */
 /* Handles --help and --version when argv[1] is one of them: prints usage (to stdout)
  * or "NAME VERSION" and exits 0.  Otherwise returns. */

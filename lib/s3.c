@@ -95,8 +95,8 @@ static int body_sha256(struct body *b, char hex[65])
 		ok = got != CURL_READFUNC_ABORT && EVP_DigestUpdate(md, buf, got);
 	ok = ok && EVP_DigestFinal_ex(md, sum, &len) && len == 32;
 	EVP_MD_CTX_free(md);
-	for (unsigned int i = 0; ok && i < len; i++)
-		snprintf(hex + 2 * i, 3, "%02x", sum[i]);
+	if (ok)
+		hex_encode(sum, len, hex);
 	return ok ? 0 : -1;
 }
 

@@ -240,8 +240,7 @@ static int finish_sha256(struct job *j)
 		job_fail(j, "SHA-256 failed");
 		return -1;
 	}
-	for (unsigned int i = 0; i < len; i++)
-		snprintf(j->sha256_hex + 2 * i, 3, "%02x", sum[i]);
+	hex_encode(sum, len, j->sha256_hex);
 	return 0;
 }
 

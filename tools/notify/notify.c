@@ -64,12 +64,6 @@ struct delivery {
 	char error[CURL_ERROR_SIZE + 64];
 };
 
-static void hex(const unsigned char *b, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 /* The event's webhook-id, by which a receiver drops repeats: the record's webhook_id; else
  * "msg_" and the hex SHA-256 of "BATCH_ID.ENDING" (ending 0 when the record has none), the
  * same on every attempt and every rerun of that batch ending; else, with no batch_id,
@@ -93,7 +87,7 @@ static const char *event_id(const bson_t *rec, struct delivery *d)
 		err(EX_UNAVAILABLE, "getrandom");
 	}
 	memcpy(d->made_id, "msg_", 4);
-	hex(b, n, d->made_id + 4);
+	hex_encode(b, n, d->made_id + 4);
 	return d->made_id;
 }
 
