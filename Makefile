@@ -50,8 +50,8 @@ BINS     = $(addprefix bin/,$(PROGS))
 MANPAGES = $(wildcard man/*.1 tools/*/*.1 dispatch/*.1 cgi/*.1)
 MANOUT   = $(addprefix build/man/,$(notdir $(MANPAGES)))
 vpath %.1 $(sort $(dir $(MANPAGES)))
-# What scripts/ installs as programs; common.bash is only sourced.
-SCRIPTS  = $(filter-out scripts/common.bash,$(wildcard scripts/*))
+# What scripts/ installs as programs; the .bash files are only sourced.
+SCRIPTS  = $(filter-out %.bash,$(wildcard scripts/*))
 
 all: $(BINS) bin/imgpipe.version $(MANOUT)
 
@@ -118,7 +118,7 @@ install: all
 	install -m 755 bin/imgpipe bin/imgpipe.cgi $(DESTDIR)$(LIBDIR)/bin
 	install -m 644 bin/imgpipe.version $(DESTDIR)$(LIBDIR)/bin
 	install -m 755 $(SCRIPTS) $(DESTDIR)$(LIBDIR)/scripts
-	install -m 644 scripts/common.bash $(DESTDIR)$(LIBDIR)/scripts
+	install -m 644 $(wildcard scripts/*.bash) $(DESTDIR)$(LIBDIR)/scripts
 	install -m 644 etc/imgpipe.env etc/lighttpd.conf.in $(DESTDIR)$(LIBDIR)/etc
 	install -m 644 samples/products.csv $(DESTDIR)$(LIBDIR)/samples
 	ln -sf ../lib/imgpipe/bin/imgpipe $(DESTDIR)$(PREFIX)/bin/imgpipe

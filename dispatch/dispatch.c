@@ -405,7 +405,8 @@ static int step(struct queue *q, struct duties *last)
 }
 
 /* Stops cleanly: no new jobs; running ones are asked to stop, then handed back (or
- * acknowledged if they ended meanwhile), so another dispatcher finishes them at once. */
+ * acknowledged if they ended meanwhile), so another dispatcher finishes them at once;
+ * the period's sweep, if this one took it, is given up too. */
 static void shut_down(struct queue *q)
 {
 	int connected = q->redis != NULL || connect_queue(q) == 0;
@@ -418,6 +419,8 @@ static void shut_down(struct queue *q)
 			connected = 0;
 		sleep_ms(50);
 	}
+	if (connected)
+		logged(q, sweep_unlock(q, opt.consumer));
 	queue_disconnect(q);
 	log_event(NULL, NULL, "stopped", "the running jobs were handed back");
 }

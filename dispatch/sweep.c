@@ -124,3 +124,8 @@ int sweep(const struct config *cfg, const char *owner, long after_ms, long perio
 	queue_disconnect(&q);
 	return rc == 0 ? 0 : 1;
 }
+
+int sweep_unlock(struct queue *q, const char *owner)
+{
+	return queue_unlock(q, SWEEP_LOCK, owner) < 0 ? -1 : 0;
+}

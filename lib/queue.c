@@ -234,22 +234,29 @@ int queue_lease_take(struct queue *q, const struct queue_job *job, long ttl_ms,
 	return taken;
 }
 
-/* Starts a transaction that commits only while the lease holds its token: WATCH, GET,
- * MULTI.  Returns 0 within the transaction, 1 (outside it) when the lease is lost. */
-static int lease_begin(struct queue *q, const struct queue_lease *lease)
+/* Starts a transaction that commits only while key holds value: WATCH, GET, MULTI.
+ * Returns 0 within the transaction, 1 (outside it) when key holds something else. */
+static int begin_while_held(struct queue *q, const char *key, const char *value)
 {
 	redisReply *r;
-	char token[32];
 	int ours;
 
-	if (simple_command(q, "WATCH %s", lease->key) || !(r = command(q, "GET %s", lease->key)))
+	if (simple_command(q, "WATCH %s", key) || !(r = command(q, "GET %s", key)))
 		return -1;
-	snprintf(token, sizeof token, "%lld", lease->token);
-	ours = r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0;
+	ours = r->type == REDIS_REPLY_STRING && strcmp(r->str, value) == 0;
 	freeReplyObject(r);
 	if (!ours)
 		return simple_command(q, "UNWATCH") ? -1 : 1;
 	return simple_command(q, "MULTI") ? -1 : 0;
+}
+
+/* The same while the lease holds its token. */
+static int lease_begin(struct queue *q, const struct queue_lease *lease)
+{
+	char token[32];
+
+	snprintf(token, sizeof token, "%lld", lease->token);
+	return begin_while_held(q, lease->key, token);
 }
 
 /* Commits the transaction (EXEC).  Returns 1 when it did not run because the lease
@@ -332,6 +339,15 @@ int queue_lock(struct queue *q, const char *key, const char *owner, long ttl_ms)
 	taken = r->type == REDIS_REPLY_STATUS;
 	freeReplyObject(r);
 	return taken;
+}
+
+int queue_unlock(struct queue *q, const char *key, const char *owner)
+{
+	int rc = begin_while_held(q, key, owner);
+
+	if (rc != 0)
+		return rc;
+	return simple_command(q, "DEL %s", key) ? -1 : lease_commit(q);
 }
 
 int queue_scan(struct queue *q, int (*each)(const struct queue_job *job, void *arg), void *arg)

@@ -16,7 +16,7 @@
  *   imgpipe-dispatch: queue_init, then for each connection queue_connect, queue_join,
  *                     and queue_take, queue_lease_take, queue_keep, queue_ack,
  *                     queue_release, queue_lease_drop, queue_cancelled as its jobs run;
- *                     queue_lock, queue_scan and queue_push for the sweeper
+ *                     queue_lock, queue_unlock, queue_scan and queue_push for the sweeper
  *   process-batch:    XADD of chunk jobs, GET/PTTL of its lease and HINCRBY of the
  *                     counters, with redis-cli
  * Besides the stream and the leases: a cancelled batch's key QUEUE_CANCEL_PREFIX + id,
@@ -129,6 +129,9 @@ int queue_cancelled(struct queue *q, const char *batch_id);
 /* Takes the lock key for ttl_ms in owner's name (SET NX PX): 1 when taken, 0 when another
  * holds it.  For work one dispatcher of all should do in each period. */
 int queue_lock(struct queue *q, const char *key, const char *owner, long ttl_ms);
+/* Gives the lock up while owner holds it, so that another takes it at once.  Returns 1
+ * when owner held it no longer. */
+int queue_unlock(struct queue *q, const char *key, const char *owner);
 /* Calls each for every entry on the stream, oldest first (XRANGE, a page at a time); the
  * entries are the jobs queued or running, since acknowledged ones are deleted.  Stops
  * when each returns non-zero. */
