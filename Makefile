@@ -41,7 +41,7 @@ SRC_shrink           = tools/shrink/shrink.c
 SRC_s3put            = tools/s3put/s3put.c
 SRC_s3get            = tools/s3put/s3get.c
 SRC_dbrecord         = tools/dbrecord/dbrecord.c tools/dbrecord/chunks.c tools/dbrecord/record.c \
-                       tools/dbrecord/read.c
+                       tools/dbrecord/read.c tools/dbrecord/copies.c
 SRC_notify           = tools/notify/notify.c
 SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c
 SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))

@@ -117,9 +117,14 @@ announce() {
 
 # "STATUS<tab>MESSAGE": the batch's final status and its summary line, from its counters
 # counted once more from its products (an image's $inc can be lost in a crash, or to a
-# concurrent write on FerretDB's SQLite backend).  A cancel that never reached a run (Redis
-# was down) still ends the batch cancelled.
+# concurrent write on FerretDB's SQLite backend), once each copy slot (a URL repeated in
+# the batch) holds its first slot's outcome, so that the counts include the copies.  A
+# cancel that never reached a run (Redis was down) still ends the batch cancelled.
 summarise() {
+	local copies
+	copies=$(dbrecord copies "$id") || return
+	jq -e '.copies > 0' >/dev/null <<<"$copies" &&
+		log copies filled "$(jq -r '"\(.copies) copy slots, \(.updated) set"' <<<"$copies")"
 	dbrecord recount "$id" && dbrecord show "$id" --no-products | jq -r '.progress as $p
 		| "\($p.rows_total) rows (\($p.rows_done) valid, \($p.rows_failed) rejected), \($p.images_total) images (\($p.images_done) done, \($p.images_failed) failed)" as $m
 		| if .cancel_requested then "failed\tcancelled"

@@ -84,8 +84,8 @@ void show_command(int argc, char **argv, const char *usage)
 	bson_destroy(&status);
 }
 
-/* Writes an image record for each of the product's slots that hold no output yet, and a
- * blank line after them (process-batch's parallel splits only there, so that one pipeline
+/* Writes an image record for each of the product's slots that hold no output yet and are
+ * no copy, and a blank line after them (process-batch's parallel splits only there, so that one pipeline
  * writes all of a product's slots).  Returns how many, or -1 when stdout fails. */
 static int write_pending(const char *id, const bson_t *product)
 {
@@ -106,7 +106,7 @@ static int write_pending(const char *id, const bson_t *product)
 		bson_t rec = BSON_INITIALIZER;
 		int rc;
 
-		if (done || !BSON_ITER_HOLDS_UTF8(&url))
+		if (done || !BSON_ITER_HOLDS_UTF8(&url) || is_copy(product, i))
 			continue;
 		BSON_APPEND_UTF8(&rec, "batch_id", id);
 		bson_append_iter(&rec, "serial_no", -1, &serial);
@@ -126,7 +126,7 @@ static int write_pending(const char *id, const bson_t *product)
 static bool list_pending(const char *id, int64_t chunk, bool *written, bson_error_t *error)
 {
 	static const char *const fields[] = {
-		"serial_no", "input_image_urls", "output_image_urls", NULL,
+		"serial_no", "input_image_urls", "output_image_urls", "copies", NULL,
 	};
 	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
 	const bson_t *product;
@@ -144,8 +144,8 @@ static bool list_pending(const char *id, int64_t chunk, bool *written, bson_erro
 }
 
 /* pending ID [--chunk N]: process-batch's work list, every input URL (of chunk N) whose
- * output slot is "" (failed images included), as image records grouped by product, in
- * serial order. */
+ * output slot is "" (failed images included) and that is no copy, as image records
+ * grouped by product, in serial order. */
 void pending_command(int argc, char **argv, const char *usage)
 {
 	enum { OPT_CHUNK = 256 };
