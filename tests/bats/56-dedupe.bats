@@ -51,6 +51,7 @@ for p in db.products.find({"batch_id": sys.argv[2]}).sort("serial_no"):
               "errors=%s" % "|".join(errs))
 PY
 }
+export -f slots    # for run bash -c
 
 # How many GETs the image server had for NAME.
 fetched() { grep -c "^/$1\$" "$REQUEST_LOG" || true; }

@@ -226,15 +226,17 @@ static bson_t *copied_errors(const struct pass *p, const bson_t *product)
 	return errors;
 }
 
-/* Adds to set and unset what copy index needs to hold its owner's outcome; returns
- * whether it differs from what the product holds. */
+/* Adds to set and unset what copy index needs to hold its owner's outcome (its errors
+ * entry is copied_errors'); returns whether the slot differs from its owner's. */
 static bool copy_slot(const bson_t *product, int64_t index, const struct owner *o, bson_t *set,
 		      bson_t *unset)
 {
 	char slot[64], sizekey[64];
 	bson_t *want = *o->output_url ? copied_sizes(o) : NULL, *have = sizes_of(product, index);
+	const char *error = error_of(product, index);
 	bool differs = strcmp(slot_str(product, "output_image_urls", index), o->output_url) != 0 ||
-		       !want != !have || (want && !bson_equal(want, have));
+		       !want != !have || (want && !bson_equal(want, have)) ||
+		       !error != !o->error || (error && strcmp(error, o->error) != 0);
 
 	snprintf(slot, sizeof slot, "output_image_urls.%lld", (long long)index);
 	snprintf(sizekey, sizeof sizekey, "image_sizes.%lld", (long long)index);
