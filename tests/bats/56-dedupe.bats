@@ -134,3 +134,16 @@ PY
 	run field "$BATCH" '[.status, .progress.images_done, .progress.images_failed] | @tsv'
 	assert_output $'completed\t12\t0'
 }
+
+@test "dbrecord copies wants one batch ID; --help and the man page name it" {
+	run dbrecord copies
+	assert_failure 64
+	run dbrecord copies "$BATCH" "$BATCH"
+	assert_failure 64
+	run dbrecord --help
+	assert_output --partial "copies ID"
+	grep -qF '.B copies' "$ROOT/tools/dbrecord/dbrecord.1"
+	# a batch without copies: nothing to do
+	run dbrecord copies no-such-batch
+	assert_output '{"batch_id":"no-such-batch","copies":0,"updated":0}'
+}

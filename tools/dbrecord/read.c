@@ -85,8 +85,9 @@ void show_command(int argc, char **argv, const char *usage)
 }
 
 /* Writes an image record for each of the product's slots that hold no output yet and are
- * no copy, and a blank line after them (process-batch's parallel splits only there, so that one pipeline
- * writes all of a product's slots).  Returns how many, or -1 when stdout fails. */
+ * no copy, and a blank line after them (process-batch's parallel splits only there, so
+ * that one pipeline writes all of a product's slots).  Returns how many, or -1 when
+ * stdout fails. */
 static int write_pending(const char *id, const bson_t *product)
 {
 	bson_iter_t urls, url, outs, out, serial;
