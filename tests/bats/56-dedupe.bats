@@ -144,6 +144,6 @@ PY
 	assert_output --partial "copies ID"
 	grep -qF '.B copies' "$ROOT/tools/dbrecord/dbrecord.1"
 	# a batch without copies: nothing to do
-	run dbrecord copies no-such-batch
+	run bash -c "dbrecord copies no-such-batch | jq -c ."
 	assert_output '{"batch_id":"no-such-batch","copies":0,"updated":0}'
 }
