@@ -366,13 +366,14 @@ static int64_t array_length(const bson_iter_t *it)
 	return n;
 }
 
-/* How the done images were made and what they saved, from image_sizes. */
+/* How the done images were made and what they saved, from image_sizes (the others done
+ * were compressed: an image record without sizes keeps none). */
 struct made {
-	int64_t compressed, reused, copied, saved;
+	int64_t reused, copied, saved;
 };
 
-/* Adds the product's image_sizes entries to m: each by its how (an entry from before how
- * was kept was compressed), and its input_bytes - output_bytes. */
+/* Adds the product's image_sizes entries to m: the reused and the copied, and each one's
+ * input_bytes - output_bytes. */
 static void count_made(const bson_t *product, struct made *m)
 {
 	bson_iter_t it, entry;
@@ -384,12 +385,8 @@ static void count_made(const bson_t *product, struct made *m)
 	while (rec_next_doc(&entry, &sizes)) {
 		const char *how = rec_str(&sizes, "how");
 
-		if (how && strcmp(how, "reused") == 0)
-			m->reused++;
-		else if (how && strcmp(how, "copied") == 0)
-			m->copied++;
-		else
-			m->compressed++;
+		m->reused += how && strcmp(how, "reused") == 0;
+		m->copied += how && strcmp(how, "copied") == 0;
 		m->saved += rec_int(&sizes, "input_bytes", 0) - rec_int(&sizes, "output_bytes", 0);
 	}
 }
@@ -424,7 +421,7 @@ static bool count_products(const char *id, bson_t *set, bson_error_t *err)
 	BCON_APPEND(set, "$set", "{", "progress.rows_done", BCON_INT64(rows),
 		    "progress.images_total", BCON_INT64(images), "progress.images_done",
 		    BCON_INT64(done), "progress.images_failed", BCON_INT64(failed),
-		    "progress.images_compressed", BCON_INT64(made.compressed),
+		    "progress.images_compressed", BCON_INT64(done - made.reused - made.copied),
 		    "progress.images_reused", BCON_INT64(made.reused),
 		    "progress.images_deduplicated", BCON_INT64(made.copied),
 		    "progress.bytes_saved", BCON_INT64(made.saved),
