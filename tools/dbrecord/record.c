@@ -344,7 +344,8 @@ static bson_t *batch_touch(int64_t now, int64_t done, int64_t failed)
 static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
-		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
+		"delivery", "event", "attempt", "attempts", "status_code", "delivered", "gave_up", "at",
+		"error", "ending", NULL,
 	};
 	bson_t *u = batch_touch(now, 0, 0);
 	bson_t add, entry;
