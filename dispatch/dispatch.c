@@ -51,7 +51,8 @@ static const char usage[] =
 	"  --sweep-after SECONDS  queue again a batch with no job, unchanged this long\n"
 	"                         (default 300; 0: never)\n"
 	"  --script PATH          the batch runner (default: scripts/process-batch of this install)\n"
-	"Environment: REDIS_URL, MONGODB_URI (for the sweeper), and everything process-batch needs.\n";
+	"Environment: REDIS_URL, MONGODB_URI (for the sweeper), IMGPIPE_WEBHOOK_RETRY_FOR (seconds a\n"
+	"webhook delivery is retried, default 3600), and everything process-batch needs.\n";
 
 struct job {
 	pid_t pid;              /* 0 when the slot is free */
