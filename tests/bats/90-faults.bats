@@ -135,7 +135,7 @@ PY
 	hook_answers 200
 	assert_output "1 false 503"
 	wait_for "$id" 60 'any(.webhook_deliveries[]; .delivered)'
-	run field "$id" '.webhook_deliveries | [map(select(.delivered)) | length, (.[-1].attempt == length)] | map(tostring) | join(" ")'
+	run field "$id" '.webhook_deliveries | [(map(select(.delivered)) | length), .[-1].attempt == length] | map(tostring) | join(" ")'
 	assert_output "1 true"
 }
 
