@@ -105,8 +105,8 @@ static int run_filter(char *const argv[], const char *input, char *out, size_t l
 enum verdict { DONE, REFUSED, RETRY, GIVE_UP };
 
 /* The attempt's entry for the batch's webhook_deliveries: notify's result record (or,
- * when it wrote none, one saying how it ended) with the attempt's number for notify's
- * count of attempts, the event's ending, and gave_up on the last. */
+ * when it wrote none, one saying how it ended) with the attempt's number in place of
+ * notify's count of attempts (always 1), the event's ending, and gave_up on the last. */
 static bson_t *attempt_entry(const bson_t *event, const struct queue_webhook *w, const char *result,
 			     int rc, enum verdict v)
 {
