@@ -96,7 +96,8 @@ PY
 	assert_output "$ROWS $ROWS $ROWS"
 	run jq -r '[.status, .message] | join(": ")' < <(curl -sS "$IMGPIPE_URL/status/$1")
 	assert_output "completed: $ROWS rows ($ROWS valid, 0 rejected), $ROWS images ($ROWS done, 0 failed)"
-	delivered() { jq -c --arg id "$1" 'select(.answer == 200 and (.body | fromjson).batch_id == $id)' "$HOOK_LOG" | wc -l; }
+	local id=$1
+	delivered() { jq -c --arg id "$id" 'select(.answer == 200 and (.body | fromjson).batch_id == $id)' "$HOOK_LOG" | wc -l; }
 	for _ in $(seq 100); do [ "$(delivered)" -gt 0 ] && break; sleep 0.1; done
 	sleep 1
 	assert_equal "$(delivered)" 1
