@@ -39,4 +39,20 @@ watch_lease() {
 		fi
 	done
 	kill -TERM $$
+	# bash runs the trap only once its foreground command returns, and a dbrecord retrying
+	# for the database (up to a minute) or notify backing off would outlive the lease: they
+	# are stopped too, and whatever they started (a command substitution's subshell dies of
+	# SIGTERM and leaves its own children running).
+	stop_descendants $$
+}
+
+# SIGTERM to every process under PID, the deepest first, but the log's and the lease's
+# helpers (this watch included) and what runs under them.
+stop_descendants() {
+	local pid
+	for pid in $(pgrep -P "$1"); do
+		case $pid in "$relogger" | "${watchdog:-}" | "$BASHPID") continue ;; esac
+		stop_descendants "$pid"
+		kill -TERM "$pid" 2>/dev/null || true
+	done
 }
