@@ -29,9 +29,8 @@ teardown() {
 	assert_line --index $((${#lines[@]} - 1)) PASS
 }
 
-# Seed 93 once had a run that lost its lease while its finisher's dbrecord waited for the
-# database: the SIGTERM waited for dbrecord, and the job's next run began before it ended.
-@test "a run whose lease is taken over while a step waits for the database stops within seconds" {
+# A run of a planning job holding lease 41, whose first step waits for the database (down).
+stuck_run() {
 	id=$(/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(16))')
 	lease=imgpipe:lease:$id
 	redis-cli -u "$REDIS_URL" set "$lease" 41 PX 60000 >/dev/null
@@ -41,7 +40,13 @@ teardown() {
 	RUN_PID=$!
 	for _ in $(seq 100); do pgrep -f "dbrecord chunk $id" >/dev/null && break; sleep 0.1; done
 	sleep 1
-	pgrep -f "dbrecord chunk $id"   # its first step waits for the database
+	pgrep -f "dbrecord chunk $id"
+}
+
+# Seed 93 once had a run that lost its lease while its finisher's dbrecord waited for the
+# database: the SIGTERM waited for dbrecord, and the job's next run began before it ended.
+@test "a run whose lease is taken over while a step waits for the database stops within seconds" {
+	stuck_run
 	redis-cli -u "$REDIS_URL" set "$lease" 42 PX 60000 >/dev/null   # another run's now
 	for _ in $(seq 60); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.1; done   # the watch looks every 2 s
 	run kill -0 "$RUN_PID"
@@ -52,4 +57,16 @@ teardown() {
 	grep -q 'stage=lease event=lost ' "$BATS_TEST_TMPDIR/run.log"
 	run pgrep -f "dbrecord chunk $id"
 	assert_failure   # nothing of the run goes on
+}
+
+# Seed 93 again: a process-batch killed alone (as the OOM killer would) left its steps
+# running, and they went on writing beside the job's next run.
+@test "a process-batch killed with SIGKILL: what it started stops once its lease is dropped" {
+	stuck_run
+	kill -KILL "$RUN_PID"
+	redis-cli -u "$REDIS_URL" del "$lease" >/dev/null   # as its dispatcher does when it fails
+	for _ in $(seq 60); do pgrep -f "dbrecord chunk $id" >/dev/null || break; sleep 0.1; done
+	run pgrep -f "dbrecord chunk $id"
+	assert_failure
+	grep -q 'stage=lease event=lost ' "$BATS_TEST_TMPDIR/run.log"
 }
