@@ -47,7 +47,7 @@ def read_hooks(path):
 class Run:
     def __init__(self, args):
         self.home, self.chaos = args.home, os.path.join(args.home, "chaos")
-        self.durable = args.durable
+        self.durable, self.claim_idle = args.durable, args.claim_idle
         self.db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000).get_default_database()
         self.webhook_python = args.webhook_python
         self.accepted = {row[0]: {"rows": int(row[1]), "urls": int(row[2]), "bad": int(row[3]),
@@ -197,8 +197,9 @@ class Run:
 
     def check_runs(self):
         """No two runs of one job at once: each run's span, from its dispatcher's `started`
-        to the last line that names it (its own or its dispatcher's end of it), or to its
-        dispatcher's SIGKILL, never meets another run's of the same job."""
+        (half a lease later for a take-over, which waits that long) to the last line that
+        names it (its own or its dispatcher's end of it), or to its dispatcher's SIGKILL,
+        never meets another run's of the same job."""
         kills = {}
         start = time.time()
         for row in read_tsv(os.path.join(self.chaos, "faults.tsv")):
@@ -221,7 +222,10 @@ class Run:
                 m = re.search(r"run (\d+)", fields.get("msg", ""))
                 if fields.get("stage") == "dispatch" and fields.get("event") in ("started", "give_up") and m:
                     run = m.group(1)
-                    spans[run] = [job, at, at, log]
+                    # a take-over (attempt 2 on) waits half a lease before it does anything
+                    attempt = re.search(r"attempt (\d+)", fields["msg"])
+                    begins = at + (self.claim_idle / 2 if attempt and int(attempt.group(1)) > 1 else 0)
+                    spans[run] = [job, begins, begins, log]
                     open_runs[job] = run
                 elif fields.get("event") in RUN_ENDS and fields.get("stage") == "dispatch" and job in open_runs:
                     spans[open_runs.pop(job)][2] = at   # its dispatcher saw it end
@@ -290,6 +294,7 @@ def main():
     p.add_argument("--settle", type=float, default=300)
     p.add_argument("--durable", action="store_true")
     p.add_argument("--webhook-python", required=True)
+    p.add_argument("--claim-idle", type=float, required=True)
     a = p.parse_args()
     run = Run(a)
     run.settle(a.settle)
