@@ -74,8 +74,18 @@ class Run:
         return ids
 
     def given_up(self, batch, ending):
+        """Whether the ending's delivery was given up: its last attempt recorded `gave_up`
+        (durable delivery), or, inline, every delivery recorded undelivered."""
         deliveries = [d for d in batch.get("webhook_deliveries", []) if int(d.get("ending", 0)) == ending]
-        return bool(deliveries) and not any(d.get("delivered") for d in deliveries)
+        if any(d.get("gave_up") for d in deliveries):
+            return True
+        return not self.durable and bool(deliveries) and not any(d.get("delivered") for d in deliveries)
+
+    def deliveries_queued(self):
+        """The deliveries durable delivery still holds in Redis (imgpipe:webhooks)."""
+        out = subprocess.run(["redis-cli", "-u", os.environ["REDIS_URL"], "zcard", "imgpipe:webhooks"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
 
     def waiting_for(self):
         """What has not ended yet: batches, and endings whose webhook has not arrived."""
@@ -93,7 +103,7 @@ class Run:
                 open_batches, open_hooks = self.waiting_for()
             except pymongo.errors.PyMongoError as e:
                 open_batches, open_hooks = [str(e)], []
-            if not open_batches and not open_hooks:
+            if not open_batches and not open_hooks and not self.deliveries_queued():
                 time.sleep(2)   # a repeat still on its way
                 self.load()
                 return
