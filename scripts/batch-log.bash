@@ -44,8 +44,8 @@ redis_commands() {
 }
 
 # Logs each failed image of this run's outcomes (dbrecord echoes each record once it is
-# written) under its stage, and adds them to the counters, once: images done, failed, and
-# the errors by stage.
+# written) under its stage, and adds them to the counters, once: images done (and of them
+# reused), failed, and the errors by stage.
 count_outcomes() {
 	local stage serial index error
 	# the error's "stage: " prefix, else the stage after the last one whose field it has
@@ -61,7 +61,7 @@ count_outcomes() {
 	jq -n -r "$stage_of"'reduce (inputs | select(.index != null)) as $r ({};
 		if $r.error then
 			.images_failed += 1 | .["stage_errors:" + ($r | stage)] += 1
-		elif $r.output_url then .images_done += 1
+		elif $r.output_url then .images_done += 1 | if $r.reused == true then .images_reused += 1 else . end
 		else . end)
 		| to_entries[] | "HINCRBY imgpipe:metrics \(.key) \(.value)"' <"$work/outcomes.ndjson" |
 		redis_commands
