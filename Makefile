@@ -43,7 +43,7 @@ SRC_s3get            = tools/s3put/s3get.c
 SRC_dbrecord         = tools/dbrecord/dbrecord.c tools/dbrecord/chunks.c tools/dbrecord/record.c \
                        tools/dbrecord/read.c
 SRC_notify           = tools/notify/notify.c
-SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c
+SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c dispatch/deliver.c
 SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
 
 BINS     = $(addprefix bin/,$(PROGS))

@@ -87,7 +87,7 @@ PY
 }
 
 @test "the webhook arrives once, signed, with the final status" {
-	for _ in $(seq 50); do [ -s "$HOOK_LOG" ] && break; sleep 0.1; done
+	for _ in $(seq 100); do [ -s "$HOOK_LOG" ] && break; sleep 0.1; done
 	sleep 1
 	run wc -l <"$HOOK_LOG"
 	assert_output 1

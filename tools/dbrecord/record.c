@@ -375,7 +375,8 @@ static bson_t *batch_touch(int64_t now, const struct counts *c)
 static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
-		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
+		"delivery", "event", "attempt", "attempts", "status_code", "delivered", "gave_up", "at",
+		"error", "ending", NULL,
 	};
 	static const struct counts none;
 	bson_t *u = batch_touch(now, &none);
