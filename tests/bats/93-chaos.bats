@@ -19,9 +19,9 @@ teardown() {
 	[ -z "${RUN_PID:-}" ] || kill -KILL "$RUN_PID" 2>/dev/null || true
 }
 
-@test "chaos, seed 93: 30 faults over 5 batches in two minutes; nothing lost, run twice at once or announced twice" {
+@test "chaos, seed 93: 36 faults planned over 5 batches in two minutes; nothing lost, run twice at once or announced twice" {
 	IMGPIPE_CHAOS_HOME="$IMGPIPE_HOME/chaos" IMGPIPE_CHAOS_PORT_BASE=$((IMGPIPE_PORT_BASE + 50)) \
-		run "$ROOT/tests/chaos/run" --seed 93 --minutes 2 --faults 30 --batches 5 --settle 240
+		run "$ROOT/tests/chaos/run" --seed 93 --minutes 2 --faults 36 --batches 5 --settle 240
 	assert_success
 	assert_line --regexp '^faults: (2[5-9]|[3-9][0-9]) injected'
 	assert_line --regexp '^batches: [0-9]+ submitted, [3-9] accepted'
