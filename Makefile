@@ -103,7 +103,7 @@ demo: demo-setup all
 	bin/imgpipe demo
 
 check-scripts:
-	shellcheck -x bin/imgpipe scripts/* tests/run \
+	shellcheck -x bin/imgpipe scripts/* tests/run tests/chaos/run \
 		.ci/run $(shell grep -l '^#!/usr/bin/env bash' tests/lib/*) tests/fuzz/run tests/bats/*.bash \
 		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 
