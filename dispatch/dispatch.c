@@ -302,6 +302,18 @@ static int reap(struct queue *q)
 	return rc;
 }
 
+/* Whether a run of this job (the same batch and chunk) is still a child of this
+ * dispatcher: one told to stop when its lease lapsed may not have exited yet, and its
+ * lease no longer keeps the next run out. */
+static int still_running(const struct queue_job *taken)
+{
+	for (long i = 0; i < opt.jobs; i++)
+		if (slots[i].pid && strcmp(slots[i].taken.batch, taken->batch) == 0 &&
+		    strcmp(slots[i].taken.chunk, taken->chunk) == 0)
+			return 1;
+	return 0;
+}
+
 /* Runs the job just taken, if its lease is free: a run of the same job that another
  * dispatcher started may still hold it (its job was queued twice), and then the job is
  * given back for later, its delivery not counted. */
@@ -313,6 +325,11 @@ static int run_taken(struct queue *q, struct job *slot, const struct queue_job *
 	if (!taken->batch[0]) {
 		log_event(NULL, NULL, "dropped", "job %s has no batch", taken->id);
 		return logged(q, queue_ack(q, taken, NULL));
+	}
+	if (still_running(taken)) {
+		log_event(taken->batch, taken->chunk, "run_not_exited",
+			  "an earlier run of it has not exited yet; job %s given back for later", taken->id);
+		return logged(q, queue_release(q, opt.consumer, taken, NULL, 0));
 	}
 	rc = logged(q, queue_lease_take(q, taken, opt.claim_idle_ms, &lease));
 	if (rc < 0)
