@@ -14,6 +14,7 @@
 #include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
+#define FLUSH_WAIT_MS 250          /* how long a write batch waits for more records */
 
 enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
 
@@ -855,23 +856,27 @@ static void flush(struct item *items, size_t *n)
 	*n = 0;
 }
 
-/* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
- * pointers, as gnulib's freadahead reads them) or on the descriptor. */
-static int input_pending(FILE *f)
+/* True when more input is ready by the time deadline (db_now ms): in stdio's buffer
+ * (glibc's FILE read pointers, as gnulib's freadahead reads them) or on the descriptor. */
+static int input_pending(FILE *f, int64_t deadline)
 {
 	struct pollfd p = { .fd = fileno(f), .events = POLLIN };
+	int64_t wait = deadline - db_now();
 
-	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, 0) > 0;
+	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, wait > 0 ? (int)wait : 0) > 0;
 }
 
 /* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
- * the input runs dry, so a slow trickle is still recorded at once.  Returns the exit
+ * the input runs dry for FLUSH_WAIT_MS after the batch's first record: an image
+ * pipeline sends a record every tens of ms, and a write batch of one image costs three
+ * MongoDB commands (bench/roundtrips), a batch of several barely more.  Returns the exit
  * status. */
 int record_stream(bool every_row)
 {
 	struct stage s;
 	struct item items[FLUSH_MAX];
 	size_t n = 0;
+	int64_t first_at = 0;
 	bson_t *rec;
 	enum stage_line got;
 
@@ -886,8 +891,10 @@ int record_stream(bool every_row)
 			stage_pass(&s);
 			continue;
 		}
+		if (n == 0)
+			first_at = db_now();
 		items[n++] = item_new(rec, &s);
-		if (n == FLUSH_MAX || !input_pending(stdin))
+		if (n == FLUSH_MAX || !input_pending(stdin, first_at + FLUSH_WAIT_MS))
 			flush(items, &n);
 	}
 	flush(items, &n);
