@@ -101,6 +101,7 @@ struct form {
 	char *file;                     /* the part named "file"; NUL-terminated */
 	size_t file_len;
 	char *webhook_url;              /* the part named "webhook_url", or NULL */
+	char *force;                    /* the part named "force", or NULL */
 };
 
 /* Reads a multipart/form-data body.  Returns 0, or -1 with a precise reason in why

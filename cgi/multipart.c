@@ -121,7 +121,8 @@ static char *part_content(GMimePart *part, size_t *len)
 	return s;
 }
 
-/* Takes the parts named "file" and "webhook_url"; others (a submit button) are ignored. */
+/* Takes the parts named "file", "webhook_url" and "force"; others (a submit button) are
+ * ignored. */
 static int take_fields(GMimeMultipart *mp, struct form *f, char *why, size_t whylen)
 {
 	int n = g_mime_multipart_get_count(mp);
@@ -130,7 +131,8 @@ static int take_fields(GMimeMultipart *mp, struct form *f, char *why, size_t why
 		GMimeObject *part = g_mime_multipart_get_part(mp, i);
 		const char *name = g_mime_object_get_content_disposition_parameter(part, "name");
 		char **field = !name ? NULL : !strcmp(name, "file") ? &f->file :
-			       !strcmp(name, "webhook_url") ? &f->webhook_url : NULL;
+			       !strcmp(name, "webhook_url") ? &f->webhook_url :
+			       !strcmp(name, "force") ? &f->force : NULL;
 		size_t len;
 
 		if (!field)
@@ -146,8 +148,8 @@ static int take_fields(GMimeMultipart *mp, struct form *f, char *why, size_t why
 		*field = part_content(GMIME_PART(part), &len);
 		if (field == &f->file)
 			f->file_len = len;
-		else if (strlen(f->webhook_url) != len) {
-			snprintf(why, whylen, "part \"webhook_url\" holds a NUL byte");
+		else if (strlen(*field) != len) {
+			snprintf(why, whylen, "part \"%s\" holds a NUL byte", name);
 			return -1;
 		}
 	}
@@ -211,5 +213,6 @@ void form_free(struct form *f)
 {
 	bson_free(f->file);
 	bson_free(f->webhook_url);
+	bson_free(f->force);
 	memset(f, 0, sizeof *f);
 }

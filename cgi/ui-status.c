@@ -142,6 +142,24 @@ static void size_line(int64_t bytes)
 	}
 }
 
+/* How an output was made, when not compressed now (reused from an earlier batch, copied
+ * from a slot of this one with the same URL), and whether it is its source. */
+static void made_line(const bson_t *size)
+{
+	const char *how = size ? text(size, "how") : NULL, *kept = size ? text(size, "kept") : NULL;
+	bool reused = how && !strcmp(how, "reused"), copied = how && !strcmp(how, "copied");
+	bool other = reused || copied;
+
+	if (!other && !kept)
+		return;
+	html("<div class=\"made\">");
+	if (other)
+		html(reused ? "reused" : "deduplicated");
+	if (kept && !strcmp(kept, "source"))
+		htmlf("%skept as source (no smaller when compressed)", other ? "; " : "");
+	html("</div>");
+}
+
 /* The before, after and saving cells of the product's image i: a link to the original (as
  * images, a page would have the browser fetch every full-size original on it at once) and
  * the output as a thumbnail. */
@@ -163,6 +181,7 @@ static void image_cells(const bson_t *product, uint32_t i, const char *status)
 	if (out && *out) {
 		html_image_link(out, "after");
 		size_line(out_bytes);
+		made_line(sized ? &size : NULL);
 	} else if (error) {
 		html("<span class=\"error\">");
 		html_txt(error);
@@ -284,6 +303,12 @@ static void summary(const bson_t *st)
 		(long long)number(st, "progress.rows_done"),
 		(long long)number(st, "progress.rows_total"),
 		(long long)number(st, "progress.rows_failed"));
+	htmlf("<p>%lld compressed, %lld reused from earlier batches, %lld deduplicated; ",
+		(long long)number(st, "progress.images_compressed"),
+		(long long)number(st, "progress.images_reused"),
+		(long long)number(st, "progress.images_deduplicated"));
+	human_size(number(st, "progress.bytes_saved"));
+	html(" saved.</p>\n");
 	total_sizes(st);
 	html("<p><a class=\"csv\" href=\"/status/");
 	html_txt(id);

@@ -19,15 +19,20 @@
 #define MAX_URL 2048
 #define WEBHOOK_RESOLVE_S 5     /* the longest wait for the webhook host's addresses */
 
-/* The CSV and the webhook of an upload. */
+/* The query parameters an upload takes, in the order of upload.query. */
+static const char *const query_names[] = { "webhook_url", "force", NULL };
+enum { QUERY_WEBHOOK, QUERY_FORCE };
+
+/* The CSV, the webhook and the force of an upload. */
 struct upload {
 	char *body;                     /* the request body */
 	size_t len;
 	const char *csv;                /* the body itself, or the part "file" of a form */
 	size_t csv_len;
-	char *query_webhook;            /* ?webhook_url= */
+	char *query[2];                 /* ?webhook_url=, ?force= */
 	struct form form;
 	const char *webhook_url;        /* either, or NULL */
+	bool force;                     /* every image made afresh, none reused */
 };
 
 /* Reads exactly len bytes of body from stdin; -1 when it ends before. */
@@ -68,6 +73,22 @@ static int webhook_valid(const char *url, int allow_private, char *why, size_t w
 	return ok ? 0 : -1;
 }
 
+/* Reads a force field, query or form ("1" or "true"; "0", "false" or empty: not forced)
+ * into *force.  -1 with the reason in why for anything else. */
+static int force_value(const char *value, bool *force, char *why, size_t whylen)
+{
+	if (!value)
+		return 0;
+	if (!strcmp(value, "1") || !strcmp(value, "true")) {
+		*force = true;
+		return 0;
+	}
+	if (!*value || !strcmp(value, "0") || !strcmp(value, "false"))
+		return 0;
+	snprintf(why, whylen, "force must be 1 or true (or 0, false), not '%.40s'", value);
+	return -1;
+}
+
 /* Puts the reason in why and returns the HTTP status code. */
 __attribute__((format(printf, 4, 5)))
 static int refuse(int code, char *why, size_t whylen, const char *fmt, ...)
@@ -84,7 +105,6 @@ static int refuse(int code, char *why, size_t whylen, const char *fmt, ...)
  * status to answer with the reason in why. */
 static int check(const struct request *rq, struct upload *up, char *why, size_t whylen)
 {
-	static const char *const names[] = { "webhook_url", NULL };
 	enum body_type type = body_type(rq->content_type, why, whylen);
 	long max = rq->cfg->max_upload;
 	unsigned long long len;
@@ -106,26 +126,30 @@ static int check(const struct request *rq, struct upload *up, char *why, size_t 
 	if (len > (unsigned long long)max)
 		return refuse(413, why, whylen, "the upload has %llu bytes, more than the %ld allowed",
 				len, max);
-	if (query_parse(rq->query, names, &up->query_webhook, why, whylen))
+	if (query_parse(rq->query, query_names, up->query, why, whylen))
 		return 400;
 	if (read_body(up, len))
 		return refuse(400, why, whylen, "truncated body: %zu of %llu bytes", up->len, len);
 
 	up->csv = up->body;
 	up->csv_len = up->len;
-	up->webhook_url = up->query_webhook;
+	up->webhook_url = up->query[QUERY_WEBHOOK];
+	if (force_value(up->query[QUERY_FORCE], &up->force, why, whylen))
+		return 400;
 	if (type == BODY_FORM) {
 		if (form_parse(rq->content_type, up->body, up->len, &up->form, why, whylen))
 			return 400;
 		/* an empty field is no webhook: a browser sends the form's empty text input */
 		if (up->form.webhook_url && *up->form.webhook_url) {
-			if (up->query_webhook)
+			if (up->query[QUERY_WEBHOOK])
 				return refuse(400, why, whylen,
 					      "webhook_url given both in the query and the form");
 			up->webhook_url = up->form.webhook_url;
 		}
 		up->csv = up->form.file;
 		up->csv_len = up->form.file_len;
+		if (force_value(up->form.force, &up->force, why, whylen))
+			return 400;
 	}
 	if (up->webhook_url && webhook_valid(up->webhook_url, rq->cfg->allow_private, why, whylen))
 		return 400;
@@ -209,7 +233,7 @@ static void submit(const struct config *cfg, const char *owner, const struct upl
 		goto out;
 	}
 	stored = 1;
-	if (db_batch_create(&d, id, "in queue", key, up->webhook_url, owner, &err)) {
+	if (db_batch_create(&d, id, "in queue", key, up->webhook_url, owner, up->force, &err)) {
 		reply_unavailable("MongoDB", "%s", err.message);
 		goto undo;
 	}
@@ -256,6 +280,6 @@ void upload(const struct request *rq, const char *rest)
 	else
 		submit(rq->cfg, rq->owner, &up);
 	bson_free(up.body);
-	curl_free(up.query_webhook);
+	query_free(query_names, up.query);
 	form_free(&up.form);
 }

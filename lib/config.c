@@ -58,6 +58,7 @@ void config_load(struct config *c)
 				      CONFIG_MAX_ROW_ERRORS_MAX);
 	c->host_connections = env_count("IMGPIPE_HOST_CONNECTIONS", 8, 1000);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
+	c->force = strcmp(env_or("IMGPIPE_FORCE", "0"), "1") == 0;
 	if (env("S3_PUBLIC_URL"))
 		c->s3_public_url = bson_strdup(env("S3_PUBLIC_URL"));
 	else if (c->s3_endpoint)

@@ -21,6 +21,7 @@ int db_status_valid(const char *status)
 /* Releases the handles without ending the driver, so db_open may be tried again. */
 static void db_release(struct db *d)
 {
+	mongoc_collection_destroy(d->sources);
 	mongoc_collection_destroy(d->products);
 	mongoc_collection_destroy(d->batches);
 	mongoc_database_destroy(d->database);
@@ -96,6 +97,7 @@ int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, b
 	d->database = mongoc_client_get_database(d->client, name);
 	d->batches = mongoc_database_get_collection(d->database, "batches");
 	d->products = mongoc_database_get_collection(d->database, "products");
+	d->sources = mongoc_database_get_collection(d->database, "sources");
 	mongoc_uri_destroy(uri);
 
 	ok = mongoc_client_command_simple(d->client, "admin", ping, NULL, NULL, err);
@@ -127,7 +129,7 @@ static int bad_status(const char *status, bson_error_t *err)
 }
 
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
-		    const char *webhook_url, const char *owner, bson_error_t *err)
+		    const char *webhook_url, const char *owner, bool force, bson_error_t *err)
 {
 	int64_t now = db_now();
 	bson_t *doc;
@@ -141,6 +143,8 @@ int db_batch_create(struct db *d, const char *id, const char *status, const char
 		BSON_APPEND_UTF8(doc, "webhook_url", webhook_url);
 	if (owner)
 		BSON_APPEND_UTF8(doc, "owner", owner);
+	if (force)
+		BSON_APPEND_BOOL(doc, "force", true);
 	ok = mongoc_collection_insert_one(d->batches, doc, NULL, NULL, err);
 	bson_destroy(doc);
 	return ok ? 0 : -1;
@@ -468,7 +472,8 @@ static int64_t counter(const bson_t *batch, const char *name)
 static void append_progress(bson_t *out, const bson_t *batch)
 {
 	static const char *const names[] = {
-		"rows_done", "rows_failed", "images_total", "images_done", "images_failed", NULL,
+		"rows_done", "rows_failed", "images_total", "images_done", "images_failed",
+		"images_compressed", "images_reused", "images_deduplicated", "bytes_saved", NULL,
 	};
 	bson_t doc;
 
@@ -516,7 +521,9 @@ int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t
 
 /* The batch's fields shown as they are when present: where to announce, and what the
  * operators asked (process-batch reads them). */
-static const char *const control_fields[] = { "webhook_url", "ending", "cancel_requested", NULL };
+static const char *const control_fields[] = {
+	"webhook_url", "ending", "cancel_requested", "force", NULL,
+};
 
 int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *out,
 	      bson_error_t *err)

@@ -12,6 +12,7 @@ struct db {
 	mongoc_database_t *database;       /* named by MONGODB_URI, default "imgpipe" */
 	mongoc_collection_t *batches;
 	mongoc_collection_t *products;
+	mongoc_collection_t *sources;      /* what each source URL was made into (dbrecord) */
 };
 
 /* Connects (lazily, as libmongoc does) and checks the server answers.  Exits EX_USAGE
@@ -38,9 +39,10 @@ extern const char *const db_statuses[DB_STATUS_COUNT + 1];
 int db_status_valid(const char *status);
 
 /* Creates batch id with status, s3Key and (when not NULL) webhook_url and owner (the
- * digest of the access token that uploaded it); fails if it exists. */
+ * digest of the access token that uploaded it), and force: true when force (its images
+ * are all made afresh); fails if it exists. */
 int db_batch_create(struct db *d, const char *id, const char *status, const char *s3key,
-		    const char *webhook_url, const char *owner, bson_error_t *err);
+		    const char *webhook_url, const char *owner, bool force, bson_error_t *err);
 /* 0 when batch id exists and belongs to owner, 1 when not (no such batch, or another's). */
 int db_batch_owned(struct db *d, const char *id, const char *owner, bson_error_t *err);
 /* Sets status and message (message may be NULL), creating the batch when missing. */

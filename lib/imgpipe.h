@@ -28,6 +28,7 @@ struct config {
 	const char *url;              /* IMGPIPE_URL */
 	const char *api_tokens;       /* IMGPIPE_API_TOKENS: a file of access tokens; NULL: open */
 	int allow_private;            /* IMGPIPE_ALLOW_PRIVATE=1 */
+	int force;                    /* IMGPIPE_FORCE=1: every image made afresh, none reused */
 	/* Limits; -1 when the variable is set but is not a positive number. */
 	long max_upload;              /* IMGPIPE_MAX_UPLOAD, bytes, default 10 MiB */
 	long max_images;              /* IMGPIPE_MAX_IMAGES, images a batch, default 100000 */

@@ -45,8 +45,8 @@ redis_commands() {
 
 # Logs each failed image of this run's outcomes (each pipeline's dbrecord echoes each
 # record once it is written, into outcomes-K.ndjson) under its stage, and adds them to the
-# counters, once: images done, failed, and the errors by stage.  One jq for both: its
-# "log" lines become log lines, the rest Redis commands.
+# counters, once: images done (and of them reused), failed, and the errors by stage.  One
+# jq for both: its "log" lines become log lines, the rest Redis commands.
 count_outcomes() {
 	local files=("$work"/outcomes-*.ndjson) kind stage serial index error
 	# the error's "stage: " prefix, else the stage after the last one whose field it has
@@ -58,7 +58,7 @@ count_outcomes() {
 		| (.[] | select(.error) | ["log", stage, .serial_no, .index, .error] | @tsv),
 		  (reduce .[] as $r ({};
 			if $r.error then .images_failed += 1 | .["stage_errors:" + ($r | stage)] += 1
-			elif $r.output_url then .images_done += 1
+			elif $r.output_url then .images_done += 1 | if $r.reused == true then .images_reused += 1 else . end
 			else . end)
 		   | to_entries[] | "HINCRBY imgpipe:metrics \(.key) \(.value)")' "${files[@]}" |
 		while IFS=$'\t' read -r kind stage serial index error; do

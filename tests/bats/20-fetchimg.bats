@@ -496,3 +496,60 @@ except OSError:
 	assert_equal "$stderr" "fetchimg: $HTTPD_URL/lie?file=img.jpg: incomplete body: got $size of $((2 * size)) bytes from $HTTPD_URL/lie?file=img.jpg; retry 1 of 1"
 	assert_no_files
 }
+
+# ---- conditional requests: a record with "reuse" (dbrecord pending's) ----
+
+# reuse_of FIELDS_JQ: a reuse of img.jpg as fetched now (its validators, hash and size),
+# with a made-up stored output, changed by the jq expression.
+reuse_of() {
+	fetch "$HTTPD_URL/img.jpg"
+	jq -c "{etag, last_modified, sha256, input_bytes, settings: \"q50\", output_url: \"http://s3/o.jpg\",
+		output_key: \"images/o.jpg\", output_bytes: 99, format: \"jpeg\", kept: \"source\"} | $1" <<<"$output"
+	rm -f "$OUT"/*
+}
+
+# fetch_reusing URL REUSE: one record {"url": URL, "reuse": REUSE} through fetchimg.
+fetch_reusing() {
+	run --separate-stderr bash -c 'jq -nc --arg u "$1" --argjson r "$2" "{url: \$u, reuse: \$r}" | fetchimg --dir "$3"' \
+		_ "$1" "$2" "$OUT"
+}
+
+@test "a 200 keeps the server's ETag and Last-Modified" {
+	fetch "$HTTPD_URL/img.jpg"
+	[[ $(field etag) =~ ^\"[0-9a-f]+-[0-9a-f]+\"$ ]]
+	assert_equal "$(field last_modified)" "$(TZ=GMT date -r "$WWW/img.jpg" '+%a, %d %b %Y %H:%M:%S GMT')"
+	fetch "$HTTPD_URL/plain/img.jpg"
+	assert_equal "$(jq -c '[.etag, .last_modified]' <<<"$output")" '[null,null]'
+}
+
+@test "a record with reuse asks with If-None-Match and If-Modified-Since; a 304 reuses it with no file" {
+	reuse=$(reuse_of .)
+	: >"$ANSWER_LOG"
+	fetch_reusing "$HTTPD_URL/img.jpg" "$reuse"
+	assert_success
+	got=$output
+	run jq -c '[.status, .if_none_match == $r.etag, .if_modified_since == $r.last_modified]' \
+		--argjson r "$reuse" "$ANSWER_LOG"
+	assert_output '[304,true,true]'
+	run jq -c --argjson r "$reuse" '[.reused, .reuse, .file, .sha256 == $r.sha256, .input_bytes == $r.input_bytes,
+		.output_url, .output_key, .output_bytes, .format, .kept, .settings, .etag == $r.etag]' <<<"$got"
+	assert_output '[true,null,null,true,true,"http://s3/o.jpg","images/o.jpg",99,"jpeg","source","q50",true]'
+	assert_no_files
+}
+
+@test "a 200 of the same bytes (no validators) reuses it; other bytes are fetched afresh" {
+	reuse=$(reuse_of 'del(.etag, .last_modified)')
+	fetch_reusing "$HTTPD_URL/plain/img.jpg" "$reuse"
+	assert_equal "$(jq -c '[.reused, .output_url, .file]' <<<"$output")" '[true,"http://s3/o.jpg",null]'
+	assert_no_files
+	# img.png under a reuse of img.jpg: its ETag does not match, its bytes neither
+	fetch_reusing "$HTTPD_URL/img.png" "$(reuse_of .)"
+	run jq -c '[.reused, .reuse, .output_url, .content_type, (.etag | type), (.file | type)]' <<<"$output"
+	assert_output '[null,null,null,"image/png","string","string"]'
+}
+
+@test "a failed download with reuse is an error, and leaves its reuse behind" {
+	fetch_reusing "$HTTPD_URL/status/404" "$(reuse_of .)"
+	assert_equal "$(jq -c '[.error, .reuse, .reused]' <<<"$output")" "[\"fetchimg: HTTP 404 from $HTTPD_URL/status/404\",null,null]"
+	assert_no_files
+}

@@ -84,7 +84,7 @@ EOF
 expected_products() {
 	cat <<EOF
 {"_id": "$ID-1", "batch_id": "$ID", "createdAt": "<date>", "errors": [{"error": "HTTP 404", "index": 1, "url": "http://img/1b.jpg"}], "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"], "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "product_name": "Widget", "serial_no": 1, "updatedAt": "<date>"}
-{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "errors": [], "image_sizes": {"0": {"input_bytes": 1000, "output_bytes": 400}}, "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
+{"_id": "$ID-2", "batch_id": "$ID", "createdAt": "<date>", "errors": [], "image_sizes": {"0": {"how": "compressed", "input_bytes": 1000, "output_bytes": 400}}, "input_image_urls": ["http://img/2a.jpg"], "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "product_name": "Tea, \"green\"", "serial_no": 2, "updatedAt": "<date>"}
 {"_id": "$ID-3", "batch_id": "$ID", "createdAt": "<date>", "errors": [{"error": "not an image", "index": 1, "url": "http://img/3b.jpg"}], "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"], "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"], "product_name": "Lamp", "serial_no": 3, "updatedAt": "<date>"}
 EOF
 }
@@ -100,7 +100,7 @@ PROGRESS='{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images
 	assert_output "$(expected_products)"
 	# the images' counters; the rows' are set only by --all-rows
 	run docs batches "{\"_id\": \"$ID\"}"
-	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"progress\": {\"images_done\": 4, \"images_failed\": 2}, \"row_errors\": [{\"error\": \"S. No. is not a positive integer\", \"line\": 3}], \"status\": \"in progress\", \"updatedAt\": \"<date>\"}"
+	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"progress\": {\"bytes_saved\": 600, \"images_compressed\": 4, \"images_done\": 4, \"images_failed\": 2, \"images_reused\": 0}, \"row_errors\": [{\"error\": \"S. No. is not a positive integer\", \"line\": 3}], \"status\": \"in progress\", \"updatedAt\": \"<date>\"}"
 }
 
 # The batch's progress as pymongo counts it from the products, beside the stored counters'
@@ -118,7 +118,9 @@ print(json.dumps({"rows_total": len(ps) + failed, "rows_done": len(ps), "rows_fa
 PY
 }
 
-progress() { dbrecord show "$ID" --no-products | jq -c .progress; }
+# The counters of rows and images in a status JSON (55-reuse checks how the images were made).
+COUNTS='.progress | {rows_total, rows_done, rows_failed, images_total, images_done, images_failed}'
+progress() { dbrecord show "$ID" --no-products | jq -c "$COUNTS"; }
 
 @test "the same run again duplicates nothing and changes no counter" {
 	records | dbrecord --all-rows >/dev/null
@@ -232,7 +234,7 @@ EOF
 	run dbrecord show "$ID"
 	assert_equal "$(jq -c '[.products[] | {output_image_urls, errors}]' <<<"$output")" \
 		"[{\"output_image_urls\":[\"http://s3/images/$ID/1-0.jpg\",\"http://s3/images/$ID/1-1.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"http://s3/images/$ID/2-0.jpg\"],\"errors\":[]},{\"output_image_urls\":[\"\",\"\",\"http://s3/images/$ID/3-2.jpg\"],\"errors\":[{\"index\":0,\"url\":\"http://img/3a.jpg\",\"error\":\"timed out\"},{\"index\":1,\"url\":\"http://img/3b.jpg\",\"error\":\"not an image\"}]}]"
-	assert_equal "$(jq -c .progress <<<"$output")" \
+	assert_equal "$(jq -c "$COUNTS" <<<"$output")" \
 		'{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images_done":4,"images_failed":2}'
 }
 
@@ -276,7 +278,7 @@ EOF
 @test "an image's sizes are kept with its output and dropped by a later error" {
 	records | dbrecord >/dev/null
 	run dbrecord show "$ID"
-	assert_equal "$(jq -c '.products[1].image_sizes' <<<"$output")" '[{"input_bytes":1000,"output_bytes":400}]'
+	assert_equal "$(jq -c '.products[1].image_sizes' <<<"$output")" '[{"input_bytes":1000,"output_bytes":400,"how":"compressed"}]'
 	echo "{\"batch_id\": \"$ID\", \"serial_no\": 2, \"index\": 0, \"url\": \"http://img/2a.jpg\", \"error\": \"timed out\"}" | dbrecord >/dev/null
 	run dbrecord show "$ID"
 	assert_equal "$(jq -c '.products[1] | [.image_sizes, .output_image_urls]' <<<"$output")" '[[null],[""]]'
@@ -293,14 +295,15 @@ EOF
 	[[ $(jq -r .updated_at <<<"$output") =~ $iso ]]
 	assert_equal "$(jq -c 'del(.created_at, .updated_at)' <<<"$output")" "$(jq -c . <<EOF
 {"batch_id": "$ID", "status": "completed", "message": "3 products, 1 row and 2 images failed", "s3Key": null,
- "progress": $PROGRESS, "products_total": 3, "offset": 0, "limit": 100,
+ "progress": ${PROGRESS%\}},"images_compressed":4,"images_reused":0,"images_deduplicated":0,"bytes_saved":600},
+ "products_total": 3, "offset": 0, "limit": 100,
  "products": [
   {"serial_no": 1, "product_name": "Widget", "input_image_urls": ["http://img/1a.jpg", "http://img/1b.jpg"],
    "output_image_urls": ["http://s3/images/$ID/1-0.jpg", ""], "errors": [{"index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}],
    "image_sizes": [null, null]},
   {"serial_no": 2, "product_name": "Tea, \"green\"", "input_image_urls": ["http://img/2a.jpg"],
    "output_image_urls": ["http://s3/images/$ID/2-0.jpg"], "errors": [],
-   "image_sizes": [{"input_bytes": 1000, "output_bytes": 400}]},
+   "image_sizes": [{"input_bytes": 1000, "output_bytes": 400, "how": "compressed"}]},
   {"serial_no": 3, "product_name": "Lamp", "input_image_urls": ["http://img/3a.jpg", "http://img/3b.jpg", "http://img/3c.jpg"],
    "output_image_urls": ["http://s3/images/$ID/3-0.jpg", "", "http://s3/images/$ID/3-2.jpg"],
    "errors": [{"index": 1, "url": "http://img/3b.jpg", "error": "not an image"}],
@@ -448,7 +451,7 @@ big_batch() {
 		# process-batch recounts at the end, and so does this.
 		dbrecord recount "$ID"
 		run dbrecord show "$ID" --limit 1000
-		assert_equal "$(jq -c .progress <<<"$output")" "$want"
+		assert_equal "$(jq -c "$COUNTS" <<<"$output")" "$want"
 		assert_equal "$(jq '[.products[].serial_no] == ([range(1; 201)] | map(select(. % 20 != 0)))' <<<"$output")" true
 		assert_equal "$(jq '.row_errors | length' <<<"$output")" 10
 		run docs products "{\"batch_id\": \"$ID\", \"serial_no\": 55}"

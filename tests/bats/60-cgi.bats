@@ -147,7 +147,7 @@ PY
 	run jq -r '[.batch_id, .s3Key, (.status | IN("in queue", "in progress", "completed", "failed")),
 		(keys - ["webhook_url", "attempts"] | join(" ")),
 		(.progress | keys | join(" ")), (.products | type)] | join("|")' <<<"${lines[-1]}"
-	assert_output "$BATCH|uploads/$BATCH.csv|true|batch_id created_at limit message next offset products products_total progress row_errors row_errors_dropped s3Key status updated_at|images_done images_failed images_total rows_done rows_failed rows_total|array"
+	assert_output "$BATCH|uploads/$BATCH.csv|true|batch_id created_at limit message next offset products products_total progress row_errors row_errors_dropped s3Key status updated_at|bytes_saved images_compressed images_deduplicated images_done images_failed images_reused images_total rows_done rows_failed rows_total|array"
 	run --separate-stderr cgi GET "/status/$BATCH" "format=json"
 	assert_answer 200
 	run --separate-stderr cgi GET "/status/$BATCH" "format=csv"

@@ -231,8 +231,9 @@ submit_wait() {
 	check '[.heading, .status, .progress, .refreshes_when_ended]' "[\"Batch $batch\",\"completed\",100,0]"
 	check '[.products[] | .[0:2] | select(length == 2 and (.[0] | test("^[0-9]+$")))]' \
 		'[["1","Autumn Print"],["2","Kite Poster"],["3","Evening Glow Canvas"],["4","Colourful Cups"],["5","Missing Poster"]]'
-	# sizes before and after and the saving of every compressed image; the 404's error
-	check '[.products[:-1][] | .[-3:] | (.[0] | test("^original [0-9.]+ (B|kB|MB)$")) and (.[1] | test("^[0-9.]+ (B|kB|MB)$")) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
+	# sizes before and after and the saving of every compressed image (reused, when this
+	# file's earlier tests made it from the same catalog); the 404's error
+	check '[.products[:-1][] | .[-3:] | (.[0] | test("^original [0-9.]+ (B|kB|MB)$")) and (.[1] | test("^[0-9.]+ (B|kB|MB)( reused)?$")) and (.[2] | test("^[0-9]+% smaller$"))] | unique' '[true]'
 	check '.products[-1]' "[\"5\",\"Missing Poster\",\"original\",\"fetchimg: HTTP 404 from $HTTPD_URL/no-such-photo.jpg\",\"\"]"
 	# the originals are links, not images a browser would fetch whole; the outputs load lazily
 	check '.originals' "[\"$HTTPD_URL/autumn.jpg\",\"$HTTPD_URL/path.jpg\",\"$HTTPD_URL/kite.jpg\",\"$HTTPD_URL/eveningglow.jpg\",\"$HTTPD_URL/colorfulcups.jpg\",\"$HTTPD_URL/no-such-photo.jpg\"]"

@@ -33,13 +33,17 @@ stack_stop() {
 
 # Starts tests/lib/httpd.py serving DIR (default tests/data) on a free port.
 # Sets HTTPD_URL, HTTPD_PID, HOOK_LOG (webhook requests, one JSON line each) and
-# REQUEST_LOG (the path of every GET, one a line).
+# REQUEST_LOG (the path of every GET, one a line) and ANSWER_LOG (each GET's path, status
+# and conditional headers, one JSON line each).
 httpd_start() {
 	local root=${1:-$TESTDATA} portfile="$BATS_FILE_TMPDIR/httpd.port"
 	export HOOK_LOG="$BATS_FILE_TMPDIR/hooks.ndjson" REQUEST_LOG="$BATS_FILE_TMPDIR/requests.log"
+	export ANSWER_LOG="$BATS_FILE_TMPDIR/answers.ndjson"
 	: >"$HOOK_LOG"
 	: >"$REQUEST_LOG"
+	: >"$ANSWER_LOG"
 	python3 "$ROOT/tests/lib/httpd.py" --root "$root" --hook-log "$HOOK_LOG" --request-log "$REQUEST_LOG" \
+		--answer-log "$ANSWER_LOG" \
 		>"$portfile" 2>"$BATS_FILE_TMPDIR/httpd.log" &
 	export HTTPD_PID=$!
 	for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.05; done

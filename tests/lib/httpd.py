@@ -2,7 +2,10 @@
 """A small HTTP server for tests and benchmarks, on 127.0.0.1 only.
 
 Serves files under --root, receives webhooks, and misbehaves on request:
-  GET  /FILE                     a file under --root
+  GET  /FILE                     a file under --root, with an ETag and a Last-Modified; a
+                                 304 to an If-None-Match naming the ETag, or else to an
+                                 If-Modified-Since not before the file's time
+  GET  /plain/FILE               the file with no validators, never a 304
   GET  /status/CODE              answers CODE with a short body
   GET  /redirect?to=URL          302 to URL
   GET  /loop                     302 to itself, forever
@@ -19,7 +22,8 @@ Serves files under --root, receives webhooks, and misbehaves on request:
                                  answers with the next of --hook-codes (the last repeats)
   POST /hook-codes?set=500,200   replaces the webhook answer sequence
 Every GET's path is appended as one line to --request-log, so that a test can count what
-was fetched.
+was fetched; and to --answer-log, one JSON line a GET once answered: {"path", "status",
+"if_none_match", "if_modified_since"}.
 The port is printed on stdout once the server listens (--port 0 picks a free one).
 """
 import argparse
@@ -36,6 +40,7 @@ LOCK = threading.Lock()
 
 class Handler(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    answer, etag, validators = None, None, True    # do_GET sets them for each request
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -50,9 +55,46 @@ class Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        path, conditions = self.path, {
+            "if_none_match": self.headers.get("If-None-Match"),
+            "if_modified_since": self.headers.get("If-Modified-Since")}
+        self.answer, self.etag, self.validators = None, None, True
         with LOCK:
             with open(self.server.request_log, "a", encoding="utf-8") as f:
                 f.write(self.path + "\n")
+        try:
+            self.answer_get()
+        finally:
+            with LOCK:
+                with open(self.server.answer_log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"path": path, "status": self.answer, **conditions}) + "\n")
+
+    def send_response(self, code, message=None):
+        self.answer = code
+        super().send_response(code, message)
+
+    def send_header(self, keyword, value):
+        if self.validators or keyword != "Last-Modified":
+            super().send_header(keyword, value)
+
+    def end_headers(self):
+        if self.etag:
+            super().send_header("ETag", self.etag)
+        super().end_headers()
+
+    def serve_file(self):
+        """The file at self.path, with its validators; SimpleHTTPRequestHandler answers an
+        If-Modified-Since (when no If-None-Match came) and sends Last-Modified."""
+        try:
+            st = os.stat(self.translate_path(self.path))
+        except OSError:
+            return super().do_GET()
+        self.etag = '"%x-%x"' % (st.st_mtime_ns, st.st_size)
+        if self.headers.get("If-None-Match") == self.etag:
+            return self.send_plain(304)
+        return super().do_GET()
+
+    def answer_get(self):
         url = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(url.query))
         parts = url.path.strip("/").split("/")
@@ -82,13 +124,18 @@ class Handler(SimpleHTTPRequestHandler):
             return self.send_plain(200, body, [("Content-Type", "application/json")])
         if parts[0] == "hold":
             return self.hold("/" + "/".join(parts[1:]), int(q.get("ms", "500")))
+        if parts[0] == "plain":
+            self.validators = False
+            del self.headers["If-Modified-Since"]
+            self.path = "/" + "/".join(parts[1:])
+            return super().do_GET()
         if url.path == "/held":
             with LOCK:
                 body = json.dumps({"now": STATE["held"], "max": STATE["held_max"]}).encode()
                 if "reset" in q:
                     STATE["held_max"] = STATE["held"]
             return self.send_plain(200, body, [("Content-Type", "application/json")])
-        return super().do_GET()
+        return self.serve_file()
 
     def hold(self, path, ms):
         with LOCK:
@@ -168,6 +215,7 @@ def main():
     p.add_argument("--hook-log", default=os.devnull)
     p.add_argument("--hook-codes", default="200")
     p.add_argument("--request-log", default=os.devnull)
+    p.add_argument("--answer-log", default=os.devnull)
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
     STATE["hook_codes"] = [int(c) for c in a.hook_codes.split(",")]
@@ -180,7 +228,7 @@ def main():
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), RootHandler)
     srv.daemon_threads = True
     srv.root, srv.hook_log, srv.verbose = root, a.hook_log, a.verbose
-    srv.request_log = a.request_log
+    srv.request_log, srv.answer_log = a.request_log, a.answer_log
     print(srv.server_address[1], flush=True)
     srv.serve_forever()
 

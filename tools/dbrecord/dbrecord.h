@@ -38,6 +38,11 @@ int record_stream(bool all_rows);
  * things. */
 int string_array(const bson_t *rec, const char *key);
 
+/* The path of the output made under settings in a document of sources, "outputs.q50",
+ * into path (n bytes): '.' in settings ("q50-s0.5") becomes '_', for an update would read
+ * it as a path, and settings hold no '_'.  -1 when settings is empty or too long. */
+int source_output_path(const char *settings, char *path, size_t n);
+
 /* The read commands of read.c, given their arguments from the command's name on:
  *   show ID [--offset N] [--limit M] [--no-products] | --csv   the batch's status or CSV
  *   pending ID [--chunk N]                                    its images still to do

@@ -1,6 +1,11 @@
 /* dbrecord's read commands: show prints a batch's status or output CSV, pending lists
- * the images it has still to do, recount counts its products and images again. */
+ * the images it has still to do (with what sources knows of each URL), recount counts its
+ * products and images again. */
+#include <string.h>
+
 #include "dbrecord.h"
+
+#define PENDING_PAGE 100           /* products whose URLs one query of sources looks up */
 
 /* The one batch ID that a command wants after its options (read already). */
 static const char *command_id(int argc, char **argv, const char *command,
@@ -84,34 +89,110 @@ void show_command(int argc, char **argv, const char *usage)
 	bson_destroy(&status);
 }
 
-/* Writes an image record for each of the product's slots that hold no output yet, and a
- * blank line after them (process-batch's parallel splits only there, so that one pipeline
- * writes all of a product's slots).  Returns how many, or -1 when stdout fails. */
-static int write_pending(const char *id, const bson_t *product)
+/* What pending joins to its records: the settings the pipeline makes outputs with, as
+ * the path of their output in a source ("outputs.q50"), and the sources of a page of
+ * products, {URL: source}; NULL when nothing is to be reused (a forced batch). */
+struct reuse_from {
+	const char *settings;
+	char path[96];
+	bson_t *sources;
+};
+
+/* The record's "reuse", from what sources holds of its URL: the validators, hash and size
+ * of the source last seen there, and the output made of it under the settings; nothing
+ * when there is none. */
+static void append_reuse(bson_t *rec, const char *url, const struct reuse_from *from)
 {
-	bson_iter_t urls, url, outs, out, serial;
-	bool has_out;
+	static const char *const source_fields[] = {
+		"etag", "last_modified", "sha256", "input_bytes", NULL,
+	};
+	static const char *const output_fields[] = {
+		"output_url", "output_key", "output_bytes", "format", "kept", NULL,
+	};
+	bson_iter_t it, found;
+	bson_t source, output, reuse;
+	uint32_t len;
+	const uint8_t *data;
+
+	if (!from->sources || !bson_iter_init_find(&it, from->sources, url) ||
+	    !BSON_ITER_HOLDS_DOCUMENT(&it))
+		return;
+	bson_iter_document(&it, &len, &data);
+	if (!bson_init_static(&source, data, len) || !rec_str(&source, "sha256") ||
+	    !bson_iter_init(&it, &source) || !bson_iter_find_descendant(&it, from->path, &found) ||
+	    !BSON_ITER_HOLDS_DOCUMENT(&found))
+		return;
+	bson_iter_document(&found, &len, &data);
+	if (!bson_init_static(&output, data, len) || !rec_str(&output, "output_url") ||
+	    !rec_str(&output, "output_key"))
+		return;
+	bson_append_document_begin(rec, "reuse", -1, &reuse);
+	for (const char *const *f = source_fields; *f; f++)
+		if (bson_iter_init_find(&it, &source, *f))
+			bson_append_iter(&reuse, *f, -1, &it);
+	BSON_APPEND_UTF8(&reuse, "settings", from->settings);
+	for (const char *const *f = output_fields; *f; f++)
+		if (bson_iter_init_find(&it, &output, *f))
+			bson_append_iter(&reuse, *f, -1, &it);
+	bson_append_document_end(rec, &reuse);
+}
+
+/* The slots of a product that hold no output yet, one at a time (pending_next). */
+struct pending_slots {
+	bson_iter_t url, out;      /* out moves along with url: slot i belongs to input i */
+	bool has_out, has_url;
+	int32_t index;             /* of the slot pending_next returned last */
+};
+
+static void pending_begin(struct pending_slots *s, const bson_t *product)
+{
+	bson_iter_t it;
+
+	s->has_url = bson_iter_init_find(&it, product, "input_image_urls") &&
+		     BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &s->url);
+	s->has_out = bson_iter_init_find(&it, product, "output_image_urls") &&
+		     BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &s->out);
+	s->index = -1;
+}
+
+/* The input URL of the next slot without output, its index in s->index; NULL after the
+ * last. */
+static const char *pending_next(struct pending_slots *s)
+{
+	while (s->has_url && bson_iter_next(&s->url)) {
+		bool done = s->has_out && bson_iter_next(&s->out) && BSON_ITER_HOLDS_UTF8(&s->out) &&
+			    *bson_iter_utf8(&s->out, NULL);
+
+		s->index++;
+		if (!done && BSON_ITER_HOLDS_UTF8(&s->url))
+			return bson_iter_utf8(&s->url, NULL);
+	}
+	return NULL;
+}
+
+/* Writes an image record for each of the product's slots that hold no output yet, with
+ * its reuse when its source is known, and a blank line after them (process-batch's
+ * parallel splits only there, so that one pipeline writes all of a product's slots).
+ * Returns how many, or -1 when stdout fails. */
+static int write_pending(const char *id, const bson_t *product, const struct reuse_from *from)
+{
+	struct pending_slots slots;
+	bson_iter_t serial;
+	const char *url;
 	int n = 0;
 
-	if (!bson_iter_init_find(&serial, product, "serial_no") ||
-	    !bson_iter_init_find(&urls, product, "input_image_urls") ||
-	    !BSON_ITER_HOLDS_ARRAY(&urls) || !bson_iter_recurse(&urls, &url))
+	if (!bson_iter_init_find(&serial, product, "serial_no"))
 		return 0;
-	has_out = bson_iter_init_find(&outs, product, "output_image_urls") &&
-		  BSON_ITER_HOLDS_ARRAY(&outs) && bson_iter_recurse(&outs, &out);
-	for (int32_t i = 0; bson_iter_next(&url); i++) {
-		/* out moves along with url: slot i belongs to input i */
-		bool done = has_out && bson_iter_next(&out) && BSON_ITER_HOLDS_UTF8(&out) &&
-			    *bson_iter_utf8(&out, NULL);
+	pending_begin(&slots, product);
+	while ((url = pending_next(&slots))) {
 		bson_t rec = BSON_INITIALIZER;
 		int rc;
 
-		if (done || !BSON_ITER_HOLDS_UTF8(&url))
-			continue;
 		BSON_APPEND_UTF8(&rec, "batch_id", id);
 		bson_append_iter(&rec, "serial_no", -1, &serial);
-		BSON_APPEND_INT32(&rec, "index", i);
-		BSON_APPEND_UTF8(&rec, "url", bson_iter_utf8(&url, NULL));
+		BSON_APPEND_INT32(&rec, "index", slots.index);
+		BSON_APPEND_UTF8(&rec, "url", url);
+		append_reuse(&rec, url, from);
 		rc = ndjson_write(stdout, &rec);
 		bson_destroy(&rec);
 		if (rc < 0)
@@ -121,51 +202,156 @@ static int write_pending(const char *id, const bson_t *product)
 	return n > 0 && putchar('\n') == EOF ? -1 : n;
 }
 
-/* Streams the batch's pending image records from a cursor over its products; false with
- * error when MongoDB fails, with *written telling whether some were written already. */
-static bool list_pending(const char *id, int64_t chunk, bool *written, bson_error_t *error)
+/* Appends to urls (an array of *n) the input URLs of the product's empty slots. */
+static void add_pending_urls(bson_t *urls, uint32_t *n, const bson_t *product)
+{
+	struct pending_slots slots;
+	const char *url, *key;
+	char idx[16];
+
+	pending_begin(&slots, product);
+	while ((url = pending_next(&slots))) {
+		bson_uint32_to_string((*n)++, &key, idx, sizeof idx);
+		BSON_APPEND_UTF8(urls, key, url);
+	}
+}
+
+/* Reads what sources holds of the page's pending URLs, in one $in query, into
+ * from->sources as {URL: source}; false with err when MongoDB fails. */
+static bool read_sources(bson_t *const *page, size_t n, struct reuse_from *from, bson_error_t *err)
+{
+	bson_t urls = BSON_INITIALIZER, *filter, *opts;
+	mongoc_cursor_t *c;
+	const bson_t *source;
+	uint32_t count = 0;
+	bool ok;
+
+	for (size_t i = 0; i < n; i++)
+		add_pending_urls(&urls, &count, page[i]);
+	bson_reinit(from->sources);
+	if (count == 0) {
+		bson_destroy(&urls);
+		return true;
+	}
+	filter = BCON_NEW("_id", "{", "$in", BCON_ARRAY(&urls), "}");
+	opts = BCON_NEW("projection", "{", "etag", BCON_INT32(1), "last_modified", BCON_INT32(1),
+			"sha256", BCON_INT32(1), "input_bytes", BCON_INT32(1),
+			from->path, BCON_INT32(1), "}");
+	c = mongoc_collection_find_with_opts(db.sources, filter, opts, NULL);
+	while (mongoc_cursor_next(c, &source))
+		if (rec_str(source, "_id"))
+			BSON_APPEND_DOCUMENT(from->sources, rec_str(source, "_id"), source);
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	bson_destroy(&urls);
+	return ok;
+}
+
+/* Writes the pending records of a page of products, after reading their sources (unless
+ * nothing is to be reused), and empties the page. */
+static bool write_page(const char *id, bson_t **page, size_t *n, struct reuse_from *from,
+		       bool *written, bson_error_t *error)
+{
+	int count;
+
+	if (from->sources && !read_sources(page, *n, from, error))
+		return false;
+	for (size_t i = 0; i < *n; i++) {
+		if ((count = write_pending(id, page[i], from)) < 0)
+			err(EX_IOERR, "stdout");
+		*written = *written || count > 0;
+		bson_destroy(page[i]);
+	}
+	*n = 0;
+	return true;
+}
+
+/* Streams the batch's pending image records from a cursor over its products, a page of
+ * them at a time; false with error when MongoDB fails, with *written telling whether some
+ * were written already. */
+static bool list_pending(const char *id, int64_t chunk, struct reuse_from *from, bool *written,
+			 bson_error_t *error)
 {
 	static const char *const fields[] = {
 		"serial_no", "input_image_urls", "output_image_urls", NULL,
 	};
 	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
 	const bson_t *product;
-	int n;
-	bool ok;
+	bson_t *page[PENDING_PAGE];
+	size_t n = 0;
+	bool ok = true;
 
-	while (mongoc_cursor_next(c, &product)) {
-		if ((n = write_pending(id, product)) < 0)
-			err(EX_IOERR, "stdout");
-		*written = *written || n > 0;
+	while (ok && mongoc_cursor_next(c, &product)) {
+		page[n++] = bson_copy(product);
+		if (n == PENDING_PAGE)
+			ok = write_page(id, page, &n, from, written, error);
 	}
-	ok = !mongoc_cursor_error(c, error);
+	ok = ok && !mongoc_cursor_error(c, error) && write_page(id, page, &n, from, written, error);
+	for (size_t i = 0; i < n; i++)
+		bson_destroy(page[i]);
 	mongoc_cursor_destroy(c);
 	return ok;
 }
 
-/* pending ID [--chunk N]: process-batch's work list, every input URL (of chunk N) whose
- * output slot is "" (failed images included), as image records grouped by product, in
- * serial order. */
+/* Whether the batch asks for every image to be made afresh (force: true); false with err
+ * when MongoDB fails.  No such batch forces nothing: it has no products either. */
+static bool batch_forced(const char *id, bool *forced, bson_error_t *err)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+	bson_t *opts = BCON_NEW("projection", "{", "force", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+	mongoc_cursor_t *c = mongoc_collection_find_with_opts(db.batches, filter, opts, NULL);
+	const bson_t *batch;
+	bson_iter_t it;
+	bool ok;
+
+	*forced = mongoc_cursor_next(c, &batch) && bson_iter_init_find(&it, batch, "force") &&
+		  BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it);
+	ok = !mongoc_cursor_error(c, err);
+	mongoc_cursor_destroy(c);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return ok;
+}
+
+/* pending ID [--chunk N] [--settings NAME]: process-batch's work list, every input URL
+ * (of chunk N) whose output slot is "" (failed images included), as image records grouped
+ * by product, in serial order; each with a reuse when sources knows its URL and an output
+ * made under NAME (default q50, shrink's), unless the batch or IMGPIPE_FORCE=1 forces. */
 void pending_command(int argc, char **argv, const char *usage)
 {
-	enum { OPT_CHUNK = 256 };
+	enum { OPT_CHUNK = 256, OPT_SETTINGS };
 	static const struct option longopts[] = {
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ "settings", required_argument, NULL, OPT_SETTINGS },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct reuse_from from = { .settings = "q50" };
 	struct retry r = { 0 };
 	bson_error_t error;
 	const char *id;
 	long chunk = -1;
-	bool written = false;
+	bool written = false, forced = false;
+	int c;
 
 	optind = 0;     /* glibc starts afresh: the options may come before or after ID */
-	while (cli_getopt(argc, argv, "", longopts, usage) == OPT_CHUNK)
-		chunk = cli_long("--chunk", optarg, 0, INT32_MAX);
+	while ((c = cli_getopt(argc, argv, "", longopts, usage)) != -1) {
+		if (c == OPT_CHUNK)
+			chunk = cli_long("--chunk", optarg, 0, INT32_MAX);
+		else if (c == OPT_SETTINGS)
+			from.settings = optarg;
+	}
 	id = command_id(argc, argv, "pending", usage);
+	if (source_output_path(from.settings, from.path, sizeof from.path) < 0)
+		cli_usage_error(usage, "--settings wants a name of up to 80 characters, as shrink's");
 	connect_db();
-	while (!list_pending(id, chunk, &written, &error))
+	while (!cfg.force && !batch_forced(id, &forced, &error))
+		retry_or_exit(&r, &error, NULL);
+	from.sources = cfg.force || forced ? NULL : bson_new();
+	while (!list_pending(id, chunk, &from, &written, &error))
 		retry_read(&r, written, &error);
+	bson_destroy(from.sources);
 }
 
 /* The number of elements of the array at it; 0 when it holds something else. */
@@ -180,16 +366,42 @@ static int64_t array_length(const bson_iter_t *it)
 	return n;
 }
 
+/* How the done images were made and what they saved, from image_sizes (the others done
+ * were compressed: an image record without sizes keeps none). */
+struct made {
+	int64_t reused, copied, saved;
+};
+
+/* Adds the product's image_sizes entries to m: the reused and the copied, and each one's
+ * input_bytes - output_bytes. */
+static void count_made(const bson_t *product, struct made *m)
+{
+	bson_iter_t it, entry;
+	bson_t sizes;
+
+	if (!bson_iter_init_find(&it, product, "image_sizes") || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+	    !bson_iter_recurse(&it, &entry))
+		return;
+	while (rec_next_doc(&entry, &sizes)) {
+		const char *how = rec_str(&sizes, "how");
+
+		m->reused += how && strcmp(how, "reused") == 0;
+		m->copied += how && strcmp(how, "copied") == 0;
+		m->saved += rec_int(&sizes, "input_bytes", 0) - rec_int(&sizes, "output_bytes", 0);
+	}
+}
+
 /* Counts the batch's products and images from a cursor over them, into the $set of set
  * (rows_failed aside: only the rows know it); false with err when MongoDB fails. */
 static bool count_products(const char *id, bson_t *set, bson_error_t *err)
 {
 	static const char *const fields[] = {
-		"input_image_urls", "output_image_urls", "errors", NULL,
+		"input_image_urls", "output_image_urls", "errors", "image_sizes", NULL,
 	};
 	mongoc_cursor_t *c = db_products_find(&db, id, -1, fields, 0, 0);
 	const bson_t *product;
 	int64_t rows = 0, images = 0, done = 0, failed = 0;
+	struct made made = { 0 };
 	bson_iter_t it, slot;
 	bool ok;
 
@@ -202,12 +414,17 @@ static bool count_products(const char *id, bson_t *set, bson_error_t *err)
 				done += BSON_ITER_HOLDS_UTF8(&slot) && *bson_iter_utf8(&slot, NULL);
 		if (bson_iter_init_find(&it, product, "errors"))
 			failed += array_length(&it);
+		count_made(product, &made);
 	}
 	ok = !mongoc_cursor_error(c, err);
 	mongoc_cursor_destroy(c);
 	BCON_APPEND(set, "$set", "{", "progress.rows_done", BCON_INT64(rows),
 		    "progress.images_total", BCON_INT64(images), "progress.images_done",
 		    BCON_INT64(done), "progress.images_failed", BCON_INT64(failed),
+		    "progress.images_compressed", BCON_INT64(done - made.reused - made.copied),
+		    "progress.images_reused", BCON_INT64(made.reused),
+		    "progress.images_deduplicated", BCON_INT64(made.copied),
+		    "progress.bytes_saved", BCON_INT64(made.saved),
 		    "updatedAt", BCON_DATE_TIME(db_now()), "}");
 	return ok;
 }

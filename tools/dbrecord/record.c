@@ -6,7 +6,9 @@
  * a rerun, a retry after a lost connection and a second writer on the same batch all
  * leave the same documents.  The batch's progress counters are the exception: images
  * move them by $inc as their slots change state, which a write lost between a product
- * and its batch leaves short, so process-batch recounts them once at the batch's end. */
+ * and its batch leaves short, so process-batch recounts them once at the batch's end.
+ * An image done also records its source in sources (by URL: its validators, hash, and the
+ * output made of it under each settings), for a later batch to reuse. */
 #include <poll.h>
 #include <string.h>
 
@@ -263,8 +265,19 @@ static bool error_recorded(const struct item *it)
 	return same;
 }
 
+/* How an image record's output was made: reused (fetchimg found its source unchanged) or
+ * compressed. */
+static const char *image_how(const bson_t *rec)
+{
+	bson_iter_t it;
+
+	return bson_iter_init_find(&it, rec, "reused") && BSON_ITER_HOLDS_BOOL(&it) &&
+	       bson_iter_bool(&it) ? "reused" : "compressed";
+}
+
 /* Sets the image's slot: its output URL and, when the record has them (from fetchimg and
- * shrink), its sizes, kept under the image's index; or "" for an error.  Takes out of
+ * shrink), its sizes, how it was made and whether the source was kept, under the image's
+ * index; or "" for an error.  Takes out of
  * errors the entries it held for the image, and the one this error makes (error_push
  * adds it next), by value: $pullAll matches whole documents alike in MongoDB and in
  * FerretDB 1.24, which has no $pull by condition, arrayFilters nor positional updates.
@@ -291,6 +304,9 @@ static bson_t *image_update(const struct item *it, int64_t now)
 		bson_append_document_begin(&set, sizekey, -1, &sizes);
 		BSON_APPEND_INT64(&sizes, "input_bytes", in);
 		BSON_APPEND_INT64(&sizes, "output_bytes", out);
+		BSON_APPEND_UTF8(&sizes, "how", image_how(rec));
+		if (rec_str(rec, "kept"))
+			BSON_APPEND_UTF8(&sizes, "kept", rec_str(rec, "kept"));
 		bson_append_document_end(&set, &sizes);
 	}
 	bson_append_document_end(u, &set);
@@ -327,17 +343,32 @@ static bson_t *error_push(const struct item *it)
 	return u;
 }
 
+/* What a flush's images move in their batch's progress counters. */
+struct counts {
+	int64_t done, failed;
+	int64_t compressed, reused;     /* slots newly done, by how (image_how) */
+	int64_t saved;                  /* their input_bytes - output_bytes */
+};
+
+static bool counts_moved(const struct counts *c)
+{
+	return c->done || c->failed || c->compressed || c->reused || c->saved;
+}
+
 /* The batch's part of a flush: it exists (as 'in progress' when this creates it) and was
  * updated now; and the flush's images moved its counters by done and failed. */
-static bson_t *batch_touch(int64_t now, int64_t done, int64_t failed)
+static bson_t *batch_touch(int64_t now, const struct counts *c)
 {
 	bson_t *u = BCON_NEW("$set", "{", "updatedAt", BCON_DATE_TIME(now), "}",
 			     "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
 			     "createdAt", BCON_DATE_TIME(now), "}");
 
-	if (done || failed)
-		BCON_APPEND(u, "$inc", "{", "progress.images_done", BCON_INT64(done),
-			    "progress.images_failed", BCON_INT64(failed), "}");
+	if (counts_moved(c))
+		BCON_APPEND(u, "$inc", "{", "progress.images_done", BCON_INT64(c->done),
+			    "progress.images_failed", BCON_INT64(c->failed),
+			    "progress.images_compressed", BCON_INT64(c->compressed),
+			    "progress.images_reused", BCON_INT64(c->reused),
+			    "progress.bytes_saved", BCON_INT64(c->saved), "}");
 	return u;
 }
 
@@ -347,7 +378,8 @@ static bson_t *batch_entry(const struct item *it, int64_t now)
 	static const char *const delivery_fields[] = {
 		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
 	};
-	bson_t *u = batch_touch(now, 0, 0);
+	static const struct counts none;
+	bson_t *u = batch_touch(now, &none);
 	bson_t add, entry;
 	bson_iter_t f;
 
@@ -385,24 +417,96 @@ static bool add_update(mongoc_bulk_operation_t *b, bson_t *sel, bson_t *update, 
 	return ok;
 }
 
-/* What the image record changes in its batch's counters, added to *done and *failed: a
- * slot that gains an output is one more done (and one fewer failed if it had failed), a
- * new failure one more failed, and an outcome repeated nothing. */
-static void image_counts(const struct item *it, int64_t *done, int64_t *failed)
+/* What the image record changes in its batch's counters, added to c: a slot that gains
+ * an output is one more done (and one fewer failed if it had failed), counted by how it
+ * was made with the bytes it saved; a new failure one more failed, and an outcome
+ * repeated nothing.  (A done slot done again, or failing, leaves the how counters as they
+ * were: only a rerun does that, and recount sets them from the products.) */
+static void image_counts(const struct item *it, struct counts *c)
 {
 	bool fails = rec_str(it->rec, "error") != NULL;
 	bool failed_before = !it->was_done && !bson_empty(it->stale);
+	int64_t in = rec_int(it->rec, "input_bytes", -1), out = rec_int(it->rec, "output_bytes", -1);
 
-	*done += (int64_t)!fails - (int64_t)it->was_done;
-	*failed += (int64_t)fails - (int64_t)failed_before;
+	c->done += (int64_t)!fails - (int64_t)it->was_done;
+	c->failed += (int64_t)fails - (int64_t)failed_before;
+	if (fails || it->was_done)
+		return;
+	if (strcmp(image_how(it->rec), "reused") == 0)
+		c->reused++;
+	else
+		c->compressed++;
+	if (in >= 0 && out >= 0)
+		c->saved += in - out;
 }
 
-/* Queues the item's own writes, counting them in *np and *nb: products and images on the
- * products bulk; on the batches bulk a delivery, and a row error that is to be added. */
-static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
-		       mongoc_bulk_operation_t *bb, size_t *nb, int64_t now, bson_error_t *err)
+int source_output_path(const char *settings, char *path, size_t n)
 {
-	bson_t *push;
+	size_t len = (size_t)snprintf(path, n, "outputs.");
+
+	if (!*settings || len + strlen(settings) >= n)
+		return -1;
+	for (; *settings; settings++)
+		path[len++] = *settings == '.' ? '_' : *settings;
+	path[len] = '\0';
+	return 0;
+}
+
+/* Records the source of a done image in sources, by its URL: the validators its server
+ * sent (unset when it sent none: they belong to these bytes), its hash and size, and the
+ * output made of it under its settings.  NULL for an image that made no such output. */
+static bson_t *source_update(const bson_t *rec, int64_t now)
+{
+	static const char *const validators[] = { "etag", "last_modified", NULL };
+	static const char *const output_fields[] = {
+		"output_key", "output_url", "output_bytes", "format", "kept", NULL,
+	};
+	const char *settings = rec_str(rec, "settings");
+	char path[96];
+	bson_t *u, set, unset, output;
+	bson_iter_t it;
+	bool unsets = false;
+
+	if (rec_str(rec, "error") || !rec_str(rec, "sha256") || !rec_str(rec, "output_key") ||
+	    !settings || source_output_path(settings, path, sizeof path) < 0)
+		return NULL;
+	u = bson_new();
+	bson_append_document_begin(u, "$set", -1, &set);
+	for (const char *const *f = validators; *f; f++)
+		if (rec_str(rec, *f))
+			BSON_APPEND_UTF8(&set, *f, rec_str(rec, *f));
+	BSON_APPEND_UTF8(&set, "sha256", rec_str(rec, "sha256"));
+	if (rec_int(rec, "input_bytes", -1) >= 0)
+		BSON_APPEND_INT64(&set, "input_bytes", rec_int(rec, "input_bytes", 0));
+	if (rec_str(rec, "content_type"))
+		BSON_APPEND_UTF8(&set, "content_type", rec_str(rec, "content_type"));
+	bson_append_document_begin(&set, path, -1, &output);
+	for (const char *const *f = output_fields; *f; f++)
+		if (bson_iter_init_find(&it, rec, *f))
+			bson_append_iter(&output, *f, -1, &it);
+	bson_append_document_end(&set, &output);
+	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	bson_append_document_end(u, &set);
+	for (const char *const *f = validators; *f; f++)
+		unsets = unsets || !rec_str(rec, *f);
+	if (unsets) {
+		bson_append_document_begin(u, "$unset", -1, &unset);
+		for (const char *const *f = validators; *f; f++)
+			if (!rec_str(rec, *f))
+				BSON_APPEND_UTF8(&unset, *f, "");
+		bson_append_document_end(u, &unset);
+	}
+	return u;
+}
+
+/* Queues the item's own writes, counting them in *np, *nb and *ns: products and images on
+ * the products bulk; on the batches bulk a delivery, and a row error that is to be added;
+ * a done image's source on the sources bulk. */
+static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_t *np,
+		       mongoc_bulk_operation_t *bb, size_t *nb, mongoc_bulk_operation_t *sb,
+		       size_t *ns, int64_t now, bson_error_t *err)
+{
+	bson_t *push, *source;
 
 	if (it->kind == PRODUCT &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), product_update(it->rec, now), true, err))
@@ -413,6 +517,11 @@ static bool queue_item(const struct item *it, mongoc_bulk_operation_t *pb, size_
 	if (it->kind == IMAGE && (push = error_push(it)) &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), push, false, err))
 		return false;
+	if (it->kind == IMAGE && (source = source_update(it->rec, now))) {
+		(*ns)++;
+		if (!add_update(sb, BCON_NEW("_id", BCON_UTF8(rec_str(it->rec, "url"))), source, true, err))
+			return false;
+	}
 	*np += it->kind == PRODUCT || it->kind == IMAGE;
 	if (it->kind != DELIVERY && !(it->kind == ROW_ERROR && it->add_row_error == 1))
 		return true;
@@ -447,7 +556,7 @@ static bool queue_touches(const struct item *items, size_t n, mongoc_bulk_operat
 {
 	for (size_t i = 0; i < n; i++) {
 		const char *batch = touched_batch(&items[i]), *other;
-		int64_t done = 0, failed = 0;
+		struct counts c = { 0 };
 		bool first = batch != NULL;
 
 		for (size_t j = 0; first && j < i; j++)
@@ -456,12 +565,12 @@ static bool queue_touches(const struct item *items, size_t n, mongoc_bulk_operat
 			continue;
 		for (size_t j = i; j < n; j++)
 			if (items[j].kind == IMAGE && strcmp(touched_batch(&items[j]), batch) == 0)
-				image_counts(&items[j], &done, &failed);
-		if (!done && !failed && touched_lately(batch, now))
+				image_counts(&items[j], &c);
+		if (!counts_moved(&c) && touched_lately(batch, now))
 			continue;
 		(*nb)++;
 		*last = batch;
-		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, done, failed),
+		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, &c),
 				true, err))
 			return false;
 	}
@@ -799,21 +908,24 @@ static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_e
 
 /* Writes the items' updates in one ordered bulk a collection: ordered, so that an image
  * follows its product when both are in the same bulk.  The products go first: a batch
- * whose counters are written lags its products, never leads them. */
+ * whose counters are written lags its products, never leads them; and a source is
+ * recorded only once its image is. */
 static bool write_items(const struct item *items, size_t n, int64_t now, bson_t *reply,
 			bson_error_t *err)
 {
 	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
 	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
+	mongoc_bulk_operation_t *sb = mongoc_collection_create_bulk_operation_with_opts(db.sources, NULL);
 	const char *last = NULL;
-	size_t np = 0, nb = 0;
+	size_t np = 0, nb = 0, ns = 0;
 	bool ok = true;
 
 	for (size_t i = 0; ok && i < n; i++)
 		if (items[i].kind != PASS)
-			ok = queue_item(&items[i], pb, &np, bb, &nb, now, err);
+			ok = queue_item(&items[i], pb, &np, bb, &nb, sb, &ns, now, err);
 	ok = ok && queue_touches(items, n, bb, &nb, now, &last, err) &&
-	     run_bulk(pb, np, reply, err) && run_bulk(bb, nb, reply, err);
+	     run_bulk(pb, np, reply, err) && run_bulk(sb, ns, reply, err) &&
+	     run_bulk(bb, nb, reply, err);
 	if (ok)
 		remember_written(items, n);
 	if (ok && last) {
@@ -823,6 +935,7 @@ static bool write_items(const struct item *items, size_t n, int64_t now, bson_t 
 	}
 	mongoc_bulk_operation_destroy(pb);
 	mongoc_bulk_operation_destroy(bb);
+	mongoc_bulk_operation_destroy(sb);
 	return ok;
 }
 
@@ -856,14 +969,15 @@ static void flush(struct item *items, size_t *n)
 	*n = 0;
 }
 
-/* True when more input is ready by the time deadline (db_now ms): in stdio's buffer
- * (glibc's FILE read pointers, as gnulib's freadahead reads them) or on the descriptor. */
+/* True when more input is ready by the time deadline (libbson's monotonic clock, in
+ * microseconds): in stdio's buffer (glibc's FILE read pointers, as gnulib's freadahead
+ * reads them) or on the descriptor. */
 static int input_pending(FILE *f, int64_t deadline)
 {
 	struct pollfd p = { .fd = fileno(f), .events = POLLIN };
-	int64_t wait = deadline - db_now();
+	int64_t wait_ms = (deadline - bson_get_monotonic_time()) / 1000;
 
-	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, wait > 0 ? (int)wait : 0) > 0;
+	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, wait_ms > 0 ? (int)wait_ms : 0) > 0;
 }
 
 /* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
@@ -892,9 +1006,9 @@ int record_stream(bool every_row)
 			continue;
 		}
 		if (n == 0)
-			first_at = db_now();
+			first_at = bson_get_monotonic_time();
 		items[n++] = item_new(rec, &s);
-		if (n == FLUSH_MAX || !input_pending(stdin, first_at + FLUSH_WAIT_MS))
+		if (n == FLUSH_MAX || !input_pending(stdin, first_at + FLUSH_WAIT_MS * 1000))
 			flush(items, &n);
 	}
 	flush(items, &n);

@@ -7,7 +7,9 @@
  * while they stream, and hashed (SHA-256) as they are written; the type is sniffed from
  * the first bytes, never taken from the server.  Connections to one host are bounded over
  * every fetchimg of the machine (host_slot_take), and a 429 or 503's Retry-After is
- * honoured. */
+ * honoured.  A record that dbrecord pending gave a "reuse" (what an earlier batch made of
+ * the same URL) is asked for conditionally: a 304, or the same bytes again, reuses that
+ * output instead of keeping a file for shrink and s3put (finish_reused). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,8 +42,11 @@ static const char usage[] =
 	"                [--connect-timeout SEC] [--speed-time SEC] [--retries N]\n"
 	"                [--max-retry-after SEC] [--max-files N]\n"
 	"Reads NDJSON records on stdin; each one with a \"url\" is downloaded and written to\n"
-	"stdout with \"file\", \"sha256\", \"input_bytes\" and \"content_type\" added, or with\n"
-	"\"error\".  Records without \"url\" or carrying \"error\" pass through untouched.\n"
+	"stdout with \"file\", \"sha256\", \"input_bytes\" and \"content_type\" added (and the\n"
+	"server's \"etag\" and \"last_modified\"), or with \"error\".  A record with \"reuse\"\n"
+	"is fetched with If-None-Match / If-Modified-Since: a 304 or the same bytes give it\n"
+	"\"reused\": true and the reuse's output fields, and no file.  Records without \"url\"\n"
+	"or carrying \"error\" pass through untouched.\n"
 	"  --parallel N           downloads at once (default 8)\n"
 	"  --dir DIR              directory for the files (default: the current one)\n"
 	"  --max-bytes N          largest body accepted (default 52428800)\n"
@@ -118,6 +123,9 @@ struct job {
 	EVP_MD_CTX *sha256;                /* of the bytes written to the file */
 	char sha256_hex[65];               /* once the download has succeeded */
 	int host_slot;                     /* locked lock file while transferring, else -1 */
+	bson_t *reuse;                     /* the record's "reuse", taken out of rec; or NULL */
+	struct curl_slist *conditions;     /* If-None-Match, If-Modified-Since from reuse */
+	int not_modified;                  /* the answer was a 304 to those */
 };
 
 /* Records why the job's try failed; the first reason wins. */
@@ -258,10 +266,16 @@ static void drop_file(struct job *j)
 	}
 }
 
-static int is_2xx(struct job *j)
+static long response_code(struct job *j)
 {
 	long code = 0;
 	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &code);
+	return code;
+}
+
+static int is_2xx(struct job *j)
+{
+	long code = response_code(j);
 	return code >= 200 && code <= 299;
 }
 
@@ -297,6 +311,50 @@ static size_t on_body(char *data, size_t size, size_t n, void *p)
 			errx(EX_SOFTWARE, "curl_easy_setopt(%s) failed", #o); \
 	} while (0)
 
+/* A header line "NAME: VALUE" for a validator of reuse, added to *list; none when reuse
+ * lacks it or it holds a control character (it came from a server, once). */
+static void add_condition(struct curl_slist **list, const char *name, const bson_t *reuse,
+			  const char *field)
+{
+	const char *value = rec_str(reuse, field);
+	struct curl_slist *longer;
+	char *line;
+
+	if (!value || !*value)
+		return;
+	for (const char *p = value; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return;
+	line = bson_strdup_printf("%s: %s", name, value);
+	if (!(longer = curl_slist_append(*list, line)))
+		errx(EX_SOFTWARE, "curl_slist_append failed");
+	*list = longer;
+	bson_free(line);
+}
+
+/* Takes the record's "reuse" out of it into j->reuse, and asks with its validators: the
+ * record then leaves without it, whatever the answer. */
+static void take_reuse(struct job *j)
+{
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
+	bson_t *rest;
+
+	if (!bson_iter_init_find(&it, j->rec, "reuse") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+		return;
+	bson_iter_document(&it, &len, &data);
+	if (!(j->reuse = bson_new_from_data(data, len)))
+		errx(EX_SOFTWARE, "cannot read a record's reuse");
+	rest = bson_new();
+	bson_copy_to_excluding_noinit(j->rec, rest, "reuse", NULL);
+	bson_destroy(j->rec);
+	j->rec = rest;
+	j->url = rec_str(rest, "url");
+	add_condition(&j->conditions, "If-None-Match", j->reuse, "etag");
+	add_condition(&j->conditions, "If-Modified-Since", j->reuse, "last_modified");
+}
+
 static struct job *job_new(bson_t *rec, size_t slot)
 {
 	struct job *j = bson_malloc0(sizeof *j);
@@ -311,6 +369,9 @@ static struct job *job_new(bson_t *rec, size_t slot)
 		errx(EX_SOFTWARE, "curl_easy_init failed");
 	if (!(j->sha256 = EVP_MD_CTX_new()))
 		errx(EX_SOFTWARE, "EVP_MD_CTX_new failed");
+	take_reuse(j);
+	if (j->conditions)
+		SETOPT(j->h, CURLOPT_HTTPHEADER, j->conditions);
 	SETOPT(j->h, CURLOPT_URL, j->url);
 	SETOPT(j->h, CURLOPT_PRIVATE, j);
 	SETOPT(j->h, CURLOPT_ERRORBUFFER, j->errbuf);
@@ -342,8 +403,10 @@ static void job_free(struct job *j)
 	bson_free(j->path);
 	bson_free(j->fail);
 	curl_easy_cleanup(j->h);
+	curl_slist_free_all(j->conditions);
 	EVP_MD_CTX_free(j->sha256);
 	bson_destroy(j->rec);
+	bson_destroy(j->reuse);
 	bson_free(j);
 }
 
@@ -358,6 +421,7 @@ static void job_reset(struct job *j)
 	j->headlen = 0;
 	j->bytes = 0;
 	j->type = NULL;
+	j->not_modified = 0;
 }
 
 /* Records why the transfer failed and returns whether trying again may help. */
@@ -427,6 +491,10 @@ static int job_done(struct job *j, CURLcode rc)
 {
 	if (j->fail)
 		return 0;    /* we aborted it ourselves */
+	if (rc == CURLE_OK && j->reuse && response_code(j) == 304) {
+		j->not_modified = 1;
+		return 0;
+	}
 	if (rc != CURLE_OK || !is_2xx(j))
 		return transfer_error(j, rc);
 	if (j->fd < 0 && start_file(j) != 0)
@@ -443,11 +511,10 @@ static int job_done(struct job *j, CURLcode rc)
  * Retry-After when that is longer (curl reads both its forms), up to --max-retry-after. */
 static long retry_wait_ms(struct job *j, int *asked)
 {
-	long wait = backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts), code = 0;
+	long wait = backoff_ms(BACKOFF_MS, BACKOFF_MAX_MS, (int)j->attempts), code = response_code(j);
 	curl_off_t after = 0;
 
 	*asked = 0;
-	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &code);
 	if ((code == 429 || code == 503) &&
 	    curl_easy_getinfo(j->h, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0) {
 		if (after > opt.max_retry_after)
@@ -612,6 +679,78 @@ static void read_record(struct run *r)
 	add_transfer(r, r->slots[slot]);
 }
 
+/* The fields a fetched record gets; an earlier run's are replaced. */
+#define FETCHED_FIELDS "file", "sha256", "input_bytes", "content_type", "etag", "last_modified", \
+		       "reused"
+/* What a reused record takes of its reuse, as if shrink and s3put had made it. */
+#define REUSED_FIELDS "output_url", "output_key", "output_bytes", "format", "kept", "settings"
+static const char *const reused_fields[] = { REUSED_FIELDS, NULL };
+
+/* Appends the server's validators of the answer, for dbrecord to keep in sources; for a
+ * 304 that sent none, those of the reuse it confirmed. */
+static void append_validators(bson_t *out, struct job *j)
+{
+	static const struct { const char *field, *header; } validators[] = {
+		{ "etag", "ETag" }, { "last_modified", "Last-Modified" },
+	};
+	struct curl_header *h;
+	const char *kept;
+
+	for (size_t i = 0; i < sizeof validators / sizeof *validators; i++) {
+		if (curl_easy_header(j->h, validators[i].header, 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+			BSON_APPEND_UTF8(out, validators[i].field, h->value);
+		else if (j->not_modified && (kept = rec_str(j->reuse, validators[i].field)))
+			BSON_APPEND_UTF8(out, validators[i].field, kept);
+	}
+}
+
+/* True when the download is the source the reuse was made from: a 304, or a 200 whose
+ * bytes hash alike. */
+static int same_source(const struct job *j)
+{
+	const char *known;
+
+	if (!j->reuse)
+		return 0;
+	known = rec_str(j->reuse, "sha256");
+	return j->not_modified || (known && strcmp(known, j->sha256_hex) == 0);
+}
+
+/* The record of a download whose reuse holds: the stored output's fields, reused, and no
+ * file (shrink and s3put pass it through). */
+static bson_t *finish_reused(struct job *j)
+{
+	bson_t *out = bson_new();
+	bson_iter_t it;
+
+	drop_file(j);
+	bson_copy_to_excluding_noinit(j->rec, out, FETCHED_FIELDS, REUSED_FIELDS, NULL);
+	BSON_APPEND_BOOL(out, "reused", true);
+	BSON_APPEND_UTF8(out, "sha256", rec_str(j->reuse, "sha256"));
+	BSON_APPEND_INT64(out, "input_bytes", j->not_modified ? rec_int(j->reuse, "input_bytes", 0)
+							   : (int64_t)j->bytes);
+	for (const char *const *f = reused_fields; *f; f++)
+		if (bson_iter_init_find(&it, j->reuse, *f))
+			bson_append_iter(out, *f, -1, &it);
+	append_validators(out, j);
+	return out;
+}
+
+/* The record of a download kept in its file, for shrink. */
+static bson_t *finish_fetched(struct run *r, struct job *j)
+{
+	bson_t *out = bson_new();
+
+	bson_copy_to_excluding_noinit(j->rec, out, FETCHED_FIELDS, NULL);
+	BSON_APPEND_UTF8(out, "file", j->path);
+	BSON_APPEND_UTF8(out, "sha256", j->sha256_hex);
+	BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
+	BSON_APPEND_UTF8(out, "content_type", j->type->mime);
+	append_validators(out, j);
+	count_file(r, j->path);
+	return out;
+}
+
 /* A try has ended: retry it later, or write its record and free its slot. */
 static void finish(struct run *r, struct job *j, CURLcode rc)
 {
@@ -637,15 +776,10 @@ static void finish(struct run *r, struct job *j, CURLcode rc)
 	if (j->fail) {
 		drop_file(j);
 		out = rec_error(j->rec, "%s", j->fail);
+	} else if (same_source(j)) {
+		out = finish_reused(j);
 	} else {
-		out = bson_new();
-		bson_copy_to_excluding_noinit(j->rec, out, "file", "sha256", "input_bytes",
-					      "content_type", NULL);
-		BSON_APPEND_UTF8(out, "file", j->path);
-		BSON_APPEND_UTF8(out, "sha256", j->sha256_hex);
-		BSON_APPEND_INT64(out, "input_bytes", (int64_t)j->bytes);
-		BSON_APPEND_UTF8(out, "content_type", j->type->mime);
-		count_file(r, j->path);
+		out = finish_fetched(r, j);
 	}
 	stage_write(out);
 	bson_destroy(out);
