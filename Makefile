@@ -41,9 +41,9 @@ SRC_shrink           = tools/shrink/shrink.c
 SRC_s3put            = tools/s3put/s3put.c
 SRC_s3get            = tools/s3put/s3get.c
 SRC_dbrecord         = tools/dbrecord/dbrecord.c tools/dbrecord/chunks.c tools/dbrecord/record.c \
-                       tools/dbrecord/read.c
+                       tools/dbrecord/read.c tools/dbrecord/copies.c
 SRC_notify           = tools/notify/notify.c
-SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c
+SRC_imgpipe-dispatch = dispatch/dispatch.c dispatch/log.c dispatch/sweep.c dispatch/deliver.c
 SRC_imgpipe.cgi      = cgi/cgi.c $(filter-out cgi/cgi.c,$(wildcard cgi/*.c))
 
 BINS     = $(addprefix bin/,$(PROGS))
@@ -103,7 +103,7 @@ demo: demo-setup all
 	bin/imgpipe demo
 
 check-scripts:
-	shellcheck -x bin/imgpipe scripts/* tests/run \
+	shellcheck -x bin/imgpipe scripts/* tests/run tests/chaos/run \
 		.ci/run $(shell grep -l '^#!/usr/bin/env bash' tests/lib/*) tests/fuzz/run tests/bats/*.bash \
 		$(shell grep -l '^#!/usr/bin/env bash' bench/* bench/*/* 2>/dev/null)
 

@@ -66,6 +66,9 @@ static void write_queue(FILE *out, const struct queue_stats *st)
 	header(out, "imgpipe_oldest_pending_job_age_seconds", "gauge",
 	       "Age of the oldest pending job, since it was queued; 0 when none is pending.");
 	fprintf(out, "imgpipe_oldest_pending_job_age_seconds %.3f\n", st->oldest_pending_s);
+	header(out, "imgpipe_webhooks_pending", "gauge",
+	       "Webhook deliveries queued and not yet delivered or given up.");
+	fprintf(out, "imgpipe_webhooks_pending %lld\n", st->webhooks_pending);
 }
 
 static void write_counters(FILE *out, const redisReply *hash)

@@ -13,6 +13,8 @@ static const char home_body[] =
 	"<p><label for=\"webhook_url\">Webhook URL (optional)</label>\n"
 	"<input id=\"webhook_url\" name=\"webhook_url\" type=\"url\" "
 	"placeholder=\"https://example.com/hook\"></p>\n"
+	"<p><input id=\"force\" name=\"force\" type=\"checkbox\" value=\"1\">\n"
+	"<label for=\"force\">Compress every image again (do not reuse outputs of earlier batches)</label></p>\n"
 	"<p><button type=\"submit\">Upload</button></p>\n"
 	"</form>\n"
 	"<p>The same as an API: <code>POST /upload</code>, <code>GET /status/ID</code>, "

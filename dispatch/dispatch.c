@@ -17,8 +17,9 @@
  * of its jobs' batches every second and sends those runs SIGUSR1, on which process-batch
  * stops its image pipelines and ends the batch.
  *
- * The sweeper (sweep.c) re-queues batches that no job will end.  The log (log.c) is
- * logfmt, one line an event. */
+ * The sweeper (sweep.c) re-queues batches that no job will end; the deliverer
+ * (deliver.c), started every second, attempts the webhook deliveries that are due.  Both
+ * run in processes of their own.  The log (log.c) is logfmt, one line an event. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "deliver.h"
 #include "imgpipe.h"
 #include "log.h"
 #include "queue.h"
@@ -37,6 +39,7 @@
 #define MAX_JOBS 64
 #define SWEEP_PERIOD_MAX_MS 60000
 #define CANCEL_CHECK_MS 1000
+#define DELIVER_PERIOD_MS 1000  /* a webhook waits at most about this long once it is due */
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
@@ -48,7 +51,8 @@ static const char usage[] =
 	"  --sweep-after SECONDS  queue again a batch with no job, unchanged this long\n"
 	"                         (default 300; 0: never)\n"
 	"  --script PATH          the batch runner (default: scripts/process-batch of this install)\n"
-	"Environment: REDIS_URL, MONGODB_URI (for the sweeper), and everything process-batch needs.\n";
+	"Environment: REDIS_URL, MONGODB_URI (for the sweeper), IMGPIPE_WEBHOOK_RETRY_FOR (seconds a\n"
+	"webhook delivery is retried, default 3600), and everything process-batch needs.\n";
 
 struct job {
 	pid_t pid;              /* 0 when the slot is free */
@@ -69,6 +73,7 @@ static struct {
 static struct config cfg;
 static struct job slots[MAX_JOBS];
 static pid_t sweeper;           /* the running sweep, or 0 */
+static pid_t deliverer;         /* the running webhook deliverer, or 0 */
 static volatile sig_atomic_t stopping;
 
 static void on_term(int sig)
@@ -281,6 +286,8 @@ static int reap(struct queue *q)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (pid == sweeper)
 			sweeper = 0;
+		if (pid == deliverer)
+			deliverer = 0;
 		for (long i = 0; i < opt.jobs; i++) {
 			struct job *j = &slots[i];
 			if (j->pid != pid)
@@ -328,21 +335,31 @@ static long sweep_period_ms(void)
 	return opt.sweep_after_ms / 2 < SWEEP_PERIOD_MAX_MS ? opt.sweep_after_ms / 2 : SWEEP_PERIOD_MAX_MS;
 }
 
-/* Starts a sweep in a process of its own, so that a slow MongoDB never delays the
- * heartbeats. */
-static void start_sweep(void)
+/* Runs a periodic duty in a process of its own, so that a slow MongoDB or webhook
+ * receiver never delays the heartbeats.  Returns its pid, or 0 when it could not start. */
+static pid_t start_apart(int (*duty)(void))
 {
 	pid_t pid = fork();
 
 	if (pid < 0) {
 		log_event(NULL, NULL, "fork_failed", "%s", strerror(errno));
-		return;
+		return 0;
 	}
 	if (pid == 0) {
 		signal(SIGTERM, SIG_DFL);
-		_exit(sweep(&cfg, opt.consumer, opt.sweep_after_ms, sweep_period_ms()));
+		_exit(duty());
 	}
-	sweeper = pid;
+	return pid;
+}
+
+static int sweep_duty(void)
+{
+	return sweep(&cfg, opt.consumer, opt.sweep_after_ms, sweep_period_ms());
+}
+
+static int deliver_duty(void)
+{
+	return deliver_webhooks(&cfg);
 }
 
 /* Sends SIGUSR1 to each run whose batch has been cancelled, once. */
@@ -366,11 +383,12 @@ static int watch_cancels(struct queue *q)
 
 /* When each periodic duty of the loop last ran (monotonic ms). */
 struct duties {
-	long beat, cancel_check, sweep;
+	long beat, cancel_check, sweep, deliver;
 };
 
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
- * the running ones alive, pass cancels on, sweep when due, collect the finished.
+ * the running ones alive, pass cancels on, sweep and deliver webhooks when due, collect
+ * the finished.
  * Returns -1 when Redis failed. */
 static int step(struct queue *q, struct duties *last)
 {
@@ -399,7 +417,11 @@ static int step(struct queue *q, struct duties *last)
 	}
 	if (opt.sweep_after_ms && !sweeper && now_ms() - last->sweep >= sweep_period_ms()) {
 		last->sweep = now_ms();
-		start_sweep();
+		sweeper = start_apart(sweep_duty);
+	}
+	if (!deliverer && now_ms() - last->deliver >= DELIVER_PERIOD_MS) {
+		last->deliver = now_ms();
+		deliverer = start_apart(deliver_duty);
 	}
 	return reap(q);
 }
@@ -502,6 +524,8 @@ int main(int argc, char **argv)
 		snprintf(host, sizeof host, "localhost");
 	snprintf(opt.consumer, sizeof opt.consumer, "%s-%ld", host, (long)getpid());
 	log_init(host);
+	if (cfg.webhook_retry_for < 0)
+		errx(EX_USAGE, "IMGPIPE_WEBHOOK_RETRY_FOR must be a number of seconds, 1 to 2592000");
 	if (!cfg.mongodb_uri && opt.sweep_after_ms) {
 		log_event(NULL, NULL, "no_sweeping", "MONGODB_URI is not set");
 		opt.sweep_after_ms = 0;

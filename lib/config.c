@@ -57,6 +57,7 @@ void config_load(struct config *c)
 	c->max_row_errors = env_count("IMGPIPE_MAX_ROW_ERRORS", CONFIG_MAX_ROW_ERRORS,
 				      CONFIG_MAX_ROW_ERRORS_MAX);
 	c->host_connections = env_count("IMGPIPE_HOST_CONNECTIONS", 8, 1000);
+	c->webhook_retry_for = env_count("IMGPIPE_WEBHOOK_RETRY_FOR", 3600, 30L * 86400);
 	c->allow_private = strcmp(env_or("IMGPIPE_ALLOW_PRIVATE", "0"), "1") == 0;
 	c->force = strcmp(env_or("IMGPIPE_FORCE", "0"), "1") == 0;
 	if (env("S3_PUBLIC_URL"))

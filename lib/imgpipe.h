@@ -35,6 +35,8 @@ struct config {
 	long max_row_errors;          /* IMGPIPE_MAX_ROW_ERRORS, row errors kept on a batch,
 	                               * default 1000, at most CONFIG_MAX_ROW_ERRORS_MAX */
 	long host_connections;        /* IMGPIPE_HOST_CONNECTIONS, to one image host, default 8 */
+	long webhook_retry_for;       /* IMGPIPE_WEBHOOK_RETRY_FOR, seconds a webhook delivery is
+	                               * retried after it was queued, default 3600 */
 };
 #define CONFIG_MAX_ROW_ERRORS 1000          /* IMGPIPE_MAX_ROW_ERRORS when unset */
 #define CONFIG_MAX_ROW_ERRORS_MAX 100000    /* keeps a batch document well under 16 MB */

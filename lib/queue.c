@@ -259,9 +259,10 @@ static int lease_begin(struct queue *q, const struct queue_lease *lease)
 	return begin_while_held(q, lease->key, token);
 }
 
-/* Commits the transaction (EXEC).  Returns 1 when it did not run because the lease
- * changed after lease_begin. */
-static int lease_commit(struct queue *q)
+/* Commits the transaction (EXEC), handing its replies to *replies when asked (the
+ * caller frees them; set only when it ran).  Returns 1 when it did not run because a
+ * watched key (the lease, after lease_begin) changed. */
+static int commit_replies(struct queue *q, redisReply **replies)
 {
 	redisReply *r = command(q, "EXEC");
 	int rc = 0;
@@ -275,8 +276,16 @@ static int lease_commit(struct queue *q)
 			snprintf(q->error, sizeof q->error, "EXEC: %s", r->element[i]->str);
 			rc = -1;
 		}
-	freeReplyObject(r);
+	if (rc == 0 && replies)
+		*replies = r;
+	else
+		freeReplyObject(r);
 	return rc;
+}
+
+static int lease_commit(struct queue *q)
+{
+	return commit_replies(q, NULL);
 }
 
 int queue_keep(struct queue *q, const char *consumer, const struct queue_job *job,
@@ -370,6 +379,112 @@ int queue_scan(struct queue *q, int (*each)(const struct queue_job *job, void *a
 		freeReplyObject(r);
 	} while (n == 500 && !stop);
 	return 0;
+}
+
+/* The webhook delivery due first at now_ms, into id: 1, or 0 when none is due. */
+static int webhook_due(struct queue *q, long long now_ms, char *id, size_t len)
+{
+	redisReply *r = command(q, "ZRANGEBYSCORE %s -inf %lld LIMIT 0 1", QUEUE_WEBHOOKS, now_ms);
+	int due;
+
+	if (!r)
+		return -1;
+	due = r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING;
+	if (due)
+		copy_str(id, len, r->element[0]);
+	freeReplyObject(r);
+	return due;
+}
+
+/* Reads the delivery's event and queued_at into w (event NULL when its hash is gone). */
+static int webhook_read(struct queue *q, struct queue_webhook *w)
+{
+	redisReply *r = command(q, "HMGET %s%s event queued_at", QUEUE_WEBHOOK_PREFIX, w->id);
+	int rc = 0;
+
+	if (!r)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING) {
+		if (!(w->event = strdup(r->element[0]->str))) {
+			snprintf(q->error, sizeof q->error, "out of memory");
+			rc = -1;
+		}
+		if (r->element[1]->type == REDIS_REPLY_STRING)
+			w->queued_at_ms = strtoll(r->element[1]->str, NULL, 10);
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/* One try at a claim, within WATCH of the sorted set: 1 claimed, 0 none due, 2 when
+ * another deliverer changed the set meanwhile or the member had no hash (try again). */
+static int webhook_claim_once(struct queue *q, long long now_ms, long long until_ms,
+			      struct queue_webhook *w)
+{
+	redisReply *done = NULL;
+	int rc;
+
+	if (simple_command(q, "WATCH %s", QUEUE_WEBHOOKS))
+		return -1;
+	if ((rc = webhook_due(q, now_ms, w->id, sizeof w->id)) <= 0)
+		return rc < 0 || simple_command(q, "UNWATCH") ? -1 : 0;
+	if (webhook_read(q, w) || simple_command(q, "MULTI"))
+		return -1;
+	if (w->event ? simple_command(q, "ZADD %s XX %lld %s", QUEUE_WEBHOOKS, until_ms, w->id) ||
+		       simple_command(q, "HINCRBY %s%s attempts 1", QUEUE_WEBHOOK_PREFIX, w->id)
+		     : simple_command(q, "ZREM %s %s", QUEUE_WEBHOOKS, w->id))
+		return -1;
+	if ((rc = commit_replies(q, &done)) != 0)
+		return rc < 0 ? -1 : 2;
+	if (w->event && done->type == REDIS_REPLY_ARRAY && done->elements == 2 &&
+	    done->element[1]->type == REDIS_REPLY_INTEGER)
+		w->attempt = (long)done->element[1]->integer;
+	freeReplyObject(done);
+	return w->event ? 1 : 2;
+}
+
+/* Tries a few times: each failed try means another deliverer got a delivery first. */
+#define WEBHOOK_CLAIM_TRIES 10
+
+int queue_webhook_claim(struct queue *q, long long now_ms, long long until_ms,
+			struct queue_webhook *w)
+{
+	for (int i = 0; i < WEBHOOK_CLAIM_TRIES; i++) {
+		int rc;
+
+		memset(w, 0, sizeof *w);
+		if ((rc = webhook_claim_once(q, now_ms, until_ms, w)) != 2) {
+			if (rc != 1)
+				queue_webhook_free(w);
+			return rc;
+		}
+		queue_webhook_free(w);
+	}
+	return 0;
+}
+
+int queue_webhook_retry(struct queue *q, const char *id, long long at_ms)
+{
+	return simple_command(q, "ZADD %s XX %lld %s", QUEUE_WEBHOOKS, at_ms, id);
+}
+
+int queue_webhook_remove(struct queue *q, const char *id)
+{
+	if (simple_command(q, "MULTI") || simple_command(q, "ZREM %s %s", QUEUE_WEBHOOKS, id) ||
+	    simple_command(q, "DEL %s%s", QUEUE_WEBHOOK_PREFIX, id))
+		return -1;
+	return lease_commit(q) < 0 ? -1 : 0;
+}
+
+void queue_webhook_free(struct queue_webhook *w)
+{
+	free(w->event);
+	w->event = NULL;
+}
+
+int queue_count(struct queue *q, const char *name, long by)
+{
+	return simple_command(q, "HINCRBY %s %s %ld", QUEUE_METRICS, name, by);
 }
 
 int queue_cancelled(struct queue *q, const char *batch_id)
@@ -478,6 +593,10 @@ int queue_stats(struct queue *q, struct queue_stats *s)
 	freeReplyObject(len);
 	if (group_counts(q, s) || oldest_pending(q, s))
 		return -1;
+	if (!(len = command(q, "ZCARD %s", QUEUE_WEBHOOKS)))
+		return -1;
+	s->webhooks_pending = integer_of(len, 0);
+	freeReplyObject(len);
 	s->counters = command(q, "HGETALL %s", QUEUE_METRICS);
 	return s->counters ? 0 : -1;
 }

@@ -18,9 +18,17 @@
  *                     queue_release, queue_lease_drop, queue_cancelled as its jobs run;
  *                     queue_lock, queue_unlock, queue_scan and queue_push for the sweeper
  *   process-batch:    XADD of chunk jobs, GET/PTTL of its lease and HINCRBY of the
- *                     counters, with redis-cli
+ *                     counters, with redis-cli; a batch's webhook event queued (below)
  * Besides the stream and the leases: a cancelled batch's key QUEUE_CANCEL_PREFIX + id,
  * and the hash QUEUE_METRICS of counters that only grow.
+ *
+ * Webhook deliveries waiting for their next attempt: the hash QUEUE_WEBHOOK_PREFIX +
+ * WEBHOOK_ID (fields "event", the event record notify reads, with its webhook_id;
+ * "queued_at", ms since the epoch; "attempts", those begun) and its member WEBHOOK_ID in
+ * the sorted set QUEUE_WEBHOOKS, scored by the time of its next attempt (ms since the
+ * epoch).  process-batch queues one with a Lua script (EVAL: HSETNX of the event, then
+ * queued_at and ZADD), so that announcing an ending again queues nothing more;
+ * imgpipe-dispatch's deliverer claims, reschedules and removes them (queue_webhook_*). 
  * Functions return 0 (or 1 for the second outcome they name), or -1 with one line in
  * q->error: the connection's reason, or Redis's error reply after the command's name. */
 #ifndef IMGPIPE_QUEUE_H
@@ -39,6 +47,8 @@
 #define QUEUE_CANCEL_PREFIX "imgpipe:cancel:"
 #define QUEUE_CANCEL_TTL 604800         /* seconds a cancel key lives: a week */
 #define QUEUE_METRICS "imgpipe:metrics"
+#define QUEUE_WEBHOOKS "imgpipe:webhooks"
+#define QUEUE_WEBHOOK_PREFIX "imgpipe:webhook:"
 
 struct queue {
 	struct redis_url url;
@@ -86,6 +96,7 @@ struct queue_stats {
 	long long waiting;      /* entries no dispatcher has taken yet (the group's lag) */
 	long long pending;      /* taken, not yet acknowledged (XPENDING) */
 	double oldest_pending_s;        /* age of the oldest pending entry; 0 when none */
+	long long webhooks_pending;     /* webhook deliveries not yet done (ZCARD) */
 	redisReply *counters;   /* HGETALL QUEUE_METRICS: name, value, name, value... */
 };
 /* Fills s; free with queue_stats_free. */
@@ -123,6 +134,9 @@ int queue_release(struct queue *q, const char *consumer, const struct queue_job 
  * for it to expire.  Returns 1 when it was lost already. */
 int queue_lease_drop(struct queue *q, const struct queue_lease *lease);
 
+/* Adds by to the counter name of QUEUE_METRICS (HINCRBY). */
+int queue_count(struct queue *q, const char *name, long by);
+
 /* Whether batch_id has been cancelled (EXISTS): 1 or 0, or -1. */
 int queue_cancelled(struct queue *q, const char *batch_id);
 
@@ -136,5 +150,25 @@ int queue_unlock(struct queue *q, const char *key, const char *owner);
  * entries are the jobs queued or running, since acknowledged ones are deleted.  Stops
  * when each returns non-zero. */
 int queue_scan(struct queue *q, int (*each)(const struct queue_job *job, void *arg), void *arg);
+
+/* The deliverer's side: one webhook delivery claimed for its attempt. */
+struct queue_webhook {
+	char id[160];           /* its webhook-id */
+	char *event;            /* the event record (JSON), to free with queue_webhook_free */
+	long long queued_at_ms;
+	long attempt;           /* this attempt's number, from 1 */
+};
+/* Claims the delivery due first (its next attempt at or before now_ms) for one attempt:
+ * moves its next attempt to until_ms and counts the attempt, in a WATCH/MULTI/EXEC
+ * transaction, so that no two deliverers attempt it at once, and a deliverer that dies
+ * mid-attempt only delays it.  A member left without its hash is removed.  Returns 1
+ * with w filled in, 0 when none is due. */
+int queue_webhook_claim(struct queue *q, long long now_ms, long long until_ms,
+			struct queue_webhook *w);
+/* Sets the delivery's next attempt to at_ms (ZADD XX). */
+int queue_webhook_retry(struct queue *q, const char *id, long long at_ms);
+/* Removes the delivery, delivered or given up (ZREM and DEL, in one transaction). */
+int queue_webhook_remove(struct queue *q, const char *id);
+void queue_webhook_free(struct queue_webhook *w);
 
 #endif

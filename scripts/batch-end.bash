@@ -92,34 +92,49 @@ unavailable() {
 	temporary "$1 unavailable"
 }
 
-# Calls the webhook unless a delivery of this ending already succeeded (a rerun
-# announces once; a retry or cancel is a new ending, announced again).  The event carries
-# its ending, from which notify makes the webhook-id, and each delivery is recorded with it.
+# Queues the batch's webhook event for the dispatchers' deliverer (dispatch/deliver.c),
+# unless a delivery of this ending already succeeded (a rerun announces once; a retry or
+# cancel is a new ending, announced again).  The event carries its ending and its
+# webhook-id, made from both as notify makes it; the delivery is keyed by that id, so a
+# rerun that announces again queues nothing more.  Redis down: the finisher runs again.
 announce() {
-	local batch ending
+	local batch ending webhook_id event
 	batch=$(dbrecord show "$id" --no-products) || { log batch will_retry "database unavailable while announcing"; exit 75; }
 	ending=$(jq '.ending // 0' <<<"$batch")
 	if jq -e --argjson ending "$ending" \
 		'any(.webhook_deliveries[]?; .delivered and (.ending // 0) == $ending)' >/dev/null <<<"$batch"; then
 		return
 	fi
-	jq -c --arg status_url "$status_url" --argjson ending "$ending" '{
+	webhook_id=msg_$(printf '%s.%s' "$id" "$ending" | sha256sum | cut -c1-64)
+	event=$(jq -c --arg status_url "$status_url" --argjson ending "$ending" --arg webhook_id "$webhook_id" '{
 		event: ("batch." + .status), batch_id, status, message, progress, ending: $ending,
-		status_url: $status_url, output_csv_url: ($status_url + "?format=csv")}
-		+ (if .webhook_url then {webhook_url} else {} end)' <<<"$batch" |
-		{ notify || log notify not_delivered "webhook not delivered (recorded on the batch)"; } |
-		jq -c --argjson ending "$ending" '. + {ending: $ending}' | tee "$work/delivery.ndjson" |
-		dbrecord >/dev/null || log dbrecord not_recorded "could not record the webhook delivery"
-	if jq -e 'select(.delivered == false and .attempts > 0)' "$work/delivery.ndjson" >/dev/null; then
-		echo "HINCRBY imgpipe:metrics webhook_deliveries_failed 1" | redis_commands
-	fi
+		status_url: $status_url, output_csv_url: ($status_url + "?format=csv"), webhook_id: $webhook_id}
+		+ (if .webhook_url then {webhook_url} else {} end)' <<<"$batch")
+	queue_webhook "$webhook_id" "$event" || { log batch will_retry "Redis unavailable while announcing"; exit 75; }
+	log notify queued "webhook $webhook_id queued for delivery"
+}
+
+# Queues one webhook delivery (queue_webhook WEBHOOK_ID EVENT), once: the hash
+# imgpipe:webhook:ID and its member of imgpipe:webhooks, due now (lib/queue.h).
+queue_webhook() {
+	local once='if redis.call("HSETNX", KEYS[2], "event", ARGV[2]) == 1 then
+		redis.call("HSET", KEYS[2], "queued_at", ARGV[3])
+		redis.call("ZADD", KEYS[1], ARGV[3], ARGV[1])
+	end
+	return redis.call("HGET", KEYS[2], "queued_at")'
+	[[ $(redis EVAL "$once" 2 imgpipe:webhooks "imgpipe:webhook:$1" "$1" "$2" "$(now_ms)") =~ ^[0-9]+$ ]]
 }
 
 # "STATUS<tab>MESSAGE": the batch's final status and its summary line, from its counters
 # counted once more from its products (an image's $inc can be lost in a crash, or to a
-# concurrent write on FerretDB's SQLite backend).  A cancel that never reached a run (Redis
-# was down) still ends the batch cancelled.
+# concurrent write on FerretDB's SQLite backend), once each copy slot (a URL repeated in
+# the batch) holds its first slot's outcome, so that the counts include the copies.  A
+# cancel that never reached a run (Redis was down) still ends the batch cancelled.
 summarise() {
+	local copies
+	copies=$(dbrecord copies "$id") || return
+	jq -e '.copies > 0' >/dev/null <<<"$copies" &&
+		log copies filled "$(jq -r '"\(.copies) copy slots, \(.updated) set"' <<<"$copies")"
 	dbrecord recount "$id" && dbrecord show "$id" --no-products | jq -r '.progress as $p
 		| "\($p.rows_total) rows (\($p.rows_done) valid, \($p.rows_failed) rejected), \($p.images_total) images (\($p.images_done) done, \($p.images_failed) failed)" as $m
 		| if .cancel_requested then "failed\tcancelled"

@@ -38,5 +38,18 @@ watch_lease() {
 			break
 		fi
 	done
-	kill -TERM $$
+	kill -TERM $$ 2>/dev/null || true   # gone when it was killed
+	# bash runs the trap only once its foreground command returns, and a dbrecord retrying
+	# for the database (up to a minute) or notify backing off would outlive the lease; and
+	# when process-batch itself was killed, what it started goes on: the run's whole
+	# session is stopped (process-batch leads one under the dispatcher).
+	stop_session
+}
+
+# SIGTERM to every process of this run's session but the log's relay and this watch.
+stop_session() {
+	local pid
+	for pid in $(pgrep -s $$); do
+		case $pid in "$relogger" | "$BASHPID") ;; *) kill -TERM "$pid" 2>/dev/null || true ;; esac
+	done
 }

@@ -526,12 +526,12 @@ EOF
 
 @test "webhook delivery records are kept on the batch once" {
 	dbrecord batch "$ID" completed
-	delivery="{\"batch_id\": \"$ID\", \"event\": \"batch.completed\", \"delivery\": \"d-1\", \"attempts\": 2, \"status_code\": 200, \"delivered\": true, \"at\": \"2024-05-01T10:00:00Z\"}"
+	delivery="{\"batch_id\": \"$ID\", \"event\": \"batch.completed\", \"delivery\": \"d-1\", \"attempt\": 2, \"status_code\": 503, \"delivered\": false, \"gave_up\": true, \"at\": \"2024-05-01T10:00:00Z\", \"ending\": 1}"
 	echo "$delivery" | dbrecord >/dev/null
 	echo "$delivery" | dbrecord >/dev/null
 	run dbrecord show "$ID"
 	assert_equal "$(jq -c .webhook_deliveries <<<"$output")" \
-		'[{"delivery":"d-1","event":"batch.completed","attempts":2,"status_code":200,"delivered":true,"at":"2024-05-01T10:00:00Z"}]'
+		'[{"delivery":"d-1","event":"batch.completed","attempt":2,"status_code":503,"delivered":false,"gave_up":true,"at":"2024-05-01T10:00:00Z","ending":1}]'
 }
 
 @test "products have the index on batch_id and serial_no" {

@@ -61,6 +61,7 @@ submit_wait() {
 	assert_line '<form method="post" action="/upload" enctype="multipart/form-data">'
 	assert_line '<input id="file" name="file" type="file" accept=".csv,text/csv" required></p>'
 	assert_line --regexp '^<input id="webhook_url" name="webhook_url" type="url" '
+	assert_line '<p><input id="force" name="force" type="checkbox" value="1">'
 	assert_line '<p><button type="submit">Upload</button></p>'
 	run curl -sS "$IMGPIPE_URL/"
 	assert_equal "$(jq -c .routes <<<"$output")" '["POST /upload","GET /status/ID","GET /status/ID?format=csv","POST /status/ID/retry","POST /status/ID/cancel","GET /healthz","GET /metrics"]'
@@ -227,7 +228,7 @@ submit_wait() {
 	batch=$(jq -r .batch <<<"$seen")
 	[[ $batch =~ ^[0-9a-f]{32}$ ]]
 	check() { assert_equal "$(jq -c "$1" <<<"$seen")" "$2"; }
-	check '[.home_status, .form, .fields]' '[200,["post","/upload","multipart/form-data"],["file:file","webhook_url:url"]]'
+	check '[.home_status, .form, .fields]' '[200,["post","/upload","multipart/form-data"],["file:file","webhook_url:url","force:checkbox"]]'
 	check '[.heading, .status, .progress, .refreshes_when_ended]' "[\"Batch $batch\",\"completed\",100,0]"
 	check '[.products[] | .[0:2] | select(length == 2 and (.[0] | test("^[0-9]+$")))]' \
 		'[["1","Autumn Print"],["2","Kite Poster"],["3","Evening Glow Canvas"],["4","Colourful Cups"],["5","Missing Poster"]]'

@@ -18,8 +18,9 @@ Serves files under --root, receives webhooks, and misbehaves on request:
   GET  /hold/FILE?ms=N           the file after N ms; counts the /hold requests under way
   GET  /held[?reset=1]           {"now", "max"}: /hold requests under way, and the most
                                  at once since the start or the last reset
-  POST /hook                     records the request as one JSON line in --hook-log and
-                                 answers with the next of --hook-codes (the last repeats)
+  POST /hook[?ms=N]              records the request as one JSON line in --hook-log and
+                                 answers with the next of --hook-codes (the last repeats);
+                                 with ms, after N ms, "done" in the line the time it answered
   POST /hook-codes?set=500,200   replaces the webhook answer sequence
 Every GET's path is appended as one line to --request-log, so that a test can count what
 was fetched; and to --answer-log, one JSON line a GET once answered: {"path", "status",
@@ -196,13 +197,18 @@ class Handler(SimpleHTTPRequestHandler):
             return self.send_plain(204)
         if url.path != "/hook":
             return self.send_plain(404)
+        record = {"time": time.time(), "path": self.path,
+                  "headers": {k.lower(): v for k, v in self.headers.items()},
+                  "body": body.decode("utf-8", "replace")}
+        q = dict(urllib.parse.parse_qsl(url.query))
+        if "ms" in q:
+            time.sleep(int(q["ms"]) / 1000)
+            record["done"] = time.time()
         with LOCK:
             codes = STATE["hook_codes"]
             code = codes[min(STATE["hook_calls"], len(codes) - 1)]
             STATE["hook_calls"] += 1
-            record = {"time": time.time(), "path": self.path, "answer": code,
-                      "headers": {k.lower(): v for k, v in self.headers.items()},
-                      "body": body.decode("utf-8", "replace")}
+            record["answer"] = code
             with open(self.server.hook_log, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.send_plain(code, b"{}", headers=[("Content-Type", "application/json")])

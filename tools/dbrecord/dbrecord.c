@@ -20,6 +20,7 @@ static const char usage[] =
 	"       dbrecord [--retry-for SECONDS] show ID --csv\n"
 	"       dbrecord [--retry-for SECONDS] pending ID [--chunk N] [--settings NAME]\n"
 	"       dbrecord [--retry-for SECONDS] recount ID\n"
+	"       dbrecord [--retry-for SECONDS] copies ID\n"
 	"       dbrecord [--retry-for SECONDS] chunk ID ENDING JOB start HOST [ROWS]|end [TOTAL]|claim [REASON]\n"
 	"       dbrecord [--retry-for SECONDS] chunks ID\n"
 	"Records NDJSON records in MongoDB (MONGODB_URI) and echoes each one once recorded:\n"
@@ -35,12 +36,14 @@ static const char usage[] =
 	"                             (default 100, at most 1000), or none with --no-products\n"
 	"  show ID --csv              print the batch's output CSV, every product\n"
 	"  pending ID [--chunk N]     print an image record for every input URL (of chunk N)\n"
-	"                             whose output slot is empty, a blank line after each\n"
-	"                             product's; one whose URL sources knows, with an output\n"
-	"                             under --settings NAME (default q50), gains a reuse\n"
-	"                             (none with the batch's force or IMGPIPE_FORCE=1)\n"
+	"                             whose output slot is empty and that is no copy, a blank\n"
+	"                             line after each product's; one whose URL sources knows,\n"
+	"                             with an output under --settings NAME (default q50), gains\n"
+	"                             a reuse (none with the batch's force or IMGPIPE_FORCE=1)\n"
 	"  recount ID                 count the batch's products and images again and store\n"
 	"                             the counts\n"
+	"  copies ID                  set each copy slot (its URL is in an earlier slot of the\n"
+	"                             batch) to the outcome of that first slot\n"
 	"  chunk ID ENDING JOB ...    the batch's job JOB (a chunk number, or plan) of ending\n"
 	"                             ENDING ('-': the batch's) starts on HOST (plan: ROWS a\n"
 	"                             chunk, fixed by its first start), ends (plan: having queued\n"
@@ -180,6 +183,8 @@ int main(int argc, char **argv)
 		pending_command(argc, argv, usage);
 	} else if (strcmp(argv[0], "recount") == 0) {
 		recount_command(argc, argv, usage);
+	} else if (strcmp(argv[0], "copies") == 0) {
+		copies_command(argc, argv, usage);
 	} else if (strcmp(argv[0], "chunk") == 0) {
 		chunk_command(argc, argv, usage);
 	} else if (strcmp(argv[0], "chunks") == 0) {

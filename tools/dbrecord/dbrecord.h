@@ -51,4 +51,9 @@ void show_command(int argc, char **argv, const char *usage);
 void pending_command(int argc, char **argv, const char *usage);
 void recount_command(int argc, char **argv, const char *usage);
 
+/* copies.c: copies ID, the batch's copy slots set to their owners' outcomes; and whether
+ * slot index of a product (as read, with its "copies") is a copy. */
+void copies_command(int argc, char **argv, const char *usage);
+bool is_copy(const bson_t *product, int64_t index);
+
 #endif

@@ -137,8 +137,10 @@ static void append_reuse(bson_t *rec, const char *url, const struct reuse_from *
 	bson_append_document_end(rec, &reuse);
 }
 
-/* The slots of a product that hold no output yet, one at a time (pending_next). */
+/* The slots of a product that hold no output yet and are no copy (dbrecord copies fills
+ * those), one at a time (pending_next). */
 struct pending_slots {
+	const bson_t *product;
 	bson_iter_t url, out;      /* out moves along with url: slot i belongs to input i */
 	bool has_out, has_url;
 	int32_t index;             /* of the slot pending_next returned last */
@@ -153,6 +155,7 @@ static void pending_begin(struct pending_slots *s, const bson_t *product)
 	s->has_out = bson_iter_init_find(&it, product, "output_image_urls") &&
 		     BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &s->out);
 	s->index = -1;
+	s->product = product;
 }
 
 /* The input URL of the next slot without output, its index in s->index; NULL after the
@@ -164,16 +167,16 @@ static const char *pending_next(struct pending_slots *s)
 			    *bson_iter_utf8(&s->out, NULL);
 
 		s->index++;
-		if (!done && BSON_ITER_HOLDS_UTF8(&s->url))
+		if (!done && BSON_ITER_HOLDS_UTF8(&s->url) && !is_copy(s->product, s->index))
 			return bson_iter_utf8(&s->url, NULL);
 	}
 	return NULL;
 }
 
-/* Writes an image record for each of the product's slots that hold no output yet, with
- * its reuse when its source is known, and a blank line after them (process-batch's
- * parallel splits only there, so that one pipeline writes all of a product's slots).
- * Returns how many, or -1 when stdout fails. */
+/* Writes an image record for each of the product's slots that hold no output yet (and
+ * are no copy), with its reuse when its source is known, and a blank line after them
+ * (process-batch's parallel splits only there, so that one pipeline writes all of a
+ * product's slots).  Returns how many, or -1 when stdout fails. */
 static int write_pending(const char *id, const bson_t *product, const struct reuse_from *from)
 {
 	struct pending_slots slots;
@@ -275,7 +278,7 @@ static bool list_pending(const char *id, int64_t chunk, struct reuse_from *from,
 			 bson_error_t *error)
 {
 	static const char *const fields[] = {
-		"serial_no", "input_image_urls", "output_image_urls", NULL,
+		"serial_no", "input_image_urls", "output_image_urls", "copies", NULL,
 	};
 	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
 	const bson_t *product;
@@ -316,8 +319,8 @@ static bool batch_forced(const char *id, bool *forced, bson_error_t *err)
 }
 
 /* pending ID [--chunk N] [--settings NAME]: process-batch's work list, every input URL
- * (of chunk N) whose output slot is "" (failed images included), as image records grouped
- * by product, in serial order; each with a reuse when sources knows its URL and an output
+ * (of chunk N) whose output slot is "" (failed images included) and that is no copy, as
+ * image records grouped by product, in serial order; each with a reuse when sources knows its URL and an output
  * made under NAME (default q50, shrink's), unless the batch or IMGPIPE_FORCE=1 forces. */
 void pending_command(int argc, char **argv, const char *usage)
 {

@@ -163,7 +163,7 @@ static void append_int(bson_t *doc, const char *key, int64_t n)
 static bson_t *product_update(const bson_t *rec, int64_t now)
 {
 	bson_t *u = bson_new(), set, init, outs, push, none, each;
-	bson_iter_t urls;
+	bson_iter_t urls, copies;
 	int n = string_array(rec, "input_image_urls");
 	char idx[16];
 	const char *key;
@@ -176,6 +176,9 @@ static bson_t *product_update(const bson_t *rec, int64_t now)
 	bson_append_iter(&set, NULL, 0, &urls);
 	if (rec_int(rec, "chunk", -1) >= 0)     /* the chunk of the batch it belongs to */
 		append_int(&set, "chunk", rec_int(rec, "chunk", 0));
+	/* the slots whose URL an earlier slot of the batch has (the planning job's) */
+	if (bson_iter_init_find(&copies, rec, "copies") && BSON_ITER_HOLDS_ARRAY(&copies))
+		bson_append_iter(&set, NULL, 0, &copies);
 	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
 	bson_append_document_end(u, &set);
 
@@ -376,7 +379,8 @@ static bson_t *batch_touch(int64_t now, const struct counts *c)
 static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
-		"delivery", "event", "attempts", "status_code", "delivered", "at", "error", "ending", NULL,
+		"delivery", "event", "attempt", "attempts", "status_code", "delivered", "gave_up", "at",
+		"error", "ending", NULL,
 	};
 	static const struct counts none;
 	bson_t *u = batch_touch(now, &none);
