@@ -43,27 +43,30 @@ redis_commands() {
 	redis >/dev/null || log metrics not_counted "Redis unavailable"
 }
 
-# Logs each failed image of this run's outcomes (dbrecord echoes each record once it is
-# written) under its stage, and adds them to the counters, once: images done (and of them
-# reused), failed, and the errors by stage.
+# Logs each failed image of this run's outcomes (each pipeline's dbrecord echoes each
+# record once it is written, into outcomes-K.ndjson) under its stage, and adds them to the
+# counters, once: images done (and of them reused), failed, and the errors by stage.  One
+# jq for both: its "log" lines become log lines, the rest Redis commands.
 count_outcomes() {
-	local stage serial index error
+	local files=("$work"/outcomes-*.ndjson) kind stage serial index error
 	# the error's "stage: " prefix, else the stage after the last one whose field it has
 	local stage_of='def stage: (.error | capture("^(?<s>[a-z0-9_]+): ").s) //
 		if (.error | startswith("not recorded: ")) then "dbrecord" elif .output_url then "dbrecord"
 		elif .output_file then "s3put" elif .file then "shrink" else "fetchimg" end;'
-	[ -s "$work/outcomes.ndjson" ] || return 0
-	jq -r "$stage_of"'select(.index != null and .error) | [stage, .serial_no, .index, .error] | @tsv' \
-		<"$work/outcomes.ndjson" |
-		while IFS=$'\t' read -r stage serial index error; do
-			log "$stage" image_failed "product $serial image $index: $error"
-		done
-	jq -n -r "$stage_of"'reduce (inputs | select(.index != null)) as $r ({};
-		if $r.error then
-			.images_failed += 1 | .["stage_errors:" + ($r | stage)] += 1
-		elif $r.output_url then .images_done += 1 | if $r.reused == true then .images_reused += 1 else . end
-		else . end)
-		| to_entries[] | "HINCRBY imgpipe:metrics \(.key) \(.value)"' <"$work/outcomes.ndjson" |
-		redis_commands
-	: >"$work/outcomes.ndjson"
+	[ -e "${files[0]}" ] || return 0
+	jq -n -r "$stage_of"'[inputs | select(.index != null)]
+		| (.[] | select(.error) | ["log", stage, .serial_no, .index, .error] | @tsv),
+		  (reduce .[] as $r ({};
+			if $r.error then .images_failed += 1 | .["stage_errors:" + ($r | stage)] += 1
+			elif $r.output_url then .images_done += 1 | if $r.reused == true then .images_reused += 1 else . end
+			else . end)
+		   | to_entries[] | "HINCRBY imgpipe:metrics \(.key) \(.value)")' "${files[@]}" |
+		while IFS=$'\t' read -r kind stage serial index error; do
+			if [ "$kind" = log ]; then
+				log "$stage" image_failed "product $serial image $index: $error"
+			else
+				printf '%s\n' "$kind"
+			fi
+		done | redis_commands
+	rm -f "${files[@]}"
 }

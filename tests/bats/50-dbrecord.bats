@@ -367,7 +367,7 @@ EOF
 {"batch_id": "$ID", "serial_no": 3, "index": 1, "url": "http://img/3b.jpg"}
 EOF
 )"
-	# in groups as parallel --recend '\n\n' splits them: one a product, each ending in a blank line
+	# in groups as process-batch deals them to its pipelines: one a product, each ending in a blank line
 	dbrecord pending "$ID" >"$BATS_TEST_TMPDIR/pending"
 	assert_equal "$(awk 'BEGIN { RS = "" } END { print NR }' "$BATS_TEST_TMPDIR/pending")" 2
 	assert_equal "$(tail -c 2 "$BATS_TEST_TMPDIR/pending" | od -An -c | tr -d ' ')" '\n\n'

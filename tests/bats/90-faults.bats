@@ -75,7 +75,7 @@ PY
 	export IMGPIPE_PARALLEL=1
 	id=$(submit_products 12)
 	wait_for "$id" 60 '.progress.images_done > 2'
-	# the dispatcher's whole session: parallel runs each pipeline in a process group of its own
+	# the dispatcher's whole session: every run and the processes of its pipelines
 	pkill -KILL -s "$(cat "$IMGPIPE_HOME/run/dispatch.pid")"
 	run field "$id" '.status'
 	assert_output "in progress"

@@ -16,6 +16,7 @@
 #include "stage.h"
 
 #define FLUSH_MAX 256              /* records a write batch */
+#define FLUSH_WAIT_MS 250          /* how long a write batch waits for more records */
 
 enum kind { PASS, PRODUCT, IMAGE, ROW_ERROR, DELIVERY };
 
@@ -972,23 +973,28 @@ static void flush(struct item *items, size_t *n)
 	*n = 0;
 }
 
-/* True when more input is ready without waiting: in stdio's buffer (glibc's FILE read
- * pointers, as gnulib's freadahead reads them) or on the descriptor. */
-static int input_pending(FILE *f)
+/* True when more input is ready by the time deadline (libbson's monotonic clock, in
+ * microseconds): in stdio's buffer (glibc's FILE read pointers, as gnulib's freadahead
+ * reads them) or on the descriptor. */
+static int input_pending(FILE *f, int64_t deadline)
 {
 	struct pollfd p = { .fd = fileno(f), .events = POLLIN };
+	int64_t wait_ms = (deadline - bson_get_monotonic_time()) / 1000;
 
-	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, 0) > 0;
+	return f->_IO_read_ptr < f->_IO_read_end || poll(&p, 1, wait_ms > 0 ? (int)wait_ms : 0) > 0;
 }
 
 /* NDJSON mode: records in write batches of up to FLUSH_MAX, each flushed early when
- * the input runs dry, so a slow trickle is still recorded at once.  Returns the exit
+ * the input runs dry for FLUSH_WAIT_MS after the batch's first record: an image
+ * pipeline sends a record every tens of ms, and a write batch of one image costs three
+ * MongoDB commands (bench/roundtrips), a batch of several barely more.  Returns the exit
  * status. */
 int record_stream(bool every_row)
 {
 	struct stage s;
 	struct item items[FLUSH_MAX];
 	size_t n = 0;
+	int64_t first_at = 0;
 	bson_t *rec;
 	enum stage_line got;
 
@@ -1003,8 +1009,10 @@ int record_stream(bool every_row)
 			stage_pass(&s);
 			continue;
 		}
+		if (n == 0)
+			first_at = bson_get_monotonic_time();
 		items[n++] = item_new(rec, &s);
-		if (n == FLUSH_MAX || !input_pending(stdin))
+		if (n == FLUSH_MAX || !input_pending(stdin, first_at + FLUSH_WAIT_MS * 1000))
 			flush(items, &n);
 	}
 	flush(items, &n);
