@@ -11,42 +11,17 @@ deal_products() {
 		{ print > (dir "/images-" (NR - 1) % n ".ndjson") }' "$work/images.ndjson"
 }
 
-# Runs one pipeline a file of deal_products, each process a child of this shell (so that
-# stop_step stops them all), pipeline K's outcomes into outcomes-K.ndjson; the first
-# pipeline seen failing stops the others.  Started once a chunk: GNU parallel, which ran
-# them before, cost more CPU than a chunk's fetches and uploads (bench/roundtrips).
+# Runs one pipeline a file of deal_products, with GNU parallel started once a chunk (fed
+# through --pipe, parallel itself cost more CPU than a chunk's fetches and uploads:
+# bench/roundtrips), pipeline K's outcomes into outcomes-K.ndjson; the first failure
+# stops the others.  On SIGTERM, parallel stops its pipelines (stop_step).
 run_pipelines() {
-	local part pids=() left pid ended status rc=0
-	for part in "$work"/images-*.ndjson; do
-		fetchimg --dir "$work/in" --max-files 8 <"$part" | shrink --out-dir "$work/out" |
-			s3put --remove-files | dbrecord >"$work/outcomes-${part##*-}" &
-		pids+=("$!")
-	done
-	# wait -n sees only jobs that end while it waits, and takes their status with it: an
-	# ended job is waited for by pid (its status kept), wait -n names the one it took.
-	while [ "$rc" = 0 ] && [ ${#pids[@]} -gt 0 ]; do
-		running="${pids[*]}" left=()
-		for pid in "${pids[@]}"; do
-			if kill -0 "$pid" 2>/dev/null; then
-				left+=("$pid")
-			else
-				wait "$pid" || rc=$?
-			fi
-		done
-		pids=("${left[@]}")
-		if [ "$rc" != 0 ] || [ ${#pids[@]} -eq 0 ]; then
-			break
-		fi
-		ended='' status=0
-		wait -n -p ended "${pids[@]}" 2>/dev/null || status=$?
-		[ -z "$ended" ] || rc=$status
-		pids=()
-		for pid in "${left[@]}"; do
-			[ "$pid" = "$ended" ] || pids+=("$pid")
-		done
-	done
-	running="${pids[*]}"
-	[ "$rc" = 0 ] || stop_step
+	local stages rc=0
+	stages="set -o pipefail; fetchimg --dir $(printf %q "$work/in") --max-files 8 <{} |
+		shrink --out-dir $(printf %q "$work/out") | s3put --remove-files | dbrecord >{= s/images-/outcomes-/ =}"
+	parallel --jobs "$jobs" --halt now,fail=1 "$stages" ::: "$work"/images-*.ndjson &
+	running=$!
+	wait "$running" || rc=$?
 	running=
 	rm -f "$work"/images-*.ndjson
 	return "$rc"

@@ -31,6 +31,7 @@ redis-server         cmd redis-server
 redis-tools          cmd redis-cli
 lighttpd             cmd lighttpd
 jq                   cmd jq
+parallel             cmd parallel
 curl                 cmd curl
 procps               cmd ps
 python3              cmd python3

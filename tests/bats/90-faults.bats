@@ -37,12 +37,15 @@ log_line() {
 	grep -n -m 1 -E -- "$1" "$LOG" | cut -d: -f1
 }
 
-# A CSV of N products, two photographs each (and so 2N images).
+# A CSV of N products, two photographs each (and so 2N images), every URL its own (the
+# query differs), so that no slot is a copy of another or reuses an earlier batch's output:
+# each is real work.
 products_csv() {
-	local n=$1 photos=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple bythewater summer_1am darkesthour grey)
+	local n=$1 csv=$RANDOM photos=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple bythewater summer_1am darkesthour grey)
 	echo "S. No.,Product Name,Input Image Urls"
 	for i in $(seq "$n"); do
-		printf '%d,Product %d,"%s/%s.jpg,%s/%s.jpg"\n' "$i" "$i" "$HTTPD_URL" "${photos[i % 12]}" "$HTTPD_URL" "${photos[(i + 5) % 12]}"
+		printf '%d,Product %d,"%s/%s.jpg?csv=%d&row=%d,%s/%s.jpg?csv=%d&row=%d"\n' "$i" "$i" \
+			"$HTTPD_URL" "${photos[i % 12]}" "$csv" "$i" "$HTTPD_URL" "${photos[(i + 5) % 12]}" "$csv" "$i"
 	done
 }
 
