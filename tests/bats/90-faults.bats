@@ -230,3 +230,19 @@ PY
 	wait_for "$id" 120 '.status == "completed"'
 	assert_complete_once "$id" 6
 }
+
+@test "the folder of a run killed outright is removed by a later run; a live run's folder is not" {
+	mkdir -p "$IMGPIPE_HOME/tmp/abandoned-plan-1/in" "$IMGPIPE_HOME/tmp/alive-plan-2"
+	# a process of a live run holds its folder's lock, as every process of a run does
+	(exec {fd}>"$IMGPIPE_HOME/tmp/alive-plan-2/.lock" && flock "$fd" && exec sleep 60) &
+	holder=$!
+	for _ in $(seq 50); do flock -n "$IMGPIPE_HOME/tmp/alive-plan-2/.lock" true || break; sleep 0.1; done
+	touch -d '2 minutes ago' "$IMGPIPE_HOME/tmp/abandoned-plan-1" "$IMGPIPE_HOME/tmp/alive-plan-2"
+	id=$(submit_products 1)
+	wait_for "$id" 60 '.status == "completed"'
+	kill "$holder"
+	[ ! -e "$IMGPIPE_HOME/tmp/abandoned-plan-1" ]
+	[ -d "$IMGPIPE_HOME/tmp/alive-plan-2" ]
+	rm -rf "$IMGPIPE_HOME/tmp/alive-plan-2"
+	grep -q 'event=removed_abandoned ms=[0-9]* msg="abandoned-plan-1: left by a run killed outright"' "$IMGPIPE_HOME/log/dispatch.log"
+}
