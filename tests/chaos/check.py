@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """The chaos run's verdict: waits for the batches to end, then checks the invariants with
-clients of its own, not imgpipe's code: pymongo, curl's SigV4 for S3 (boto3 is not
-installed), the Standard Webhooks verifier (tests/lib/verify-webhook.py, run with the venv
+clients of its own, not imgpipe's code: pymongo, boto3, the Standard Webhooks verifier (tests/lib/verify-webhook.py, run with the venv
 python that --webhook-python names).
 
 usage: check.py --home IMGPIPE_HOME --seed N --webhook-python PYTHON [--settle SECONDS] [--durable]
@@ -22,6 +21,9 @@ import subprocess
 import sys
 import time
 
+import boto3
+import botocore.config
+import botocore.exceptions
 import pymongo
 
 ENDED = ("completed", "failed")
@@ -47,6 +49,9 @@ def read_hooks(path):
 class Run:
     def __init__(self, args):
         self.home, self.chaos = args.home, os.path.join(args.home, "chaos")
+        self.pointed_at = set()     # the S3 keys of every output URL
+        self.s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name=os.environ["AWS_REGION"],
+                               config=botocore.config.Config(s3={"addressing_style": "path"}))
         self.durable, self.claim_idle = args.durable, args.claim_idle
         self.db = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000).get_default_database()
         self.webhook_python = args.webhook_python
@@ -165,15 +170,25 @@ class Run:
         if not url.startswith(prefix):
             self.broken["output URL outside the bucket"].append(f"{bid} serial {serial}: {url}")
             return
-        env = os.environ
-        head = subprocess.run(["curl", "-sS", "-I", "-o", "/dev/null", "-w", "%{http_code}",
-                               "--aws-sigv4", f"aws:amz:{env['AWS_REGION']}:s3",
-                               "--user", f"{env['AWS_ACCESS_KEY_ID']}:{env['AWS_SECRET_ACCESS_KEY']}",
-                               "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                               f"{env['S3_ENDPOINT']}/{env['S3_BUCKET']}/{url[len(prefix):]}"],
-                              capture_output=True, text=True, check=False)
-        if head.stdout != "200":
-            self.broken["output object missing from S3"].append(f"{bid} serial {serial}: {url} (HEAD {head.stdout})")
+        key = url[len(prefix):]
+        self.pointed_at.add(key)
+        try:
+            self.s3.head_object(Bucket=os.environ["S3_BUCKET"], Key=key)
+        except botocore.exceptions.ClientError as e:
+            self.broken["output object missing from S3"].append(f"{bid} serial {serial}: {url} ({e})")
+
+    def check_storage(self):
+        """Nothing in S3 that no product points at (an image uploaded, then its batch cancelled
+        or given up before the record, stays as a note: content-addressed, any later batch
+        of the same bytes reuses it), and no run folder left on this host."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["S3_BUCKET"], Prefix="images/")
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if obj["Key"] not in self.pointed_at:
+                    self.notes["S3 object no product points at"].append(obj["Key"])
+        tmp = os.path.join(self.home, "tmp")
+        for name in sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []:
+            self.broken["run folder left in IMGPIPE_HOME/tmp"].append(name)
 
     def check_webhooks(self):
         verdicts = self.verify_signatures()
@@ -309,6 +324,7 @@ def main():
     run = Run(a)
     run.settle(a.settle)
     run.check_batches()
+    run.check_storage()
     run.check_webhooks()
     runs = run.check_runs()
     sys.exit(run.summary(a.seed, runs))
