@@ -234,7 +234,7 @@ PY
 @test "the folder of a run killed outright is removed by a later run; a live run's folder is not" {
 	mkdir -p "$IMGPIPE_HOME/tmp/abandoned-plan-1/in" "$IMGPIPE_HOME/tmp/alive-plan-2"
 	# a process of a live run holds its folder's lock, as every process of a run does
-	(exec {fd}>"$IMGPIPE_HOME/tmp/alive-plan-2/.lock" && flock "$fd" && exec sleep 60) &
+	(exec {fd}>"$IMGPIPE_HOME/tmp/alive-plan-2/.lock" && flock -s "$fd" && exec sleep 60) &
 	holder=$!
 	for _ in $(seq 50); do flock -n "$IMGPIPE_HOME/tmp/alive-plan-2/.lock" true || break; sleep 0.1; done
 	touch -d '2 minutes ago' "$IMGPIPE_HOME/tmp/abandoned-plan-1" "$IMGPIPE_HOME/tmp/alive-plan-2"
