@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -12,29 +13,61 @@ void log_init(const char *host)
 	snprintf(log_host, sizeof log_host, "%s", host);
 }
 
+/* Copies msg into out (size len) as a logfmt quoted value's inside: quotes and backslashes
+ * escaped, newlines as spaces.  A message too long is cut short. */
+static void quote_into(char *out, size_t len, const char *msg)
+{
+	size_t n = 0;
+
+	for (const char *p = msg; *p; p++) {
+		int escape = *p == '"' || *p == '\\';
+		if (n + 1 + escape >= len)
+			break;
+		if (escape)
+			out[n++] = '\\';
+		out[n++] = *p == '\n' ? ' ' : *p;
+	}
+	out[n] = '\0';
+}
+
+/* Writes all of buf with one write(2) where it can: the dispatcher, its runs and other
+ * dispatchers may share one stderr (a journal, a file opened O_APPEND), and a line written
+ * in pieces would interleave with theirs. */
+static void write_all(const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+		if (n <= 0)
+			return;         /* nowhere to report a failing log */
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
 void log_event(const char *batch, const char *chunk, const char *event, const char *fmt, ...)
 {
-	char msg[1024], ts[32];
+	char msg[1024], quoted[2 * sizeof msg], ts[32], line[sizeof quoted + 512];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	quote_into(quoted, sizeof quoted, msg);
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (!gmtime_r(&now.tv_sec, &tm) || !strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm))
 		snprintf(ts, sizeof ts, "%lld", (long long)now.tv_sec);
-	fprintf(stderr, "ts=%s.%03ldZ host=%s", ts, now.tv_nsec / 1000000, log_host);
-	if (batch && *batch)
-		fprintf(stderr, " batch=%s", batch);
-	if (chunk && *chunk)
-		fprintf(stderr, " chunk=%s", chunk);
-	fprintf(stderr, " stage=dispatch event=%s msg=\"", event);
-	for (const char *p = msg; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fputc('\\', stderr);
-		fputc(*p == '\n' ? ' ' : *p, stderr);
+	n = snprintf(line, sizeof line, "ts=%s.%03ldZ host=%s%s%s%s%s stage=dispatch event=%s msg=\"%s\"\n",
+		     ts, now.tv_nsec / 1000000, log_host, batch && *batch ? " batch=" : "",
+		     batch ? batch : "", chunk && *chunk ? " chunk=" : "", chunk ? chunk : "", event, quoted);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof line) {         /* cut, but still one whole line */
+		n = (int)sizeof line - 1;
+		line[n - 2] = '"';
+		line[n - 1] = '\n';
 	}
-	fputs("\"\n", stderr);
+	write_all(line, (size_t)n);
 }

@@ -13,6 +13,8 @@ teardown_file() {
 }
 
 teardown() {
+	# a failed test shows what the dispatchers and their runs logged
+	[ -n "${BATS_TEST_COMPLETED:-}" ] || grep -v -E "event=(progress|message) " "$LOG" 2>/dev/null | tail -n 80 || true
 	for pid in "${DISPATCHERS[@]}"; do
 		kill -KILL "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
