@@ -39,7 +39,6 @@ struct sink {
 	int write_errno;
 	char doc[S3_ERROR_DOC];
 	size_t doclen;
-	char curl_error[CURL_ERROR_SIZE];
 };
 
 struct request {
@@ -212,7 +211,7 @@ static CURLcode perform(struct s3 *s, const struct request *rq, const char *url,
 
 	snprintf(sigv4, sizeof sigv4, "aws:amz:%s:s3", s->cfg->aws_region);
 	k->doclen = 0;
-	k->doc[0] = k->curl_error[0] = '\0';
+	k->doc[0] = '\0';
 	if (rq->body && body_rewind(rq->body) != 0)
 		return CURLE_READ_ERROR;
 	curl_easy_reset(c);
@@ -224,7 +223,6 @@ static CURLcode perform(struct s3 *s, const struct request *rq, const char *url,
 	bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
 	bad |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
 	bad |= curl_easy_setopt(c, CURLOPT_WRITEDATA, k);
-	bad |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, k->curl_error);
 	bad |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	bad |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
 	/* A stalled transfer fails; a slow but moving one of a big object does not. */
@@ -345,7 +343,9 @@ static int fail(struct s3 *s, int exit_code, const struct request *rq, const cha
 static int explain(struct s3 *s, const struct request *rq, CURLcode cc, long status,
 		   const struct sink *k, int attempts)
 {
-	const char *detail = *k->curl_error ? k->curl_error : curl_easy_strerror(cc);
+	/* libcurl's generic text, not its error buffer's: that names the store's address,
+	 * and a record's error reaches the status a client reads (docs/design.md, 6). */
+	const char *detail = curl_easy_strerror(cc);
 	struct fault f;
 	const char *hint;
 

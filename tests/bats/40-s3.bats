@@ -209,7 +209,7 @@ teardown_file() {
 	export S3_ENDPOINT=http://127.0.0.1:1 S3_PUBLIC_URL=http://127.0.0.1:1/imgpipe
 	run s3put --retries 1 "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/down.jpg"
 	assert_failure 69
-	assert_output --regexp "^s3put: PUT s3://$S3_BUCKET/images/$RUN/down.jpg: store unreachable after 2 attempts: .+"
+	assert_output "s3put: PUT s3://$S3_BUCKET/images/$RUN/down.jpg: store unreachable after 2 attempts: Couldn't connect to server"
 	run s3put --retries 1 <<-EOF
 	{"sha256": "$SHA1", "settings": "q1", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	{"sha256": "$SHA1", "settings": "q2", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
@@ -217,9 +217,11 @@ teardown_file() {
 	assert_success
 	assert_equal "${#lines[@]}" 2
 	run jq -r .error <<<"$output"
-	assert_line --index 0 --regexp "^s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q1.jpg: store unreachable after 2 attempts: .+"
+	# the reason is libcurl's generic one: the record's error reaches the status, and names
+	# no internal address
+	assert_line --index 0 "s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q1.jpg: store unreachable after 2 attempts: Couldn't connect to server"
 	# While the store stays down, later records try once instead of waiting out the retries.
-	assert_line --index 1 --regexp "^s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q2.jpg: store unreachable after 1 attempt: .+"
+	assert_line --index 1 "s3put: HEAD s3://$S3_BUCKET/images/$SHA1-q2.jpg: store unreachable after 1 attempt: Couldn't connect to server"
 }
 
 @test "a 503 is retried: the answer after it is streamed out" {

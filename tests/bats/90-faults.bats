@@ -130,6 +130,9 @@ PY
 	wait_for "$id" 120 '.status == "failed"'
 	run field "$id" .message
 	assert_output --partial "S3"
+	# what failed, but not where the store is
+	run curl -sS "$IMGPIPE_URL/status/$id"
+	refute_output --partial "${S3_ENDPOINT#*://}"
 }
 
 @test "the webhook receiver down: the batch still completes, the failed attempt is recorded, then delivered" {
