@@ -40,6 +40,7 @@
 #define SWEEP_PERIOD_MAX_MS 60000
 #define CANCEL_CHECK_MS 1000
 #define DELIVER_PERIOD_MS 1000  /* a webhook waits at most about this long once it is due */
+#define CHILD_POLL_MS 50        /* how soon a run that ended frees its slot, when all are busy */
 
 static const char usage[] =
 	"usage: imgpipe-dispatch [--jobs N] [--claim-idle SECONDS] [--max-attempts N]\n"
@@ -403,6 +404,19 @@ struct duties {
 	long beat, cancel_check, sweep, deliver;
 };
 
+/* Waits up to ms, or less once a child has exited (it is left for reap to collect): with
+ * every slot busy, the next job starts as soon as a run ends, not a whole wait later. */
+static void wait_for_child(long ms)
+{
+	for (long left = ms; left > 0; left -= CHILD_POLL_MS) {
+		siginfo_t exited = { 0 };
+
+		if (waitid(P_ALL, 0, &exited, WEXITED | WNOHANG | WNOWAIT) == 0 && exited.si_pid != 0)
+			return;
+		sleep_ms(left < CHILD_POLL_MS ? left : CHILD_POLL_MS);
+	}
+}
+
 /* One pass of the loop: take a job if a slot is free (blocking a little while), keep
  * the running ones alive, pass cancels on, sweep and deliver webhooks when due, collect
  * the finished.
@@ -420,7 +434,7 @@ static int step(struct queue *q, struct duties *last)
 		if (got < 0 || (got && run_taken(q, slot, &taken) != 0))
 			return -1;
 	} else {
-		sleep_ms(wait_ms);
+		wait_for_child(wait_ms);
 	}
 	if (now_ms() - last->beat >= beat_ms) {
 		last->beat = now_ms();
