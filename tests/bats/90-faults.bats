@@ -27,10 +27,12 @@ setup() {
 	LOG="$BATS_TEST_TMPDIR/dispatchers.log"
 }
 
-# A dispatcher of the test's own (the stack's is stopped first), logging to $LOG.
+# A dispatcher of the test's own (the stack's is stopped first), logging to $LOG.  It
+# sweeps only when the test asks (--sweep-after): the batches earlier files left would
+# otherwise be queued again, and keep its slots busy.
 dispatcher() {
 	imgpipe stack down dispatch >/dev/null 2>&1
-	imgpipe-dispatch "$@" 2>>"$LOG" &
+	imgpipe-dispatch --sweep-after 0 "$@" 2>>"$LOG" &
 	DISPATCHERS+=($!)
 }
 
@@ -41,18 +43,20 @@ log_line() {
 
 # A CSV of N products, two photographs each (and so 2N images), every URL its own (the
 # query differs), so that no slot is a copy of another or reuses an earlier batch's output:
-# each is real work.
+# each is real work.  With PATH, the photographs are under it at the image server (hold/:
+# each answered half a second late).
 products_csv() {
-	local n=$1 csv=$RANDOM photos=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple bythewater summer_1am darkesthour grey)
+	local n=$1 url=$HTTPD_URL/${2:-} csv=$RANDOM photos=(autumn fallenleaf path eveningglow kite colorfulcups onestandsout coldripple bythewater summer_1am darkesthour grey)
 	echo "S. No.,Product Name,Input Image Urls"
 	for i in $(seq "$n"); do
-		printf '%d,Product %d,"%s/%s.jpg?csv=%d&row=%d,%s/%s.jpg?csv=%d&row=%d"\n' "$i" "$i" \
-			"$HTTPD_URL" "${photos[i % 12]}" "$csv" "$i" "$HTTPD_URL" "${photos[(i + 5) % 12]}" "$csv" "$i"
+		printf '%d,Product %d,"%s%s.jpg?csv=%d&row=%d,%s%s.jpg?csv=%d&row=%d"\n' "$i" "$i" \
+			"$url" "${photos[i % 12]}" "$csv" "$i" "$url" "${photos[(i + 5) % 12]}" "$csv" "$i"
 	done
 }
 
+# submit_products N [PATH]: a batch of products_csv N PATH; prints its id.
 submit_products() {
-	products_csv "$1" >"$BATS_TEST_TMPDIR/products.csv"
+	products_csv "$1" "${2:-}" >"$BATS_TEST_TMPDIR/products.csv"
 	imgpipe submit "$BATS_TEST_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
 }
 
@@ -162,21 +166,22 @@ PY
 	export IMGPIPE_PARALLEL=1
 	dispatcher --claim-idle 3 --jobs 1
 	first=${DISPATCHERS[0]}
-	id=$(submit_products 40)
+	# slow downloads: the run is still far from done when its lease runs out
+	id=$(submit_products 40 hold/)
 	wait_for "$id" 60 '.progress.images_done > 2'
 	kill -STOP "$first"
 	dispatcher --claim-idle 3 --jobs 1
-	for _ in $(seq 100); do [ "$(grep -c "chunk=0 run=[0-9]* stage=images event=started " "$LOG")" -ge 2 ] && break; sleep 0.2; done
+	for _ in $(seq 100); do [ "$(grep -c "batch=$id chunk=0 run=[0-9]* stage=images event=started " "$LOG")" -ge 2 ] && break; sleep 0.2; done
 	kill -CONT "$first"
 	wait_for "$id" 120 '.status == "completed"'
 	assert_complete_once "$id" 40
 	# the first run saw its lease about to expire unrenewed (or, on a loaded machine whose
 	# watch woke late, already taken), and stopped before the second began
-	started() { sed -n "s/.* chunk=0 stage=dispatch event=started msg=\"job .*, attempt $1, run \([0-9]*\),.*/\1/p" "$LOG" | head -n 1; }
+	started() { sed -n "s/.* batch=$id chunk=0 stage=dispatch event=started msg=\"job .*, attempt $1, run \([0-9]*\),.*/\1/p" "$LOG" | head -n 1; }
 	stale=$(started 1) taken=$(started 2)
 	[ -n "$stale" ] && [ -n "$taken" ]
-	grep -q -E "chunk=0 run=$stale stage=lease event=(expiring|lost) " "$LOG"
-	[ "$(log_line "chunk=0 run=$stale stage=batch event=stopped ")" -lt "$(log_line "chunk=0 run=$taken stage=images event=started ")" ]
+	grep -q -E "batch=$id chunk=0 run=$stale stage=lease event=(expiring|lost) " "$LOG"
+	[ "$(log_line "batch=$id chunk=0 run=$stale stage=batch event=stopped ")" -lt "$(log_line "batch=$id chunk=0 run=$taken stage=images event=started ")" ]
 }
 
 @test "a batch accepted but never queued is run by the sweeper within --sweep-after" {
