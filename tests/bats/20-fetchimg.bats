@@ -532,16 +532,20 @@ fetch_reusing() {
 		--argjson r "$reuse" "$ANSWER_LOG"
 	assert_output '[304,true,true]'
 	run jq -c --argjson r "$reuse" '[.reused, .reuse, .file, .sha256 == $r.sha256, .input_bytes == $r.input_bytes,
-		.output_url, .output_key, .output_bytes, .format, .kept, .settings, .etag == $r.etag]' <<<"$got"
-	assert_output '[true,null,null,true,true,"http://s3/o.jpg","images/o.jpg",99,"jpeg","source","q50",true]'
+		.output_url, .output_key, .output_bytes, .format, .kept, .settings, .etag == $r.etag, .source_unchanged]' <<<"$got"
+	assert_output '[true,null,null,true,true,"http://s3/o.jpg","images/o.jpg",99,"jpeg","source","q50",true,true]'
 	assert_no_files
 }
 
 @test "a 200 of the same bytes (no validators) reuses it; other bytes are fetched afresh" {
 	reuse=$(reuse_of 'del(.etag, .last_modified)')
 	fetch_reusing "$HTTPD_URL/plain/img.jpg" "$reuse"
-	assert_equal "$(jq -c '[.reused, .output_url, .file]' <<<"$output")" '[true,"http://s3/o.jpg",null]'
+	assert_equal "$(jq -c '[.reused, .output_url, .file, .source_unchanged]' <<<"$output")" '[true,"http://s3/o.jpg",null,true]'
 	assert_no_files
+	# the same bytes, but the server no longer sends the validators sources knew: reused,
+	# and the source is to be written again
+	fetch_reusing "$HTTPD_URL/plain/img.jpg" "$(reuse_of .)"
+	assert_equal "$(jq -c '[.reused, .etag, .source_unchanged]' <<<"$output")" '[true,null,null]'
 	# img.png under a reuse of img.jpg: its ETag does not match, its bytes neither
 	fetch_reusing "$HTTPD_URL/img.png" "$(reuse_of .)"
 	run jq -c '[.reused, .reuse, .output_url, .content_type, (.etag | type), (.file | type)]' <<<"$output"

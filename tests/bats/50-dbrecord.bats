@@ -352,6 +352,34 @@ EOF
 	assert_failure 64
 }
 
+@test "pending's records, done or failed again, are recorded without a find of their products: errors replaced, counters exact" {
+	records | dbrecord >/dev/null
+	finds() {
+		/usr/bin/python3 -c 'import os, pymongo; print(pymongo.MongoClient(os.environ["MONGODB_URI"]).admin.command("serverStatus")["metrics"]["commands"]["find"]["total"])'
+	}
+	dbrecord pending "$ID" | jq -c 'if .serial_no == 1 then . + {output_url: "http://s3/images/1-1.jpg"}
+		elif .serial_no == 3 then . + {error: "HTTP 500"} else . end' >"$BATS_TEST_TMPDIR/outcomes"
+	assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/outcomes")" 2
+	imgpipe stack down dispatch >/dev/null 2>&1   # its sweeper's finds would count too
+	before=$(finds)
+	dbrecord <"$BATS_TEST_TMPDIR/outcomes" >/dev/null
+	after=$(finds)
+	imgpipe stack up dispatch >/dev/null 2>&1
+	# no product read: each record says what its slot held when it was listed
+	assert_equal "$after" "$before"
+	run /usr/bin/python3 - "$MONGODB_URI" "$ID" <<'PY'
+import sys, json, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+for serial in (1, 3):
+    p = db.products.find_one({"_id": "%s-%d" % (sys.argv[2], serial)})
+    print(json.dumps([p["output_image_urls"][1], p["errors"]]))
+PY
+	assert_line --index 0 '["http://s3/images/1-1.jpg", []]'
+	assert_line --index 1 '["", [{"index": 1, "url": "http://img/3b.jpg", "error": "HTTP 500"}]]'
+	run dbrecord show "$ID" --no-products
+	assert_equal "$(jq -c '.progress | [.images_done, .images_failed]' <<<"$output")" '[5,1]'
+}
+
 @test "show --csv streams every product of a big batch once, in serial order" {
 	many_products "$ID" 3000
 	dbrecord show "$ID" --csv >"$BATS_TEST_TMPDIR/out.csv"
@@ -363,8 +391,8 @@ EOF
 	run dbrecord pending "$ID"
 	assert_success
 	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . <<EOF
-{"batch_id": "$ID", "serial_no": 1, "index": 1, "url": "http://img/1b.jpg"}
-{"batch_id": "$ID", "serial_no": 3, "index": 1, "url": "http://img/3b.jpg"}
+{"batch_id": "$ID", "serial_no": 1, "index": 1, "url": "http://img/1b.jpg", "recorded": {"input_urls": 2, "errors": [{"index": 1, "url": "http://img/1b.jpg", "error": "HTTP 404"}]}}
+{"batch_id": "$ID", "serial_no": 3, "index": 1, "url": "http://img/3b.jpg", "recorded": {"input_urls": 3, "errors": [{"index": 1, "url": "http://img/3b.jpg", "error": "not an image"}]}}
 EOF
 )"
 	# in groups as process-batch deals them to its pipelines: one a product, each ending in a blank line

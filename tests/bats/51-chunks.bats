@@ -94,8 +94,8 @@ PY
 EOF
 	run dbrecord pending "$ID" --chunk 0
 	assert_output "$(printf '%s\n' \
-		"{ \"batch_id\" : \"$ID\", \"serial_no\" : 1, \"index\" : 1, \"url\" : \"http://x/2\" }" '' \
-		"{ \"batch_id\" : \"$ID\", \"serial_no\" : 2, \"index\" : 0, \"url\" : \"http://x/3\" }")"
+		"{ \"batch_id\" : \"$ID\", \"serial_no\" : 1, \"index\" : 1, \"url\" : \"http://x/2\", \"recorded\" : { \"input_urls\" : 2, \"errors\" : [  ] } }" '' \
+		"{ \"batch_id\" : \"$ID\", \"serial_no\" : 2, \"index\" : 0, \"url\" : \"http://x/3\", \"recorded\" : { \"input_urls\" : 1, \"errors\" : [  ] } }")"
 	run bash -c "dbrecord pending $ID | grep -c url"
 	assert_output 3
 }

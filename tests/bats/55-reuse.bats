@@ -32,8 +32,9 @@ teardown_file() {
 }
 
 # run_batch NAME [SUBMIT OPTION...]: submits the catalog, waits for its end, keeps its
-# status as NAME.json, the test server's answers to it as NAME.answers, and the count of
-# objects under images/ after it as NAME.objects; prints the batch id.
+# status as NAME.json, the test server's answers to it as NAME.answers, the count of
+# objects under images/ after it as NAME.objects, and when each URL's source was last
+# written as NAME.sources; prints the batch id.
 run_batch() {
 	local name=$1 seen id
 	shift
@@ -42,6 +43,12 @@ run_batch() {
 	imgpipe status "$id" --wait >"$BATS_FILE_TMPDIR/$name.json"
 	tail -n +$((seen + 1)) "$ANSWER_LOG" >"$BATS_FILE_TMPDIR/$name.answers"
 	s3count images/ >"$BATS_FILE_TMPDIR/$name.objects"
+	/usr/bin/python3 - "$MONGODB_URI" "$HTTPD_URL/" >"$BATS_FILE_TMPDIR/$name.sources" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+for s in db.sources.find({"_id": {"$regex": "^" + sys.argv[2]}}).sort("_id"):
+    print(s["_id"][len(sys.argv[2]):], s["updatedAt"].isoformat())
+PY
 	echo "$id"
 }
 
@@ -106,6 +113,16 @@ PY
 	run jq -c '.progress | [.images_done, .images_failed, .images_compressed, .images_reused]' \
 		"$BATS_FILE_TMPDIR/second.json"
 	assert_output '[4,0,1,3]'
+}
+
+@test "sent again: a source found unchanged is not written again; the changed one is" {
+	run join "$BATS_FILE_TMPDIR/first.sources" "$BATS_FILE_TMPDIR/second.sources"
+	assert_equal "${#lines[@]}" 4
+	# autumn and tiny answered 304, kite the same bytes with no validators either time
+	for url in autumn.jpg plain/kite.jpg tiny.jpg; do
+		assert_line --regexp "^$url ([^ ]+) \1$"
+	done
+	refute_line --regexp "^changing.jpg ([^ ]+) \1$"
 }
 
 @test "the same output URLs as the first batch for the unchanged images" {

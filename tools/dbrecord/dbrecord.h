@@ -37,6 +37,8 @@ int record_stream(bool all_rows);
 /* The number of strings in the array key of rec; 0 when it is missing or holds other
  * things. */
 int string_array(const bson_t *rec, const char *key);
+/* The entries of errors (an array) for image index, or with others those for the rest. */
+bson_t *select_entries(const bson_t *errors, int64_t index, bool others);
 
 /* The path of the output made under settings in a document of sources, "outputs.q50",
  * into path (n bytes): '.' in settings ("q50-s0.5") becomes '_', for an update would read

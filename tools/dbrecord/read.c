@@ -137,6 +137,30 @@ static void append_reuse(bson_t *rec, const char *url, const struct reuse_from *
 	bson_append_document_end(rec, &reuse);
 }
 
+/* The record's "recorded": what the product held for the slot when it was listed (its
+ * number of input URLs and the slot's entries in errors), so that dbrecord, recording
+ * the slot's outcome, needs no query of its own. */
+static void append_recorded(bson_t *rec, const bson_t *product, int32_t index)
+{
+	bson_t errors = BSON_INITIALIZER, recorded, *entries;
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
+
+	if (bson_iter_init_find(&it, product, "errors") && BSON_ITER_HOLDS_ARRAY(&it)) {
+		bson_iter_array(&it, &len, &data);
+		if (!bson_init_static(&errors, data, len))
+			bson_init(&errors);
+	}
+	entries = select_entries(&errors, index, false);
+	bson_append_document_begin(rec, "recorded", -1, &recorded);
+	BSON_APPEND_INT32(&recorded, "input_urls", string_array(product, "input_image_urls"));
+	BSON_APPEND_ARRAY(&recorded, "errors", entries);
+	bson_append_document_end(rec, &recorded);
+	bson_destroy(entries);
+	bson_destroy(&errors);
+}
+
 /* The slots of a product that hold no output yet and are no copy (dbrecord copies fills
  * those), one at a time (pending_next). */
 struct pending_slots {
@@ -196,6 +220,7 @@ static int write_pending(const char *id, const bson_t *product, const struct reu
 		BSON_APPEND_INT32(&rec, "index", slots.index);
 		BSON_APPEND_UTF8(&rec, "url", url);
 		append_reuse(&rec, url, from);
+		append_recorded(&rec, product, slots.index);
 		rc = ndjson_write(stdout, &rec);
 		bson_destroy(&rec);
 		if (rc < 0)
@@ -278,7 +303,7 @@ static bool list_pending(const char *id, int64_t chunk, struct reuse_from *from,
 			 bson_error_t *error)
 {
 	static const char *const fields[] = {
-		"serial_no", "input_image_urls", "output_image_urls", "copies", NULL,
+		"serial_no", "input_image_urls", "output_image_urls", "copies", "errors", NULL,
 	};
 	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
 	const bson_t *product;

@@ -224,8 +224,7 @@ static bson_t *error_entry(const bson_t *rec)
 	return entry;
 }
 
-/* The entries of errors (an array) for image index, or with others those for the rest. */
-static bson_t *select_entries(const bson_t *errors, int64_t index, bool others)
+bson_t *select_entries(const bson_t *errors, int64_t index, bool others)
 {
 	bson_t *out = bson_new(), entry;
 	bson_iter_t it;
@@ -458,7 +457,9 @@ int source_output_path(const char *settings, char *path, size_t n)
 
 /* Records the source of a done image in sources, by its URL: the validators its server
  * sent (unset when it sent none: they belong to these bytes), its hash and size, and the
- * output made of it under its settings.  NULL for an image that made no such output. */
+ * output made of it under its settings.  NULL for an image that made no such output, or
+ * whose source fetchimg found just as sources has it (source_unchanged: a write of the
+ * same costs FerretDB as much as any). */
 static bson_t *source_update(const bson_t *rec, int64_t now)
 {
 	static const char *const validators[] = { "etag", "last_modified", NULL };
@@ -472,7 +473,8 @@ static bson_t *source_update(const bson_t *rec, int64_t now)
 	bool unsets = false;
 
 	if (rec_str(rec, "error") || !rec_str(rec, "sha256") || !rec_str(rec, "output_key") ||
-	    !settings || source_output_path(settings, path, sizeof path) < 0)
+	    !settings || source_output_path(settings, path, sizeof path) < 0 ||
+	    (bson_iter_init_find(&it, rec, "source_unchanged") && bson_iter_as_bool(&it)))
 		return NULL;
 	u = bson_new();
 	bson_append_document_begin(u, "$set", -1, &set);
@@ -704,10 +706,40 @@ static bool query_product(const char *id, bson_error_t *err)
 	return ok;
 }
 
+/* What the image record's "recorded" (dbrecord pending's) says of its slot when it was
+ * listed: the product's number of input URLs, and the slot's entries in errors, made again
+ * by error_entry so that $pullAll finds them whole after their trip through JSON.  False
+ * when the record has none. */
+static bool read_recorded(const bson_t *rec, int64_t *urls, bson_t **stale)
+{
+	bson_t recorded, entries, entry, *made;
+	bson_iter_t it;
+	uint32_t len, n = 0;
+	const uint8_t *data;
+
+	if (!bson_iter_init_find(&it, rec, "recorded") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+		return false;
+	bson_iter_document(&it, &len, &data);
+	if (!bson_init_static(&recorded, data, len) || (*urls = rec_int(&recorded, "input_urls", -1)) < 0 ||
+	    !bson_iter_init_find(&it, &recorded, "errors") || !BSON_ITER_HOLDS_ARRAY(&it))
+		return false;
+	bson_iter_array(&it, &len, &data);
+	if (!bson_init_static(&entries, data, len) || !bson_iter_init(&it, &entries))
+		return false;
+	*stale = bson_new();
+	while (rec_next_doc(&it, &entry)) {
+		made = error_entry(&entry);
+		array_push(*stale, &n, made);
+		bson_destroy(made);
+	}
+	return true;
+}
+
 /* Looks up what each image needs of its product: its number of input URLs (to refuse an
  * image it lacks), the entries its errors hold for the image (to replace them) and whether
  * its slot held an output (to count the change).  From the records before it in these
- * items, else from what is known, else from the database: a query a product a process.
+ * items, else from what is known, else from the record's "recorded" (pending's), else
+ * from the database: a query a product a process.
  * An image looked up before a failed query keeps what it found, so this can be called
  * again. */
 static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
@@ -718,6 +750,7 @@ static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
 		const struct item *product = NULL, *earlier = NULL;
 		struct known *k;
 		uint32_t none = 0;
+		int64_t listed_urls;
 
 		if (it->kind != IMAGE || it->stale)
 			continue;
@@ -731,6 +764,11 @@ static bool look_up_products(struct item *items, size_t n, bson_error_t *err)
 				earlier = &items[j];
 		}
 		k = known_find(it->id);
+		if (!earlier && !(k && k->errors) && read_recorded(it->rec, &listed_urls, &it->stale)) {
+			it->urls = product ? product->urls : k && k->urls >= 0 ? k->urls : listed_urls;
+			it->was_done = false;   /* pending lists only slots without an output */
+			continue;
+		}
 		if ((!product && !k) || (!earlier && !(k && k->errors))) {
 			if (!query_product(it->id, err))
 				return false;

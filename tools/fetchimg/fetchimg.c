@@ -45,7 +45,8 @@ static const char usage[] =
 	"stdout with \"file\", \"sha256\", \"input_bytes\" and \"content_type\" added (and the\n"
 	"server's \"etag\" and \"last_modified\"), or with \"error\".  A record with \"reuse\"\n"
 	"is fetched with If-None-Match / If-Modified-Since: a 304 or the same bytes give it\n"
-	"\"reused\": true and the reuse's output fields, and no file.  Records without \"url\"\n"
+	"\"reused\": true and the reuse's output fields, and no file (and \"source_unchanged\":\n"
+	"true when the validators and size are the reuse's too).  Records without \"url\"\n"
 	"or carrying \"error\" pass through untouched.\n"
 	"  --parallel N           downloads at once (default 8)\n"
 	"  --dir DIR              directory for the files (default: the current one)\n"
@@ -681,7 +682,7 @@ static void read_record(struct run *r)
 
 /* The fields a fetched record gets; an earlier run's are replaced. */
 #define FETCHED_FIELDS "file", "sha256", "input_bytes", "content_type", "etag", "last_modified", \
-		       "reused"
+		       "reused", "source_unchanged"
 /* What a reused record takes of its reuse, as if shrink and s3put had made it. */
 #define REUSED_FIELDS "output_url", "output_key", "output_bytes", "format", "kept", "settings"
 static const char *const reused_fields[] = { REUSED_FIELDS, NULL };
@@ -716,8 +717,22 @@ static int same_source(const struct job *j)
 	return j->not_modified || (known && strcmp(known, j->sha256_hex) == 0);
 }
 
+/* True when out (a reused record) says of its source just what its reuse said: the same
+ * validators (or none) and size, as well as the same bytes. */
+static bool source_unchanged(const bson_t *out, const bson_t *reuse)
+{
+	static const char *const fields[] = { "etag", "last_modified", NULL };
+
+	for (const char *const *f = fields; *f; f++) {
+		const char *now = rec_str(out, *f), *then = rec_str(reuse, *f);
+		if ((now == NULL) != (then == NULL) || (now && strcmp(now, then) != 0))
+			return false;
+	}
+	return rec_int(out, "input_bytes", -1) == rec_int(reuse, "input_bytes", -2);
+}
+
 /* The record of a download whose reuse holds: the stored output's fields, reused, and no
- * file (shrink and s3put pass it through). */
+ * file (shrink and s3put pass it through); source_unchanged when sources needs no write. */
 static bson_t *finish_reused(struct job *j)
 {
 	bson_t *out = bson_new();
@@ -733,6 +748,8 @@ static bson_t *finish_reused(struct job *j)
 		if (bson_iter_init_find(&it, j->reuse, *f))
 			bson_append_iter(out, *f, -1, &it);
 	append_validators(out, j);
+	if (source_unchanged(out, j->reuse))
+		BSON_APPEND_BOOL(out, "source_unchanged", true);
 	return out;
 }
 
