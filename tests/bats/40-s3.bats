@@ -205,7 +205,7 @@ teardown_file() {
 	assert_equal "$(jq -r .output_url <<<"${lines[2]}")" "$S3_PUBLIC_URL/images/$SHA1-q90.jpg"
 }
 
-@test "a store that is down: exit 69 in single mode, record errors in NDJSON mode" {
+@test "a store that is down: exit 69 in single mode; in NDJSON mode record errors, then exit 69" {
 	export S3_ENDPOINT=http://127.0.0.1:1 S3_PUBLIC_URL=http://127.0.0.1:1/imgpipe
 	run s3put --retries 1 "$BATS_FILE_TMPDIR/in.jpg" "images/$RUN/down.jpg"
 	assert_failure 69
@@ -214,7 +214,7 @@ teardown_file() {
 	{"sha256": "$SHA1", "settings": "q1", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	{"sha256": "$SHA1", "settings": "q2", "output_file": "$BATS_FILE_TMPDIR/in.jpg"}
 	EOF
-	assert_success
+	assert_failure 69
 	assert_equal "${#lines[@]}" 2
 	run jq -r .error <<<"$output"
 	# the reason is libcurl's generic one: the record's error reaches the status, and names

@@ -139,6 +139,21 @@ PY
 	refute_output --partial "${S3_ENDPOINT#*://}"
 }
 
+@test "the S3 store down for a moment mid-batch: the images it failed are made again, none ends failed" {
+	export IMGPIPE_PARALLEL=1
+	dispatcher --claim-idle 3
+	id=$(submit_products 40 hold/)   # slow downloads: the outage meets the uploads
+	wait_for "$id" 60 '.progress.images_done > 2'
+	imgpipe stack down versitygw
+	sleep 3
+	imgpipe stack up versitygw
+	wait_for "$id" 180 '.status == "completed" or .status == "failed"'
+	assert_complete_once "$id" 40
+	# the run s3put failed (exit 69) was tried again
+	grep -q "batch=$id chunk=0 stage=dispatch event=will_retry msg=\"process-batch exited 75" "$LOG"
+	grep -q "batch=$id chunk=0 stage=dispatch event=started msg=\"job .*, attempt 2," "$LOG"
+}
+
 @test "the webhook receiver down: the batch still completes, the failed attempt is recorded, then delivered" {
 	hook_answers 503
 	id=$(submit_products 1)

@@ -26,7 +26,8 @@ static const char usage[] =
 	"  --remove-files  once a record is done, uploaded or not, or passed through, removes\n"
 	"                  the files its \"file\" and \"output_file\" name\n"
 	"Exit: 0 done, 64 usage, 65 unreadable FILE or an input line not JSON, 69 store\n"
-	"refused or unreachable, 74 stdout unwritable, 75 store failing after the retries.\n";
+	"refused or unreachable, 74 stdout unwritable, 75 store failing after the retries\n"
+	"(in NDJSON mode 69 and 75 after every record, each failed one with its error).\n";
 
 /* Content-addressed objects never change, so caches may keep them for a year. */
 static const char immutable[] = "public, max-age=31536000, immutable";
@@ -156,17 +157,20 @@ struct uploader {
 };
 
 /* Uploads one record's output_file.  While the store is down, later records try once
- * instead of waiting out every retry again; a success restores the retries. */
+ * instead of waiting out every retry again; a success restores the retries.  A record
+ * the store failed (unreachable, or 5xx past the retries) makes the run exit 69 or 75 at
+ * its end, so that process-batch tries those images again later rather than count them
+ * failed for good. */
 static bson_t *put_next(struct stage *s, const bson_t *rec, void *arg)
 {
 	struct uploader *u = arg;
 	int rc;
 	bson_t *out = put_record(&u->s3, rec, u->public_read, &rc);
 
-	(void)s;
-	if (rc == EX_UNAVAILABLE || rc == EX_TEMPFAIL)
+	if (rc == EX_UNAVAILABLE || rc == EX_TEMPFAIL) {
+		stage_raise(s, rc);
 		u->s3.retries = 0;
-	else if (rc == 0)
+	} else if (rc == 0)
 		u->s3.retries = u->retries;
 	if (u->remove_files)
 		remove_files(rec, NULL);
