@@ -111,6 +111,28 @@ bearer() { echo "Authorization: Bearer $1"; }
 	accepted
 }
 
+@test "in headless Chromium: refused without credentials or with a wrong token; with the token as Basic's password, the form uploads and leads to the batch's page" {
+	[ -x /usr/bin/chromium ] || fail "no /usr/bin/chromium: run scripts/setup --test"
+	local browser=$ROOT/tests/browser
+	[ -d "$browser/node_modules/playwright-core" ] ||
+		npm install --prefix "$browser" --no-audit --no-fund >"$BATS_FILE_TMPDIR/npm.log" 2>&1 ||
+		fail "npm install failed: $(cat "$BATS_FILE_TMPDIR/npm.log")"
+	run node "$browser/basic.mjs" "$SECURE_URL" "$TOKEN_A" "$BATS_FILE_TMPDIR/ok.csv" 2>"$BATS_TEST_TMPDIR/basic.err"
+	[ "$status" -eq 0 ] || fail "$(cat "$BATS_TEST_TMPDIR/basic.err")"
+	seen=$output
+	batch=$(jq -r .batch <<<"$seen")
+	[[ $batch =~ ^[0-9a-f]{32}$ ]]
+	# (the browser joins the two WWW-Authenticate headers)
+	assert_equal "$(jq -c '.challenge' <<<"$seen")" '[401,"Basic realm=\"imgpipe\", Bearer realm=\"imgpipe\""]'
+	assert_equal "$(jq -c '[.without, .wrong, .with, .heading]' <<<"$seen")" \
+		"[\"net::ERR_INVALID_AUTH_CREDENTIALS\",401,200,\"Batch $batch\"]"
+	# the batch is the token's: another token does not see it
+	run req "/status/$batch" -H "$(bearer "$TOKEN_A")"
+	assert_equal "${lines[-1]}" 200
+	run req "/status/$batch" -H "$(bearer "$TOKEN_B")"
+	assert_refused 404 "no batch $batch"
+}
+
 @test "another token's batch is 404 on every route, as a batch that never was" {
 	run upload "$BATS_FILE_TMPDIR/ok.csv" -H "$(bearer "$TOKEN_A")"
 	accepted
