@@ -61,6 +61,21 @@ stuck_run() {
 
 # Seed 93 again: a process-batch killed alone (as the OOM killer would) left its steps
 # running, and they went on writing beside the job's next run.
+# CI once left a run hung for good: told to stop while a step's stderr went to a file, its
+# trap exited with bash's copy of the log's pipe still open, and it waited for the log to end.
+@test "a run told to stop (SIGTERM) while a step waits for the database exits once the step ends, and logs it" {
+	stuck_run
+	kill -TERM "$RUN_PID"
+	imgpipe stack up ferretdb   # the step ends; bash runs the trap then
+	for _ in $(seq 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.1; done
+	run kill -0 "$RUN_PID"
+	assert_failure
+	rc=0
+	wait "$RUN_PID" || rc=$?
+	assert_equal "$rc" 143
+	grep -q 'stage=batch event=stopped ms=[0-9]* msg="stopped by SIGTERM"' "$BATS_TEST_TMPDIR/run.log"
+}
+
 @test "a process-batch killed with SIGKILL: what it started stops once its lease is dropped" {
 	stuck_run
 	kill -KILL "$RUN_PID"
