@@ -47,9 +47,17 @@ header() { sed -n "s/^$1: //Ip" "$BATS_TEST_TMPDIR/headers" | tr -d '\r'; }
 escaped() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e 's/"/\&quot;/g' -e "s/'/\&#39;/g" <<<"$1"; }
 
 # submit_wait CSV: uploads the CSV as curl does and waits for its batch to end; sets BATCH.
+# Submits a CSV and waits for its batch to end, and for its event's delivery attempt to be
+# recorded (the deliverer writes it a moment after the end): from then on the batch keeps
+# still, and two reads of it agree.
 submit_wait() {
 	BATCH=$(imgpipe submit "$1" | jq -r .batch_id)
 	imgpipe status "$BATCH" --wait >/dev/null
+	for _ in $(seq 150); do
+		[ "$(curl -sS "$IMGPIPE_URL/status/$BATCH" | jq '.webhook_deliveries | length')" -gt 0 ] && return
+		sleep 0.1
+	done
+	fail "batch $BATCH: no delivery attempt recorded"
 }
 
 @test "GET / is the upload form for a browser and a JSON index for everyone else" {
