@@ -22,21 +22,6 @@
 #define RETRY_CAP_MS 300000
 #define RESULT_MAX 65536        /* notify's result record, one line */
 
-/* Writes all of buf to fd; 0, or -1. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Reads fd to its end into out (at most len - 1 bytes kept, NUL-terminated). */
 static void read_all(int fd, char *out, size_t len)
 {
@@ -87,7 +72,7 @@ static int run_filter(char *const argv[], const char *input, char *out, size_t l
 	close(in[0]);
 	if (out)
 		close(res[1]);
-	if (pid > 0 && (write_all(in[1], input, strlen(input)) != 0 || write_all(in[1], "\n", 1) != 0))
+	if (pid > 0 && (fd_write_all(in[1], input, strlen(input)) != 0 || fd_write_all(in[1], "\n", 1) != 0))
 		log_event(NULL, NULL, "webhook_error", "%s: its input: %s", argv[0], strerror(errno));
 	close(in[1]);
 	if (out) {

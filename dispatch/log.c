@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "imgpipe.h"
 #include "log.h"
 
 static char log_host[64] = "localhost";
@@ -28,20 +29,6 @@ static void quote_into(char *out, size_t len, const char *msg)
 		out[n++] = *p == '\n' ? ' ' : *p;
 	}
 	out[n] = '\0';
-}
-
-/* Writes all of buf with one write(2) where it can: the dispatcher, its runs and other
- * dispatchers may share one stderr (a journal, a file opened O_APPEND), and a line written
- * in pieces would interleave with theirs. */
-static void write_all(const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(STDERR_FILENO, buf, len);
-		if (n <= 0)
-			return;         /* nowhere to report a failing log */
-		buf += n;
-		len -= (size_t)n;
-	}
 }
 
 void log_event(const char *batch, const char *chunk, const char *event, const char *fmt, ...)
@@ -69,5 +56,8 @@ void log_event(const char *batch, const char *chunk, const char *event, const ch
 		line[n - 2] = '"';
 		line[n - 1] = '\n';
 	}
-	write_all(line, (size_t)n);
+	/* one write(2) where it can: the dispatcher, its runs and other dispatchers may share
+	 * one stderr (a journal, a file opened O_APPEND), and a line written in pieces would
+	 * interleave with theirs.  A failing log has nowhere to be reported. */
+	(void)fd_write_all(STDERR_FILENO, line, (size_t)n);
 }

@@ -86,6 +86,10 @@ int rec_has_error(const bson_t *doc);
  * To add fields, copy with bson_copy_to_excluding_noinit() and append. */
 bson_t *rec_error(const bson_t *doc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- file descriptors (fdio.c) ---- */
+/* Writes all of buf to fd, going on after EINTR and short writes; 0, or -1 with errno. */
+int fd_write_all(int fd, const char *buf, size_t len);
+
 /* ---- hex (hex.c) ---- */
 /* Writes the n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
 void hex_encode(const unsigned char *bytes, size_t n, char *out);
