@@ -386,7 +386,7 @@ static void check_urls(struct csvin *c)
 /* The end of a data row: validates what was kept and hands the row to the callback. */
 static void row_end(struct csvin *c)
 {
-	struct csvin_row row = { .line = c->row_line };
+	struct csvin_row row = { .line = c->row_line, .rank = -1 };
 	uint64_t first;
 
 	if (++c->rows > c->lim.max_rows) {
@@ -696,6 +696,8 @@ int csvin_record(const struct csvin_row *row, const char *batch_id, bson_t *out)
 			ok = bson_append_utf8(&urls, k, -1, row->urls[i], -1);
 		}
 		ok = ok && bson_append_array_end(out, &urls);
+		if (ok && row->rank >= 0)
+			ok = BSON_APPEND_INT64(out, "rank", row->rank);
 	}
 	if (ok && batch_id)
 		ok = BSON_APPEND_UTF8(out, "batch_id", batch_id);

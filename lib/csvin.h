@@ -32,6 +32,8 @@ struct csvin_row {
 	const char *product_name;
 	const char *const *urls;    /* nurls absolute http(s) URLs, trimmed */
 	size_t nurls;
+	int64_t rank;               /* its place in serial order among the valid rows, from 0;
+	                             * -1 (csvin's rows) when not known */
 };
 
 /* Called once for each data row, in file order.  A non-zero return stops the parse. */
@@ -58,17 +60,17 @@ const char *csvin_error(const struct csvin *c);
 void csvin_free(struct csvin *c);
 
 /* Appends row to out as docs/design.md's csvsplit record: {"line", "serial_no",
- * "product_name", "input_image_urls"} or {"line", "error"}, then "batch_id" when
- * batch_id is not NULL.  Returns 0, or -1 when out would grow too large. */
+ * "product_name", "input_image_urls", "rank" when it is known} or {"line", "error"}, then
+ * "batch_id" when batch_id is not NULL.  Returns 0, or -1 when out would grow too large. */
 int csvin_record(const struct csvin_row *row, const char *batch_id, bson_t *out);
 
 /* The same records written as NDJSON lines on out by json-c (lib/csvout.c), several
  * times faster than csvin_record and ndjson_write: one set of JSON values is refilled for
- * each row.  batch_id (added to every record unless NULL) must be UTF-8.
+ * each row.  A ranked writer adds each valid row's "rank".  batch_id (added to every record unless NULL) must be UTF-8.
  * csvin_writer_new returns NULL when out of memory. */
 struct csvin_writer;
-struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id);
-/* Writes row's record and a newline.  Returns 0, or -1 on an error of out or of memory. */
+struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id, bool ranked);
+/* Writes row's record and a newline; a valid row's "rank" when the writer is ranked.  Returns 0, or -1 on an error of out or of memory. */
 int csvin_write(struct csvin_writer *w, const struct csvin_row *row);
 void csvin_writer_free(struct csvin_writer *w);
 

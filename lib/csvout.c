@@ -1,11 +1,12 @@
 /* csvout: csvin's records (csvin.h) as NDJSON lines, encoded by json-c.
  *
- * Two records are built once, {"line", "serial_no", "product_name", "input_image_urls"}
- * and {"line", "error"}, each with "batch_id" last when there is one, sharing the "line"
- * value.  Each row only refills their values (json-c reuses a string's buffer when the
- * new value fits, and its printing buffer always), so a row costs little more than
- * json-c's escaping.  json-c does not check UTF-8: csvin's rows are UTF-8 already.
- * (jansson, which does check, spends about 4 times as many instructions printing.) */
+ * Two records are built once, {"line", "serial_no", "product_name", "input_image_urls"},
+ * with "rank" when ranked, and {"line", "error"}, each with "batch_id" last when there is
+ * one, sharing the "line" value.  Each row only refills their values (json-c reuses a
+ * string's buffer when the new value fits, and its printing buffer always), so a row
+ * costs little more than json-c's escaping.  json-c does not check UTF-8: csvin's rows
+ * are UTF-8 already.  (jansson, which does check, spends about 4 times as many
+ * instructions printing.) */
 #include <stdlib.h>
 
 #include <json-c/json.h>
@@ -18,6 +19,7 @@ struct csvin_writer {
 	FILE *out;
 	json_object *valid, *invalid;                     /* the two records */
 	json_object *line, *serial, *name, *urls, *error; /* their values, held here too */
+	json_object *rank;                                /* NULL when not ranked */
 };
 
 /* Adds value to obj under key, holding one more reference to it. */
@@ -29,7 +31,7 @@ static int add(json_object *obj, const char *key, json_object *value)
 	return -1;
 }
 
-struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id)
+struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id, bool ranked)
 {
 	struct csvin_writer *w = calloc(1, sizeof *w);
 	json_object *batch = NULL;
@@ -50,6 +52,8 @@ struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id)
 	     !add(w->valid, "product_name", w->name) &&
 	     !add(w->valid, "input_image_urls", w->urls) &&
 	     !add(w->invalid, "line", w->line) && !add(w->invalid, "error", w->error);
+	if (ok && ranked)
+		ok = (w->rank = json_object_new_int64(0)) && !add(w->valid, "rank", w->rank);
 	if (ok && batch_id)
 		ok = (batch = json_object_new_string(batch_id)) &&
 		     !add(w->valid, "batch_id", batch) && !add(w->invalid, "batch_id", batch);
@@ -95,7 +99,8 @@ int csvin_write(struct csvin_writer *w, const struct csvin_row *row)
 	else
 		ok = ok && json_object_set_int64(w->serial, row->serial_no) &&
 		     json_object_set_string(w->name, row->product_name) &&
-		     set_urls(w->urls, row->urls, row->nurls) == 0;
+		     set_urls(w->urls, row->urls, row->nurls) == 0 &&
+		     (!w->rank || json_object_set_int64(w->rank, row->rank));
 	if (!ok || !(json = json_object_to_json_string_length(rec, JSON_FLAGS, &len)) ||
 	    fwrite(json, 1, len, w->out) != len || putc('\n', w->out) == EOF)
 		return -1;
@@ -113,5 +118,6 @@ void csvin_writer_free(struct csvin_writer *w)
 	json_object_put(w->name);
 	json_object_put(w->urls);
 	json_object_put(w->error);
+	json_object_put(w->rank);
 	free(w);
 }

@@ -1,6 +1,6 @@
 /* MongoDB access shared by dbrecord and the CGI (see db.h): batches, their status, and
- * the status JSON and CSV of GET /status/ID.  Progress is derived when it is read, from
- * the products and the batch, so it stays exact under reruns and parallel writers. */
+ * the status JSON and CSV of GET /status/ID.  Progress is the counters dbrecord keeps in
+ * the batch; the products are read a page at a time (lib/products.c). */
 #include <csv.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +46,13 @@ int db_create_indexes(struct db *d, bson_error_t *err)
 {
 	bson_t *by_serial = BCON_NEW("batch_id", BCON_INT32(1), "serial_no", BCON_INT32(1));
 	bson_t *by_chunk = BCON_NEW("batch_id", BCON_INT32(1), "chunk", BCON_INT32(1), "serial_no", BCON_INT32(1));
+	bson_t *by_rank = BCON_NEW("batch_id", BCON_INT32(1), "rank_group", BCON_INT32(1), "rank", BCON_INT32(1));
 	int rc = db_create_index(d, "products", by_serial, "batch_id_1_serial_no_1", err) == 0 &&
-			 db_create_index(d, "products", by_chunk, "batch_id_1_chunk_1_serial_no_1", err) == 0
+			 db_create_index(d, "products", by_chunk, "batch_id_1_chunk_1_serial_no_1", err) == 0 &&
+			 db_create_index(d, "products", by_rank, "batch_id_1_rank_group_1_rank_1", err) == 0
 		 ? 0 : -1;
 
+	bson_destroy(by_rank);
 	bson_destroy(by_chunk);
 	bson_destroy(by_serial);
 	return rc;
@@ -379,47 +382,18 @@ static void append_product(bson_t *arr, const char *key, const bson_t *product)
 	bson_append_document_end(arr, &doc);
 }
 
-mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
-				  const char *const *fields, int64_t skip, int64_t limit)
-{
-	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
-	/* MongoDB reads this order off the index {batch_id, serial_no}; FerretDB 1.24 on SQLite
-	 * filters and sorts in memory every query but one by _id */
-	bson_t *opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}",
-				"batchSize", BCON_INT64(limit > 0 && limit < DB_PAGE_LIMIT_MAX ?
-							limit : DB_PAGE_LIMIT_MAX));
-	bson_t projection;
-	mongoc_cursor_t *c;
-
-	if (chunk >= 0)         /* by the index {batch_id, chunk, serial_no} */
-		BSON_APPEND_INT64(filter, "chunk", chunk);
-	bson_append_document_begin(opts, "projection", -1, &projection);
-	for (const char *const *f = fields; *f; f++)
-		BSON_APPEND_INT32(&projection, *f, 1);
-	bson_append_document_end(opts, &projection);
-	if (skip > 0)
-		BSON_APPEND_INT64(opts, "skip", skip);
-	if (limit > 0)
-		BSON_APPEND_INT64(opts, "limit", limit);
-	c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
-	bson_destroy(filter);
-	bson_destroy(opts);
-	return c;
-}
-
 /* Appends the page of the batch's products as "offset", "limit", "products" and "next":
  * the path of the page after, or null when none follows.  Whether one follows is asked of
  * the products themselves (one more than the page), not of the counters, which lag while
- * the rows are being recorded.  Skip rather than a range of serial numbers: the page is
- * named by its offset, and serial numbers may have gaps. */
-static int append_page(bson_t *out, struct db *d, const char *id, const struct db_page *page,
-		       bson_error_t *err)
+ * the rows are being recorded. */
+static int append_page(bson_t *out, struct db *d, const char *id, const bson_t *batch,
+		       const struct db_page *page, bson_error_t *err)
 {
 	static const char *const fields[] = {
 		"serial_no", "product_name", "input_image_urls", "output_image_urls", "errors",
 		"image_sizes", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(d, id, -1, fields, page->offset, page->limit + 1);
+	struct db_products r;
 	const bson_t *doc;
 	bson_t arr;
 	char idx[16], *next;
@@ -431,7 +405,8 @@ static int append_page(bson_t *out, struct db *d, const char *id, const struct d
 	BSON_APPEND_INT64(out, "offset", page->offset);
 	BSON_APPEND_INT64(out, "limit", page->limit);
 	bson_append_array_begin(out, "products", -1, &arr);
-	while (mongoc_cursor_next(c, &doc)) {
+	db_products_open(&r, d, id, batch, fields, page->offset);
+	while (db_products_next(&r, &doc)) {
 		if (n == page->limit) {
 			more = true;
 			break;
@@ -440,7 +415,7 @@ static int append_page(bson_t *out, struct db *d, const char *id, const struct d
 		append_product(&arr, key, doc);
 	}
 	bson_append_array_end(out, &arr);
-	if (mongoc_cursor_error(c, err))
+	if (db_products_error(&r, err))
 		rc = -1;
 	if (more) {
 		next = bson_strdup_printf("/status/%s?offset=%lld&limit=%lld", id,
@@ -451,7 +426,7 @@ static int append_page(bson_t *out, struct db *d, const char *id, const struct d
 	} else {
 		BSON_APPEND_NULL(out, "next");
 	}
-	mongoc_cursor_destroy(c);
+	db_products_close(&r);
 	return rc;
 }
 
@@ -544,7 +519,7 @@ int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *
 	append_progress(out, &batch);
 	BSON_APPEND_INT64(out, "products_total", counter(&batch, "rows_done"));
 	if (page)
-		rc = append_page(out, d, id, page, err);
+		rc = append_page(out, d, id, &batch, page, err);
 	/* dbrecord keeps the first IMGPIPE_MAX_ROW_ERRORS; rows_failed counts them all */
 	kept = append_sorted(&row_errors, "row_errors", &batch, "row_errors", "line");
 	bson_concat(out, &row_errors);
@@ -618,7 +593,7 @@ int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *)
 	static const char *const fields[] = {
 		"serial_no", "product_name", "input_image_urls", "output_image_urls", NULL,
 	};
-	mongoc_cursor_t *c;
+	struct db_products r;
 	const bson_t *doc;
 	bson_t batch;
 	bool more;
@@ -626,26 +601,26 @@ int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *)
 
 	if ((rc = find_batch(d, id, &batch, err)) != 0)
 		return rc;
+	db_products_open(&r, d, id, &batch, fields, 0);
 	bson_destroy(&batch);
-	c = db_products_find(d, id, -1, fields, 0, 0);
 	/* the first products before the first byte, so that an unreachable MongoDB is still an
 	 * error of its own rather than a CSV cut short */
-	more = mongoc_cursor_next(c, &doc);
-	if (!more && mongoc_cursor_error(c, err)) {
-		mongoc_cursor_destroy(c);
+	more = db_products_next(&r, &doc);
+	if (!more && db_products_error(&r, err)) {
+		db_products_close(&r);
 		return -1;
 	}
 	if (begin)
 		begin(arg);
 	if (fputs("S. No.,Product Name,Input Image Urls,Output Image Urls\n", out) == EOF)
 		rc = -1;
-	for (; rc == 0 && more; more = mongoc_cursor_next(c, &doc))
+	for (; rc == 0 && more; more = db_products_next(&r, &doc))
 		rc = write_csv_row(out, doc);
 	if (rc != 0)
 		bson_set_error(err, 0, 0, "cannot write the CSV of batch %s", id);
-	else if (mongoc_cursor_error(c, err))
+	else if (db_products_error(&r, err))
 		rc = -1;
-	mongoc_cursor_destroy(c);
+	db_products_close(&r);
 	return rc;
 }
 

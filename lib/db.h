@@ -22,8 +22,9 @@ int db_open(struct db *d, const struct config *cfg, bson_error_t *err);
  * timeout_ms rather than libmongoc's defaults (30 s, 10 s, none): for health checks. */
 int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, bson_error_t *err);
 void db_close(struct db *d);
-/* Creates the indexes the queries need on products ({batch_id, serial_no} for the status,
- * {batch_id, chunk, serial_no} for a chunk's images); for whoever writes products.  A
+/* Creates the indexes the queries need on products ({batch_id, rank_group, rank} for the
+ * status, {batch_id, serial_no} for an unranked batch's, {batch_id, chunk, serial_no} for
+ * a chunk's images); for whoever writes products.  A
  * no-op when they exist. */
 int db_create_indexes(struct db *d, bson_error_t *err);
 /* Creates the index name of collection on keys; a no-op when it exists. */
@@ -96,8 +97,29 @@ int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *)
 
 /* A cursor over the batch's products in serial order (only chunk's when it is not
  * negative), with only the fields named (a NULL-terminated list), skip and limit as
- * find's (0: none).  Destroy it when done. */
+ * find's (0: none), sorted by the server.  Destroy it when done. */
 mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
 				  const char *const *fields, int64_t skip, int64_t limit);
+
+/* A batch's products in serial order from the one at offset (lib/products.c): read a
+ * rank group at a time, each product's "rank" (its place in serial order) and group
+ * "rank_group" = rank / DB_RANK_GROUP as dbrecord stores them, so that a page costs the
+ * same whatever the size of the batch; or, for a batch marked "unranked", sorted by the
+ * server.  batch is the batch's document. */
+#define DB_RANK_GROUP 100
+struct db_products {
+	struct db *d;
+	const char *id;
+	const char *const *fields;
+	int64_t offset, group;
+	bool ranked, group_read;
+	mongoc_cursor_t *c;
+};
+void db_products_open(struct db_products *r, struct db *d, const char *id,
+		      const bson_t *batch, const char *const *fields, int64_t offset);
+/* The next product; false at the end or on an error (db_products_error tells which). */
+bool db_products_next(struct db_products *r, const bson_t **doc);
+bool db_products_error(struct db_products *r, bson_error_t *err);
+void db_products_close(struct db_products *r);
 
 #endif

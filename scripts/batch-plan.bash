@@ -71,7 +71,7 @@ plan() {
 	*) unavailable S3 "$work/s3get.err" ;;
 	esac
 
-	csvsplit --batch "$id" "$work/upload.csv" >"$work/rows.ndjson" 2>"$work/csvsplit.err" || rc=$?
+	csvsplit --rank --batch "$id" "$work/upload.csv" >"$work/rows.ndjson" 2>"$work/csvsplit.err" || rc=$?
 	case $rc in
 	0) ;;
 	65) end_now "bad CSV: $(tail -n 1 "$work/csvsplit.err" | sed 's/^csvsplit: //')" ;;

@@ -236,6 +236,42 @@ EOF
 EOF
 }
 
+@test "--rank gives each valid row its place in serial order, from a file and from a pipe" {
+	csv 'S. No.,Product Name,Input Image Urls\n30,C,https://a.example/c.jpg\n7,A,https://a.example/a.jpg\nx,Bad,https://a.example/x.jpg\n7,Twice,https://a.example/t.jpg\n12,B,https://a.example/b.jpg\n'
+	records --rank --batch b "$BATS_TEST_TMPDIR/in.csv"
+	assert_success
+	assert_output - <<'EOF'
+{"line":2,"serial_no":30,"product_name":"C","input_image_urls":["https://a.example/c.jpg"],"rank":2,"batch_id":"b"}
+{"line":3,"serial_no":7,"product_name":"A","input_image_urls":["https://a.example/a.jpg"],"rank":0,"batch_id":"b"}
+{"line":4,"error":"serial number 'x' is not a positive integer","batch_id":"b"}
+{"line":5,"error":"serial number 7 was already used on line 3","batch_id":"b"}
+{"line":6,"serial_no":12,"product_name":"B","input_image_urls":["https://a.example/b.jpg"],"rank":1,"batch_id":"b"}
+EOF
+	expected=$output
+	run --separate-stderr bash -c 'set -o pipefail; cat "$0" | csvsplit --rank --batch b | jq -c .' "$BATS_TEST_TMPDIR/in.csv"
+	assert_success
+	assert_output "$expected"
+	records_stdin "$BATS_TEST_TMPDIR/in.csv" --rank --batch b
+	assert_output "$expected"
+}
+
+@test "--rank over 3,000 shuffled rows: the ranks are 0 to 2,999, each in the order of the serials" {
+	python3 -c 'import random
+s = list(range(5, 15005, 5)); random.shuffle(s)
+print("S. No.,Product Name,Input Image Urls")
+for n in s: print(f"{n},P{n},https://a.example/{n}.jpg")' >"$BATS_TEST_TMPDIR/in.csv"
+	run --separate-stderr bash -c 'csvsplit --rank "$0" | jq -r "[.rank, .serial_no] | @tsv" | sort -n' "$BATS_TEST_TMPDIR/in.csv"
+	assert_success
+	assert_output "$(for i in $(seq 0 2999); do printf '%d\t%d\n' "$i" $((5 * (i + 1))); done)"
+}
+
+@test "--rank on input that is not a product CSV: exit 65, nothing written" {
+	run --separate-stderr bash -c 'printf "foo\n1,2\n" | csvsplit --rank'
+	assert_failure 65
+	assert_output ""
+	assert_equal "$stderr" "csvsplit: standard input: the header (line 1) lacks the columns 'S. No.', 'Product Name' and 'Input Image Urls'; $EXPECTED"
+}
+
 @test "a header without a row gives no record and exit 0" {
 	csv 'S. No.,Product Name,Input Image Urls\r\n\r\n'
 	records "$BATS_TEST_TMPDIR/in.csv"
@@ -323,11 +359,11 @@ EOF
 @test "--help lists every option of the man page, --version prints the version" {
 	run csvsplit --help
 	assert_success
-	assert_line --index 0 "usage: csvsplit [--batch ID] [--max-field-bytes N] [--max-urls N] [--max-rows N] [FILE]"
-	for opt in --batch --max-field-bytes --max-urls --max-rows; do
+	assert_line --index 0 "usage: csvsplit [--batch ID] [--rank] [--max-field-bytes N] [--max-urls N] [--max-rows N]"
+	for opt in --batch --rank --max-field-bytes --max-urls --max-rows; do
 		assert_output --partial "  $opt "
-		# the man page writes each - of an option as \-
-		grep -qF -- ".BI ${opt//-/\\-} " "$ROOT/tools/csvsplit/csvsplit.1" ||
+		# the man page writes each - of an option as \-, after .BI (with an argument) or .B
+		grep -qE -- "^\.BI? ${opt//-/\\\\-}( |\$)" "$ROOT/tools/csvsplit/csvsplit.1" ||
 			fail "$opt is not in csvsplit.1"
 	done
 	run csvsplit --version

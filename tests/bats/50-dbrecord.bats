@@ -65,6 +65,34 @@ print(json.dumps({"errors": d.get("errors"), "output_image_urls": d["output_imag
 PY
 }
 
+# The serial numbers of batch $ID's products, one a line, read a page of LIMIT at a time
+# from the first, each page followed by its next.
+walk_pages() {
+	local offset=0 next page
+	while :; do
+		page=$(dbrecord show "$ID" --offset "$offset" --limit "$1") || return
+		jq -r '.products[].serial_no' <<<"$page"
+		next=$(jq -r .next <<<"$page")
+		[ "$next" != null ] || break
+		offset=${next#*offset=}
+		offset=${offset%%&*}
+	done
+}
+
+# csvsplit's records of a CSV of N products with the serial numbers 2, 4, ... 2N in a
+# random order (--rank unless RANK is "no").
+shuffled_rows() {
+	python3 -c 'import random, sys
+s = list(range(2, 2 * int(sys.argv[1]) + 1, 2)); random.shuffle(s)
+print("S. No.,Product Name,Input Image Urls")
+for n in s: print(f"{n},P{n},http://img/{n}.jpg")' "$1" >"$BATS_TEST_TMPDIR/rows.csv"
+	if [ "${2:-}" = no ]; then
+		csvsplit --batch "$ID" "$BATS_TEST_TMPDIR/rows.csv"
+	else
+		csvsplit --rank --batch "$ID" "$BATS_TEST_TMPDIR/rows.csv"
+	fi
+}
+
 # A small batch: three products, one invalid row, five images of which two failed.
 records() {
 	cat <<EOF
@@ -98,9 +126,10 @@ PROGRESS='{"rows_total":4,"rows_done":3,"rows_failed":1,"images_total":6,"images
 	assert_equal "$(jq -c . <<<"$output")" "$(jq -c . "$BATS_TEST_TMPDIR/in")"
 	run products
 	assert_output "$(expected_products)"
-	# the images' counters; the rows' are set only by --all-rows
+	# the images' counters; the rows' are set only by --all-rows; products without a rank
+	# (not csvsplit --rank's) mark the batch to be paged sorted
 	run docs batches "{\"_id\": \"$ID\"}"
-	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"progress\": {\"bytes_saved\": 600, \"images_compressed\": 4, \"images_done\": 4, \"images_failed\": 2, \"images_reused\": 0}, \"row_errors\": [{\"error\": \"S. No. is not a positive integer\", \"line\": 3}], \"status\": \"in progress\", \"updatedAt\": \"<date>\"}"
+	assert_output "{\"_id\": \"$ID\", \"createdAt\": \"<date>\", \"progress\": {\"bytes_saved\": 600, \"images_compressed\": 4, \"images_done\": 4, \"images_failed\": 2, \"images_reused\": 0}, \"row_errors\": [{\"error\": \"S. No. is not a positive integer\", \"line\": 3}], \"status\": \"in progress\", \"unranked\": true, \"updatedAt\": \"<date>\"}"
 }
 
 # The batch's progress as pymongo counts it from the products, beside the stored counters'
@@ -329,16 +358,7 @@ EOF
 	assert_equal "$(page --limit 1000)" '[250,0,1000,250,3,750,null]'
 	assert_equal "$(page --limit 7 --offset 0)" "[250,0,7,7,3,21,\"/status/$ID?offset=7&limit=7\"]"
 	# the pages, each followed by its next, hold every product once and in order
-	local offset=0 next serials=""
-	while :; do
-		run dbrecord show "$ID" --offset "$offset" --limit 60
-		serials+="$(jq -r '.products[].serial_no' <<<"$output")"$'\n'
-		next=$(jq -r .next <<<"$output")
-		[ "$next" != null ] || break
-		offset=${next#*offset=}
-		offset=${offset%%&*}
-	done
-	assert_equal "${serials%$'\n'}" "$(seq 3 3 750)"
+	assert_equal "$(walk_pages 60)" "$(seq 3 3 750)"
 	refused() {
 		run dbrecord show "$ID" "--$1" "$2"
 		assert_failure 64
@@ -350,6 +370,32 @@ EOF
 	assert_failure 64
 	run dbrecord show "$ID" --no-products --offset 5
 	assert_failure 64
+}
+
+@test "rows ranked by csvsplit page in serial order across rank groups; recorded again, each product is there once" {
+	shuffled_rows 250 >"$BATS_TEST_TMPDIR/rows.ndjson"
+	dbrecord --all-rows <"$BATS_TEST_TMPDIR/rows.ndjson" >/dev/null
+	page() { dbrecord show "$ID" "$@" | jq -c '[.products_total, (.products | length), .products[0].serial_no, .products[-1].serial_no, .next]'; }
+	assert_equal "$(page --offset 95 --limit 10)" "[250,10,192,210,\"/status/$ID?offset=105&limit=10\"]"
+	assert_equal "$(page --offset 199 --limit 2)" "[250,2,400,402,\"/status/$ID?offset=201&limit=2\"]"
+	assert_equal "$(page --offset 200)" '[250,50,402,500,null]'
+	assert_equal "$(walk_pages 100)" "$(seq 2 2 500)"
+	# the planning job run again: every product is refreshed, none added
+	dbrecord --all-rows <"$BATS_TEST_TMPDIR/rows.ndjson" >/dev/null
+	assert_equal "$(walk_pages 77)" "$(seq 2 2 500)"
+	assert_equal "$(products | wc -l)" 250
+	run dbrecord show "$ID" --csv
+	assert_equal "$(tail -n +2 <<<"$output" | cut -d, -f1 | tr -d '"')" "$(seq 2 2 500)"
+}
+
+@test "products recorded without a rank, or some without, still page in serial order" {
+	shuffled_rows 150 no | dbrecord >/dev/null
+	assert_equal "$(walk_pages 40)" "$(seq 2 2 300)"
+	ID=$(cat /proc/sys/kernel/random/uuid)
+	shuffled_rows 150 | dbrecord --all-rows >/dev/null
+	echo "{\"batch_id\": \"$ID\", \"serial_no\": 1, \"product_name\": \"by hand\", \"input_image_urls\": [\"http://img/1.jpg\"]}" |
+		dbrecord >/dev/null
+	assert_equal "$(walk_pages 40)" "$(seq 1 1; seq 2 2 300)"
 }
 
 @test "pending's records, done or failed again, are recorded without a find of their products: errors replaced, counters exact" {

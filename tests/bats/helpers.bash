@@ -114,7 +114,8 @@ verify_webhooks() {
 
 # many_products BATCH N: writes batch BATCH and N products straight into MongoDB with
 # pymongo, in a random order, serial numbers 3, 6, 9, ... (with gaps, as a CSV may have
-# them), one image each, every seventh done; then recounts the batch.  (FerretDB on SQLite
+# them), each with its rank in serial order as csvsplit --rank and dbrecord give it, one
+# image each, every seventh done; then recounts the batch.  (FerretDB on SQLite
 # commits each of dbrecord's upserts on its own, about 50 ms a product on a small machine:
 # one insert_many makes thousands at once.)
 many_products() {
@@ -127,7 +128,7 @@ serials = [3 * i for i in range(1, n + 1)]
 random.shuffle(serials)
 db.batches.insert_one({"_id": batch, "status": "in progress", "createdAt": now, "updatedAt": now})
 db.products.insert_many([{"_id": f"{batch}-{s}", "batch_id": batch, "serial_no": s,
-    "product_name": f"P{s}", "input_image_urls": [f"http://img/{s}.jpg"],
+    "rank": s // 3 - 1, "rank_group": (s // 3 - 1) // 100, "product_name": f"P{s}", "input_image_urls": [f"http://img/{s}.jpg"],
     "output_image_urls": [f"http://s3/{s}.jpg" if s % 7 == 0 else ""], "errors": [],
     "createdAt": now, "updatedAt": now} for s in serials])
 PY

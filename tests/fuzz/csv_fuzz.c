@@ -67,7 +67,7 @@ static char *parse(const uint8_t *data, size_t size, const struct csvin_limits *
 	int rc = CSVIN_OK;
 
 	if (!c || !(s.mem = open_memstream(&s.text, &s.len)) ||
-	    !(s.w = csvin_writer_new(s.mem, "fuzz")))
+	    !(s.w = csvin_writer_new(s.mem, "fuzz", false)))
 		abort();
 	for (size_t i = 0; i < size && rc == CSVIN_OK; i += piece)
 		rc = csvin_feed(c, data + i, size - i < piece ? size - i : piece);

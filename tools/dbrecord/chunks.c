@@ -17,7 +17,6 @@
 
 #include "dbrecord.h"
 
-#define DUPLICATE_KEY 11000
 
 /* The job a chunk command is about, and its documents' ids. */
 struct job_ref {

@@ -11,7 +11,6 @@
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
-#define DUPLICATE_KEY 11000        /* a concurrent upsert inserted the document first */
 
 static const char usage[] =
 	"usage: dbrecord [--retry-for SECONDS] [--all-rows] < RECORDS\n"

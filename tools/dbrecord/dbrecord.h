@@ -4,6 +4,8 @@
 
 #include "db.h"
 
+#define DUPLICATE_KEY 11000   /* MongoDB's error code: a document with that _id exists */
+
 /* Exponential backoff with jitter within --retry-for seconds of the first failure. */
 struct retry {
 	int64_t deadline;          /* monotonic microseconds; 0 while all is well */
