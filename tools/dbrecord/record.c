@@ -202,10 +202,15 @@ static void append_new_fields(bson_t *doc, const bson_t *rec, int64_t now)
 	bson_append_array_end(doc, &outs);
 }
 
-/* A new product whole, as product_update makes it when it is missing. */
+/* The product item's product whole, as product_update makes it when it is missing; NULL
+ * for any other item. */
 static bson_t *product_document(const struct item *it, int64_t now)
 {
-	bson_t *doc = BCON_NEW("_id", BCON_UTF8(it->id)), errors;
+	bson_t *doc, errors;
+
+	if (it->kind != PRODUCT)
+		return NULL;
+	doc = BCON_NEW("_id", BCON_UTF8(it->id));
 
 	append_row_fields(doc, it->rec, now);
 	append_new_fields(doc, it->rec, now);
@@ -496,49 +501,74 @@ int source_output_path(const char *settings, char *path, size_t n)
 	return 0;
 }
 
-/* Records the source of a done image in sources, by its URL: the validators its server
- * sent (unset when it sent none: they belong to these bytes), its hash and size, and the
- * output made of it under its settings.  NULL for an image that made no such output, or
- * whose source fetchimg found just as sources has it (source_unchanged: a write of the
- * same costs FerretDB as much as any). */
-static bson_t *source_update(const bson_t *rec, int64_t now)
+/* The output path ("outputs.SETTINGS") of the source the done image record makes, or
+ * false when it makes none: an error, no hash or key, or a source fetchimg found just as
+ * sources has it (source_unchanged: a write of the same costs FerretDB as much as any). */
+static bool source_path(const bson_t *rec, char *path, size_t n)
 {
-	static const char *const validators[] = { "etag", "last_modified", NULL };
+	const char *settings = rec_str(rec, "settings");
+	bson_iter_t it;
+
+	return !rec_str(rec, "error") && rec_str(rec, "sha256") && rec_str(rec, "output_key") &&
+	       settings && source_output_path(settings, path, n) == 0 &&
+	       !(bson_iter_init_find(&it, rec, "source_unchanged") && bson_iter_as_bool(&it));
+}
+
+static const char *const source_validators[] = { "etag", "last_modified", NULL };
+
+/* Appends what the record says of its source: the validators its server sent, its hash
+ * and size, its type, and the time. */
+static void append_source_fields(bson_t *doc, const bson_t *rec, int64_t now)
+{
+	for (const char *const *f = source_validators; *f; f++)
+		if (rec_str(rec, *f))
+			BSON_APPEND_UTF8(doc, *f, rec_str(rec, *f));
+	BSON_APPEND_UTF8(doc, "sha256", rec_str(rec, "sha256"));
+	if (rec_int(rec, "input_bytes", -1) >= 0)
+		BSON_APPEND_INT64(doc, "input_bytes", rec_int(rec, "input_bytes", 0));
+	if (rec_str(rec, "content_type"))
+		BSON_APPEND_UTF8(doc, "content_type", rec_str(rec, "content_type"));
+	BSON_APPEND_DATE_TIME(doc, "updatedAt", now);
+}
+
+/* Appends, under key, the output the record says was made of its source. */
+static void append_source_output(bson_t *doc, const char *key, const bson_t *rec)
+{
 	static const char *const output_fields[] = {
 		"output_key", "output_url", "output_bytes", "format", "kept", NULL,
 	};
-	const char *settings = rec_str(rec, "settings");
-	char path[96];
-	bson_t *u, set, unset, output;
+	bson_t output;
 	bson_iter_t it;
-	bool unsets = false;
 
-	if (rec_str(rec, "error") || !rec_str(rec, "sha256") || !rec_str(rec, "output_key") ||
-	    !settings || source_output_path(settings, path, sizeof path) < 0 ||
-	    (bson_iter_init_find(&it, rec, "source_unchanged") && bson_iter_as_bool(&it)))
-		return NULL;
-	u = bson_new();
-	bson_append_document_begin(u, "$set", -1, &set);
-	for (const char *const *f = validators; *f; f++)
-		if (rec_str(rec, *f))
-			BSON_APPEND_UTF8(&set, *f, rec_str(rec, *f));
-	BSON_APPEND_UTF8(&set, "sha256", rec_str(rec, "sha256"));
-	if (rec_int(rec, "input_bytes", -1) >= 0)
-		BSON_APPEND_INT64(&set, "input_bytes", rec_int(rec, "input_bytes", 0));
-	if (rec_str(rec, "content_type"))
-		BSON_APPEND_UTF8(&set, "content_type", rec_str(rec, "content_type"));
-	bson_append_document_begin(&set, path, -1, &output);
+	bson_append_document_begin(doc, key, -1, &output);
 	for (const char *const *f = output_fields; *f; f++)
 		if (bson_iter_init_find(&it, rec, *f))
 			bson_append_iter(&output, *f, -1, &it);
-	bson_append_document_end(&set, &output);
-	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+	bson_append_document_end(doc, &output);
+}
+
+/* Records the source of a done image in sources, by its URL: the validators its server
+ * sent (unset when it sent none: they belong to these bytes), its hash and size, and the
+ * output made of it under its settings.  NULL for an image whose record makes none
+ * (source_path). */
+static bson_t *source_update(const bson_t *rec, int64_t now)
+{
+	char path[96];
+	bson_t *u, set, unset;
+	bool unsets = false;
+
+	if (!source_path(rec, path, sizeof path))
+		return NULL;
+	u = bson_new();
+	bson_append_document_begin(u, "$set", -1, &set);
+	append_source_fields(&set, rec, now);
+	append_source_output(&set, path, rec);
 	bson_append_document_end(u, &set);
-	for (const char *const *f = validators; *f; f++)
+	for (const char *const *f = source_validators; *f; f++)
 		unsets = unsets || !rec_str(rec, *f);
 	if (unsets) {
 		bson_append_document_begin(u, "$unset", -1, &unset);
-		for (const char *const *f = validators; *f; f++)
+		for (const char *const *f = source_validators; *f; f++)
 			if (!rec_str(rec, *f))
 				BSON_APPEND_UTF8(&unset, *f, "");
 		bson_append_document_end(u, &unset);
@@ -546,14 +576,31 @@ static bson_t *source_update(const bson_t *rec, int64_t now)
 	return u;
 }
 
-/* Queues the item's own writes, counting them in *np, *nb and *ns: products and images on
- * the products bulk; on the batches bulk a delivery, and a row error that is to be added;
- * a done image's source on the sources bulk. */
-static bool queue_item(const struct item *it, bool inserted, mongoc_bulk_operation_t *pb,
-		       size_t *np, mongoc_bulk_operation_t *bb, size_t *nb,
-		       mongoc_bulk_operation_t *sb, size_t *ns, int64_t now, bson_error_t *err)
+/* The source the image item makes, whole, as source_update makes it when it is missing;
+ * NULL for any other item. */
+static bson_t *source_document(const struct item *it, int64_t now)
 {
-	bson_t *push, *source;
+	char path[96];
+	bson_t *doc, outputs;
+
+	if (it->kind != IMAGE || !source_path(it->rec, path, sizeof path))
+		return NULL;
+	doc = BCON_NEW("_id", BCON_UTF8(rec_str(it->rec, "url")));
+	append_source_fields(doc, it->rec, now);
+	bson_append_document_begin(doc, "outputs", -1, &outputs);
+	append_source_output(&outputs, path + strlen("outputs."), it->rec);
+	bson_append_document_end(doc, &outputs);
+	return doc;
+}
+
+/* Queues the item's own writes, counting them in *np and *nb: products (unless inserted)
+ * and images on the products bulk; on the batches bulk a delivery, and a row error that
+ * is to be added. */
+static bool queue_item(const struct item *it, bool inserted, mongoc_bulk_operation_t *pb,
+		       size_t *np, mongoc_bulk_operation_t *bb, size_t *nb, int64_t now,
+		       bson_error_t *err)
+{
+	bson_t *push;
 
 	if (it->kind == PRODUCT && !inserted &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), product_update(it->rec, now), true, err))
@@ -564,11 +611,6 @@ static bool queue_item(const struct item *it, bool inserted, mongoc_bulk_operati
 	if (it->kind == IMAGE && (push = error_push(it)) &&
 	    !add_update(pb, BCON_NEW("_id", BCON_UTF8(it->id)), push, false, err))
 		return false;
-	if (it->kind == IMAGE && (source = source_update(it->rec, now))) {
-		(*ns)++;
-		if (!add_update(sb, BCON_NEW("_id", BCON_UTF8(rec_str(it->rec, "url"))), source, true, err))
-			return false;
-	}
 	*np += (it->kind == PRODUCT && !inserted) || it->kind == IMAGE;
 	if (it->kind != DELIVERY && !(it->kind == ROW_ERROR && it->add_row_error == 1))
 		return true;
@@ -993,30 +1035,30 @@ static bool run_bulk(mongoc_bulk_operation_t *b, size_t n, bson_t *reply, bson_e
 	return mongoc_bulk_operation_execute(b, reply, err) != 0;
 }
 
-/* Inserts the items' products whole, in one unordered insert, setting inserted[i] for
- * each that was new: a product is new but when its rows are recorded again, and FerretDB
- * inserts many documents for less than one upsert costs (0.2 ms a product against 2.5,
- * bench/ferretdb-backends).  One that is there already (a duplicate _id) is left to the
- * upsert; any other failure fails the whole, and inserted is then to be ignored.  Once a
- * write batch finds all its products there (rows recorded again), the rest of the input
- * goes straight to the upserts: a failed insert costs FerretDB an insert a document. */
-static bool insert_products(const struct item *items, size_t n, int64_t now, bool *inserted,
-			    bson_t *reply, bson_error_t *err)
+/* Inserts whole, in one unordered insert into coll, the document that make gives each
+ * item (NULL: none), setting inserted[i] for each that was new.  Products and sources are
+ * new but when recorded again, and FerretDB inserts many documents for less than one
+ * upsert costs (0.2 ms a document against 2.5, bench/ferretdb-backends).  One there
+ * already (a duplicate _id) is left to the upsert; any other failure fails the whole, and
+ * inserted is then to be ignored.  Once a write batch finds all of its documents there
+ * (rows recorded again), *again sends the rest straight to the upserts: a refused insert
+ * costs FerretDB an insert too. */
+static bool insert_whole(mongoc_collection_t *coll, const struct item *items, size_t n,
+			 bson_t *(*make)(const struct item *, int64_t), int64_t now,
+			 bool *inserted, bool *again, bson_t *reply, bson_error_t *err)
 {
-	static bool recording_again;
 	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false)), *doc, entry;
-	mongoc_bulk_operation_t *b = mongoc_collection_create_bulk_operation_with_opts(db.products, opts);
+	mongoc_bulk_operation_t *b = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
 	size_t which[FLUSH_MAX], k = 0, there = 0;
 	bson_iter_t it;
 	bool ok = true;
 
 	for (size_t i = 0; ok && i < n; i++) {
-		inserted[i] = items[i].kind == PRODUCT && !recording_again;
-		if (!inserted[i])
+		doc = *again ? NULL : make(&items[i], now);
+		if (!(inserted[i] = doc != NULL))
 			continue;
 		which[k++] = i;
-		ok = mongoc_bulk_operation_insert_with_opts(b, (doc = product_document(&items[i], now)),
-							    NULL, err);
+		ok = mongoc_bulk_operation_insert_with_opts(b, doc, NULL, err);
 		bson_destroy(doc);
 	}
 	if (ok && !run_bulk(b, k, reply, err)) {
@@ -1030,10 +1072,33 @@ static bool insert_products(const struct item *items, size_t n, int64_t now, boo
 				there++;
 			}
 		}
-		recording_again = ok && there == k;
+		*again = ok && there == k;
 	}
 	mongoc_bulk_operation_destroy(b);
 	bson_destroy(opts);
+	return ok;
+}
+
+/* Records the sources of the items' done images: inserted whole when new, else upserted. */
+static bool write_sources(const struct item *items, size_t n, int64_t now, bson_t *reply,
+			  bson_error_t *err)
+{
+	static bool again;
+	mongoc_bulk_operation_t *b = mongoc_collection_create_bulk_operation_with_opts(db.sources, NULL);
+	bool inserted[FLUSH_MAX];
+	bson_t *source;
+	size_t ns = 0;
+	bool ok = insert_whole(db.sources, items, n, source_document, now, inserted, &again,
+			       reply, err);
+
+	for (size_t i = 0; ok && i < n; i++)
+		if (items[i].kind == IMAGE && !inserted[i] && (source = source_update(items[i].rec, now))) {
+			ns++;
+			ok = add_update(b, BCON_NEW("_id", BCON_UTF8(rec_str(items[i].rec, "url"))),
+					source, true, err);
+		}
+	ok = ok && run_bulk(b, ns, reply, err);
+	mongoc_bulk_operation_destroy(b);
 	return ok;
 }
 
@@ -1044,18 +1109,19 @@ static bool insert_products(const struct item *items, size_t n, int64_t now, boo
 static bool write_items(const struct item *items, size_t n, int64_t now, bson_t *reply,
 			bson_error_t *err)
 {
+	static bool products_again;
 	mongoc_bulk_operation_t *pb = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
 	mongoc_bulk_operation_t *bb = mongoc_collection_create_bulk_operation_with_opts(db.batches, NULL);
-	mongoc_bulk_operation_t *sb = mongoc_collection_create_bulk_operation_with_opts(db.sources, NULL);
 	const char *last = NULL;
-	size_t np = 0, nb = 0, ns = 0;
-	bool inserted[FLUSH_MAX], ok = insert_products(items, n, now, inserted, reply, err);
+	size_t np = 0, nb = 0;
+	bool inserted[FLUSH_MAX], ok = insert_whole(db.products, items, n, product_document, now,
+						    inserted, &products_again, reply, err);
 
 	for (size_t i = 0; ok && i < n; i++)
 		if (items[i].kind != PASS)
-			ok = queue_item(&items[i], inserted[i], pb, &np, bb, &nb, sb, &ns, now, err);
+			ok = queue_item(&items[i], inserted[i], pb, &np, bb, &nb, now, err);
 	ok = ok && queue_touches(items, n, bb, &nb, now, &last, err) &&
-	     run_bulk(pb, np, reply, err) && run_bulk(sb, ns, reply, err) &&
+	     run_bulk(pb, np, reply, err) && write_sources(items, n, now, reply, err) &&
 	     run_bulk(bb, nb, reply, err);
 	if (ok)
 		remember_written(items, n);
@@ -1066,7 +1132,6 @@ static bool write_items(const struct item *items, size_t n, int64_t now, bson_t 
 	}
 	mongoc_bulk_operation_destroy(pb);
 	mongoc_bulk_operation_destroy(bb);
-	mongoc_bulk_operation_destroy(sb);
 	return ok;
 }
 
