@@ -44,6 +44,12 @@
 #                                 status_kib=SIZE, the database being the watched
 #                                 processes that bench_is_db names
 #   bench_is_db NAME              whether NAME is a database server (FerretDB, PostgreSQL)
+#   bench_settle_db               VACUUM ANALYZE of the stack's PostgreSQL (when FerretDB
+#                                 runs on it), after bench/history: a database that grew
+#                                 over days has been vacuumed and analyzed by autovacuum,
+#                                 one filled a moment ago has not, and its first
+#                                 autovacuum (seconds of CPU for 100,000 rows) would land
+#                                 in the measured run
 #   bench_report DESIGN IMAGES WALL [KEY=VALUE...]   the table of what the watched
 #                                 processes used, then one line for machines:
 #     figures design=D images=N wall_s=S images_per_s=R cpu_s=C cpu_ms_per_image=P rss_mib=M
@@ -269,6 +275,14 @@ bench_watch_stack() {
 bench_measured() { BENCH_MEASURED+=("$1 0 0 0 $2 $3"); }
 
 bench_is_db() { [[ $1 == ferretdb* || $1 == postgres* ]]; }
+
+bench_settle_db() {
+	# shellcheck disable=SC2016  # expanded by that bash, with the stack's settings
+	IMGPIPE_ROOT=$BENCH_ROOT bash -c '. "$IMGPIPE_ROOT/etc/imgpipe.env"
+		[ "$IMGPIPE_FERRETDB_BACKEND" = postgresql ] || exit 0
+		PGPASSWORD=$(cat "$IMGPIPE_HOME/data/postgresql.password") "$POSTGRESQL_BIN/psql" -q \
+			-h 127.0.0.1 -p "$POSTGRESQL_PORT" -U imgpipe -c "VACUUM ANALYZE" ferretdb'
+}
 
 # CPU seconds of the watched database servers, now.
 bench_db_cpu() {
