@@ -64,6 +64,12 @@
 #                                 other_cpu_s: CPU the rest of the machine used meanwhile
 #                                 (from /proc/stat; the bench's own shell and curl included),
 #                                 so a busy machine shows in the figures
+#   bench_memory_start / bench_memory_stop   samples, every 0.5 s from start to stop, the
+#                                 sum of the proportional set size (Pss) of every live
+#                                 process watched and not aside, trees whole; stop prints
+#                                 pss_mib=PEAK for bench_report.  A shared page counts
+#                                 once over the processes that map it: the sum of peak RSS
+#                                 counts PostgreSQL's shared buffers again in each backend
 #   bench_compare                 reads figures lines on stdin (two or more designs) and
 #                                 prints them side by side, with each design's ratio to the first
 #
@@ -273,6 +279,37 @@ bench_watch_stack() {
 }
 
 bench_measured() { BENCH_MEASURED+=("$1 0 0 0 $2 $3"); }
+
+# The summed Pss of the watched processes now, in KiB.
+watched_pss() {
+	local i
+	for i in "${!BENCH_PIDS[@]}"; do
+		[ "${BENCH_ASIDE[i]}" = 1 ] && continue
+		if [ "${BENCH_KINDS[i]}" = tree ]; then tree_pids "${BENCH_PIDS[i]}"; else echo "${BENCH_PIDS[i]}"; fi
+	done | while read -r pid; do cat "/proc/$pid/smaps_rollup" 2>/dev/null; done |
+		awk '$1 == "Pss:" { s += $2 } END { print s + 0 }'
+}
+
+bench_memory_start() {
+	BENCH_PSS_FILE=$(mktemp)
+	(
+		peak=0
+		trap 'exit 0' TERM
+		while :; do
+			now=$(watched_pss)
+			[ "$now" -le "$peak" ] || { peak=$now; echo "$peak" >"$BENCH_PSS_FILE"; }
+			sleep 0.5
+		done
+	) &
+	BENCH_PSS_SAMPLER=$!
+}
+
+bench_memory_stop() {
+	kill "$BENCH_PSS_SAMPLER" 2>/dev/null || true
+	wait "$BENCH_PSS_SAMPLER" 2>/dev/null || true
+	awk '{ printf "pss_mib=%.1f\n", $1 / 1024 }' "$BENCH_PSS_FILE"
+	rm -f "$BENCH_PSS_FILE"
+}
 
 bench_is_db() { [[ $1 == ferretdb* || $1 == postgres* ]]; }
 

@@ -95,11 +95,12 @@ int db_status(struct db *d, const char *id, const struct db_page *page, bson_t *
 int db_status_csv(struct db *d, const char *id, FILE *out, void (*begin)(void *), void *arg,
 		  bson_error_t *err);
 
-/* A cursor over the batch's products in serial order (only chunk's when it is not
- * negative), with only the fields named (a NULL-terminated list), skip and limit as
- * find's (0: none), sorted by the server.  Destroy it when done. */
+/* A cursor over the batch's products (only chunk's when it is not negative), with only
+ * the fields named (a NULL-terminated list), skipping the first skip.  In serial order
+ * when sorted: FerretDB 1.x sorts in memory, holding every product the query matches, so
+ * a reader that needs no order asks for none.  Destroy it when done. */
 mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
-				  const char *const *fields, int64_t skip, int64_t limit);
+				  const char *const *fields, bool sorted, int64_t skip);
 
 /* A batch's products in serial order from the one at offset (lib/products.c): read a
  * rank group at a time, each product's "rank" (its place in serial order) and group

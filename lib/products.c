@@ -12,25 +12,23 @@
 #include "db.h"
 
 mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
-				  const char *const *fields, int64_t skip, int64_t limit)
+				  const char *const *fields, bool sorted, int64_t skip)
 {
 	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
-	bson_t *opts = BCON_NEW("sort", "{", "serial_no", BCON_INT32(1), "}",
-				"batchSize", BCON_INT64(limit > 0 && limit < DB_PAGE_LIMIT_MAX ?
-							limit : DB_PAGE_LIMIT_MAX));
+	bson_t *opts = BCON_NEW("batchSize", BCON_INT32(DB_PAGE_LIMIT_MAX));
 	bson_t projection;
 	mongoc_cursor_t *c;
 
 	if (chunk >= 0)         /* by the index {batch_id, chunk, serial_no} */
 		BSON_APPEND_INT64(filter, "chunk", chunk);
+	if (sorted)
+		BCON_APPEND(opts, "sort", "{", "serial_no", BCON_INT32(1), "}");
 	bson_append_document_begin(opts, "projection", -1, &projection);
 	for (const char *const *f = fields; *f; f++)
 		BSON_APPEND_INT32(&projection, *f, 1);
 	bson_append_document_end(opts, &projection);
 	if (skip > 0)
 		BSON_APPEND_INT64(opts, "skip", skip);
-	if (limit > 0)
-		BSON_APPEND_INT64(opts, "limit", limit);
 	c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
 	bson_destroy(filter);
 	bson_destroy(opts);
@@ -67,7 +65,7 @@ void db_products_open(struct db_products *r, struct db *d, const char *id,
 	*r = (struct db_products){ .d = d, .id = id, .fields = fields, .offset = offset,
 				   .ranked = !unranked, .group = offset / DB_RANK_GROUP };
 	r->c = r->ranked ? find_group(d, id, r->group, fields) :
-			   db_products_find(d, id, -1, fields, offset, 0);
+			   db_products_find(d, id, -1, fields, true, offset);
 }
 
 bool db_products_next(struct db_products *r, const bson_t **doc)

@@ -373,7 +373,8 @@ static bool copy_batch(const char *id, struct pass *p, bson_error_t *err)
 	if (!some)
 		return true;
 	p->bulk = mongoc_collection_create_bulk_operation_with_opts(db.products, NULL);
-	c = db_products_find(&db, id, -1, fields, 0, 0);
+	/* in serial order, a copy mostly comes after its owner and waits for nothing */
+	c = db_products_find(&db, id, -1, fields, true, 0);
 	while (ok && mongoc_cursor_next(c, &product))
 		ok = take_product(p, product, err);
 	ok = ok && !mongoc_cursor_error(c, err);

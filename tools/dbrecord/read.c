@@ -299,7 +299,7 @@ static bool list_pending(const char *id, int64_t chunk, struct reuse_from *from,
 	static const char *const fields[] = {
 		"serial_no", "input_image_urls", "output_image_urls", "copies", "errors", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, 0, 0);
+	mongoc_cursor_t *c = db_products_find(&db, id, chunk, fields, true, 0);
 	const bson_t *product;
 	bson_t *page[PENDING_PAGE];
 	size_t n = 0;
@@ -420,7 +420,7 @@ static bool count_products(const char *id, bson_t *set, bson_error_t *err)
 	static const char *const fields[] = {
 		"input_image_urls", "output_image_urls", "errors", "image_sizes", NULL,
 	};
-	mongoc_cursor_t *c = db_products_find(&db, id, -1, fields, 0, 0);
+	mongoc_cursor_t *c = db_products_find(&db, id, -1, fields, false, 0);
 	const bson_t *product;
 	int64_t rows = 0, images = 0, done = 0, failed = 0;
 	struct made made = { 0 };
