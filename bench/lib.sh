@@ -64,7 +64,7 @@
 #                                 other_cpu_s: CPU the rest of the machine used meanwhile
 #                                 (from /proc/stat; the bench's own shell and curl included),
 #                                 so a busy machine shows in the figures
-#   bench_memory_start / bench_memory_stop   samples, every 0.5 s from start to stop, the
+#   bench_memory_start / bench_memory_stop   samples, every second from start to stop, the
 #                                 sum of the proportional set size (Pss) of every live
 #                                 process watched and not aside, trees whole; stop prints
 #                                 pss_mib=PEAK for bench_report.  A shared page counts
@@ -280,14 +280,22 @@ bench_watch_stack() {
 
 bench_measured() { BENCH_MEASURED+=("$1 0 0 0 $2 $3"); }
 
-# The summed Pss of the watched processes now, in KiB.
+# The summed Pss of the watched processes now, in KiB: one read of every process's parent
+# finds the trees, and one awk reads their smaps_rollup (a process gone meanwhile is
+# skipped), so that a sample costs little of the machine it measures.
 watched_pss() {
-	local i
+	local i roots=""
 	for i in "${!BENCH_PIDS[@]}"; do
-		[ "${BENCH_ASIDE[i]}" = 1 ] && continue
-		if [ "${BENCH_KINDS[i]}" = tree ]; then tree_pids "${BENCH_PIDS[i]}"; else echo "${BENCH_PIDS[i]}"; fi
-	done | while read -r pid; do cat "/proc/$pid/smaps_rollup" 2>/dev/null; done |
-		awk '$1 == "Pss:" { s += $2 } END { print s + 0 }'
+		[ "${BENCH_ASIDE[i]}" = 1 ] || roots+=" ${BENCH_KINDS[i]}:${BENCH_PIDS[i]}"
+	done
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$roots" '
+	BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) { split(r[i], kv, ":"); kind[kv[2]] = kv[1] } }
+	{ pid = $1; sub(/.*\) /, ""); parent[pid] = $2 }
+	END {
+		for (p in parent)
+			for (q = p; q in parent; q = parent[q])
+				if (q in kind) { if (q == p || kind[q] == "tree") print "/proc/" p "/smaps_rollup"; break }
+	}' | { xargs -r cat 2>/dev/null || true; } | awk '$1 == "Pss:" { s += $2 } END { print s + 0 }'
 }
 
 bench_memory_start() {
@@ -298,7 +306,7 @@ bench_memory_start() {
 		while :; do
 			now=$(watched_pss)
 			[ "$now" -le "$peak" ] || { peak=$now; echo "$peak" >"$BENCH_PSS_FILE"; }
-			sleep 0.5
+			sleep 1
 		done
 	) &
 	BENCH_PSS_SAMPLER=$!
