@@ -66,11 +66,12 @@ int csvin_record(const struct csvin_row *row, const char *batch_id, bson_t *out)
 
 /* The same records written as NDJSON lines on out by json-c (lib/csvout.c), several
  * times faster than csvin_record and ndjson_write: one set of JSON values is refilled for
- * each row.  A ranked writer adds each valid row's "rank".  batch_id (added to every record unless NULL) must be UTF-8.
- * csvin_writer_new returns NULL when out of memory. */
+ * each row.  A ranked writer adds each valid row's "rank".  batch_id (added to every
+ * record unless NULL) must be UTF-8.  csvin_writer_new returns NULL when out of memory. */
 struct csvin_writer;
 struct csvin_writer *csvin_writer_new(FILE *out, const char *batch_id, bool ranked);
-/* Writes row's record and a newline; a valid row's "rank" when the writer is ranked.  Returns 0, or -1 on an error of out or of memory. */
+/* Writes row's record and a newline, with a valid row's "rank" when the writer is ranked.
+ * Returns 0, or -1 on an error of out or of memory. */
 int csvin_write(struct csvin_writer *w, const struct csvin_row *row);
 void csvin_writer_free(struct csvin_writer *w);
 

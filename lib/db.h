@@ -24,8 +24,7 @@ int db_open_within(struct db *d, const struct config *cfg, int32_t timeout_ms, b
 void db_close(struct db *d);
 /* Creates the indexes the queries need on products ({batch_id, rank_group, rank} for the
  * status, {batch_id, serial_no} for an unranked batch's, {batch_id, chunk, serial_no} for
- * a chunk's images); for whoever writes products.  A
- * no-op when they exist. */
+ * a chunk's images); for whoever writes products.  A no-op when they exist. */
 int db_create_indexes(struct db *d, bson_error_t *err);
 /* Creates the index name of collection on keys; a no-op when it exists. */
 int db_create_index(struct db *d, const char *collection, const bson_t *keys, const char *name,

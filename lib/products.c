@@ -11,22 +11,31 @@
  * is read sorted, with skip, at the cost of the batch. */
 #include "db.h"
 
+/* Appends to opts the projection of the fields named, and of extra unless it is NULL. */
+static void append_projection(bson_t *opts, const char *const *fields, const char *extra)
+{
+	bson_t projection;
+
+	bson_append_document_begin(opts, "projection", -1, &projection);
+	for (const char *const *f = fields; *f; f++)
+		BSON_APPEND_INT32(&projection, *f, 1);
+	if (extra)
+		BSON_APPEND_INT32(&projection, extra, 1);
+	bson_append_document_end(opts, &projection);
+}
+
 mongoc_cursor_t *db_products_find(struct db *d, const char *id, int64_t chunk,
 				  const char *const *fields, bool sorted, int64_t skip)
 {
 	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id));
 	bson_t *opts = BCON_NEW("batchSize", BCON_INT32(DB_PAGE_LIMIT_MAX));
-	bson_t projection;
 	mongoc_cursor_t *c;
 
 	if (chunk >= 0)         /* by the index {batch_id, chunk, serial_no} */
 		BSON_APPEND_INT64(filter, "chunk", chunk);
 	if (sorted)
 		BCON_APPEND(opts, "sort", "{", "serial_no", BCON_INT32(1), "}");
-	bson_append_document_begin(opts, "projection", -1, &projection);
-	for (const char *const *f = fields; *f; f++)
-		BSON_APPEND_INT32(&projection, *f, 1);
-	bson_append_document_end(opts, &projection);
+	append_projection(opts, fields, NULL);
 	if (skip > 0)
 		BSON_APPEND_INT64(opts, "skip", skip);
 	c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
@@ -42,14 +51,9 @@ static mongoc_cursor_t *find_group(struct db *d, const char *id, int64_t group,
 	bson_t *filter = BCON_NEW("batch_id", BCON_UTF8(id), "rank_group", BCON_INT64(group));
 	bson_t *opts = BCON_NEW("sort", "{", "rank", BCON_INT32(1), "}",
 				"batchSize", BCON_INT32(DB_RANK_GROUP));
-	bson_t projection;
 	mongoc_cursor_t *c;
 
-	bson_append_document_begin(opts, "projection", -1, &projection);
-	for (const char *const *f = fields; *f; f++)
-		BSON_APPEND_INT32(&projection, *f, 1);
-	BSON_APPEND_INT32(&projection, "rank", 1);
-	bson_append_document_end(opts, &projection);
+	append_projection(opts, fields, "rank");
 	c = mongoc_collection_find_with_opts(d->products, filter, opts, NULL);
 	bson_destroy(filter);
 	bson_destroy(opts);

@@ -17,7 +17,6 @@
 
 #include "dbrecord.h"
 
-
 /* The job a chunk command is about, and its documents' ids. */
 struct job_ref {
 	const char *batch;

@@ -211,7 +211,6 @@ static bson_t *product_document(const struct item *it, int64_t now)
 	if (it->kind != PRODUCT)
 		return NULL;
 	doc = BCON_NEW("_id", BCON_UTF8(it->id));
-
 	append_row_fields(doc, it->rec, now);
 	append_new_fields(doc, it->rec, now);
 	bson_append_array_begin(doc, "errors", -1, &errors);
