@@ -41,6 +41,9 @@ LOCK = threading.Lock()
 
 class Handler(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A response goes out as headers and then body: with Nagle's algorithm on, the body of
+    # each answer on a kept-alive connection waits for the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
     answer, etag, validators = None, None, True    # do_GET sets them for each request
 
     def log_message(self, fmt, *args):

@@ -858,7 +858,7 @@ static int run(void)
 			      (long)opt.host_connections) != CURLM_OK)
 		errx(EX_SOFTWARE, "curl_multi_init failed");
 
-	while (!r.eof || r.busy) {
+	for (;;) {
 		int want_input;
 		struct curl_waitfd in = { .fd = 0, .events = CURL_WAIT_POLLIN };
 		int wait_ms;
@@ -866,6 +866,10 @@ static int run(void)
 		if (curl_multi_perform(r.multi, &running) != CURLM_OK)
 			errx(EX_SOFTWARE, "curl_multi_perform failed");
 		reap(&r);
+		/* Checked here, not before the poll below: that waits up to a second when
+		 * the last download has just ended, with nothing left to wake it. */
+		if (r.eof && !r.busy)
+			break;
 		wait_ms = restart_due(&r);
 		want_input = !r.eof && r.busy < opt.parallel;
 		/* stdin is polled with the transfers only to wake us; stdin_ready() decides,
