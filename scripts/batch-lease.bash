@@ -24,9 +24,10 @@ hold_lease() {
 watch_lease() {
 	local state now deadline=$(( $(now_ms) + IMGPIPE_LEASE_MS ))
 	local every=$(( IMGPIPE_LEASE_MS / 12 < 500 ? 500 : IMGPIPE_LEASE_MS / 12 > 2000 ? 2000 : IMGPIPE_LEASE_MS / 12 ))
-	# (the sleep's stderr is not the log's pipe: a sleep left running when the watch is
-	# killed would hold the pipe open, and the run's exit waits for the log to end)
-	while sleep "$(seconds "$every")" 2>/dev/null; do
+	# (the sleep holds no descriptor of the log's pipe, neither stderr nor log_fd: a sleep
+	# left running when the watch is killed would hold the pipe open, and the run's exit
+	# waits for the log to end, up to one sleep more)
+	while sleep "$(seconds "$every")" 2>/dev/null {log_fd}>&-; do
 		now=$(now_ms)
 		if state=$(lease_state); then
 			if [ "${state%%/*}" != "$IMGPIPE_FENCE" ]; then
