@@ -598,14 +598,17 @@ EOF
 	assert_equal "${#lines[@]}" 1
 }
 
-@test "webhook delivery records are kept on the batch once" {
+@test "webhook delivery records are kept on the batch once, and leave its updated_at as the batch ended" {
 	dbrecord batch "$ID" completed
+	ended_at=$(dbrecord show "$ID" --no-products | jq -r .updated_at)
+	sleep 0.01
 	delivery="{\"batch_id\": \"$ID\", \"event\": \"batch.completed\", \"delivery\": \"d-1\", \"attempt\": 2, \"status_code\": 503, \"delivered\": false, \"gave_up\": true, \"at\": \"2024-05-01T10:00:00Z\", \"ending\": 1}"
 	echo "$delivery" | dbrecord >/dev/null
 	echo "$delivery" | dbrecord >/dev/null
 	run dbrecord show "$ID"
 	assert_equal "$(jq -c .webhook_deliveries <<<"$output")" \
 		'[{"delivery":"d-1","event":"batch.completed","attempt":2,"status_code":503,"delivered":false,"gave_up":true,"at":"2024-05-01T10:00:00Z","ending":1}]'
+	assert_equal "$(jq -r .updated_at <<<"$output")" "$ended_at"
 }
 
 @test "products have the index on batch_id and serial_no" {

@@ -396,19 +396,27 @@ static bool counts_moved(const struct counts *c)
 	return c->done || c->failed || c->compressed || c->reused || c->saved;
 }
 
-/* The batch's part of a flush: it exists (as 'in progress' when this creates it) and was
- * updated now; and the flush's images moved its counters by done and failed. */
-static bson_t *batch_touch(int64_t now, const struct counts *c, bool unranked)
+/* The batch's part of a flush: it exists (as 'in progress' when this creates it) and,
+ * when updated, was updated now; and the flush's images moved its counters by done and
+ * failed. */
+static bson_t *batch_touch(int64_t now, const struct counts *c, bool unranked, bool updated)
 {
-	bson_t *u = bson_new(), set;
+	bson_t *u = bson_new(), set, created;
 
-	bson_append_document_begin(u, "$set", -1, &set);
-	BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
-	if (unranked)           /* its pages are read sorted (lib/products.c) */
-		BSON_APPEND_BOOL(&set, "unranked", true);
-	bson_append_document_end(u, &set);
-	BCON_APPEND(u, "$setOnInsert", "{", "status", BCON_UTF8("in progress"),
-		    "createdAt", BCON_DATE_TIME(now), "}");
+	if (updated || unranked) {      /* (MongoDB before 5.0 refuses an empty $set) */
+		bson_append_document_begin(u, "$set", -1, &set);
+		if (updated)
+			BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+		if (unranked)   /* its pages are read sorted (lib/products.c) */
+			BSON_APPEND_BOOL(&set, "unranked", true);
+		bson_append_document_end(u, &set);
+	}
+	bson_append_document_begin(u, "$setOnInsert", -1, &created);
+	BSON_APPEND_UTF8(&created, "status", "in progress");
+	BSON_APPEND_DATE_TIME(&created, "createdAt", now);
+	if (!updated)
+		BSON_APPEND_DATE_TIME(&created, "updatedAt", now);
+	bson_append_document_end(u, &created);
 
 	if (counts_moved(c))
 		BCON_APPEND(u, "$inc", "{", "progress.images_done", BCON_INT64(c->done),
@@ -419,7 +427,9 @@ static bson_t *batch_touch(int64_t now, const struct counts *c, bool unranked)
 	return u;
 }
 
-/* A row error's or a delivery's entry in its set on the batch, with the batch's touch. */
+/* A row error's or a delivery's entry in its set on the batch, with the batch's touch.
+ * A delivery leaves updatedAt as it is: an ended batch's updated_at says when it ended,
+ * not when its webhook was last tried (retries go on for up to an hour). */
 static bson_t *batch_entry(const struct item *it, int64_t now)
 {
 	static const char *const delivery_fields[] = {
@@ -427,7 +437,7 @@ static bson_t *batch_entry(const struct item *it, int64_t now)
 		"error", "ending", NULL,
 	};
 	static const struct counts none;
-	bson_t *u = batch_touch(now, &none, false);
+	bson_t *u = batch_touch(now, &none, false, it->kind == ROW_ERROR);
 	bson_t add, entry;
 	bson_iter_t f;
 
@@ -662,7 +672,7 @@ static bool queue_touches(const struct item *items, size_t n, mongoc_bulk_operat
 			continue;
 		(*nb)++;
 		*last = batch;
-		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, &c, unranked),
+		if (!add_update(bb, BCON_NEW("_id", BCON_UTF8(batch)), batch_touch(now, &c, unranked, true),
 				true, err))
 			return false;
 	}
