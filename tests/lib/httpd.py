@@ -234,7 +234,12 @@ def main():
         def __init__(self, *args, **kw):
             super().__init__(*args, directory=root, **kw)
 
-    srv = ThreadingHTTPServer(("127.0.0.1", a.port), RootHandler)
+    # A listen backlog as a real server's: socketserver's 5 drops the SYNs of a burst of
+    # connections (fetchimg opens up to 8 to one host), each then retried a second later.
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128
+
+    srv = Server(("127.0.0.1", a.port), RootHandler)
     srv.daemon_threads = True
     srv.root, srv.hook_log, srv.verbose = root, a.hook_log, a.verbose
     srv.request_log, srv.answer_log = a.request_log, a.answer_log
