@@ -818,18 +818,18 @@ static void reap(struct run *r)
 	}
 }
 
-/* Restarts the retries that are due; returns ms until the next one (at most 1000). */
+/* Restarts the retries that are due; returns ms until the next one (at most 1000).  A
+ * restart that must wait again (no host slot, no room for a file) counts with its new
+ * time: else the loop slept a whole second while a slot or room came free. */
 static int restart_due(struct run *r)
 {
 	int64_t now = now_ms(), next = 1000;
 	for (long i = 0; i < opt.parallel; i++) {
 		struct job *j = r->slots[i];
-		if (!j || !j->retry_at)
-			continue;
-		if (j->retry_at <= now)
+		if (j && j->retry_at && j->retry_at <= now)
 			add_transfer(r, j);
-		else if (j->retry_at - now < next)
-			next = j->retry_at - now;
+		if (j && j->retry_at && j->retry_at - now < next)
+			next = j->retry_at > now ? j->retry_at - now : 0;
 	}
 	return (int)next;
 }
