@@ -6,6 +6,11 @@
 #   bench_serve DIR               serve the files of DIR on 127.0.0.1; sets BENCH_PHOTOS_URL
 #                                 (no trailing slash), BENCH_PHOTOS_DIR (DIR), BENCH_PHOTOS_PID
 #   bench_photos_stop
+#   bench_photo_copy PHOTOS N TAG OUT   sample photograph (N-1) % 12 of the folder PHOTOS
+#                                 (scripts/sample-photos) with a JPEG comment holding TAG: a
+#                                 full-size photograph to compress, with bytes of its own
+#   bench_photo_copies PHOTOS DIR COUNT   DIR/00001.jpg .. DIR/COUNT.jpg, each its own
+#                                 bench_photo_copy (tagged with DIR's name and its number)
 #   bench_small_images DIR COUNT  makes DIR/00001.jpg .. DIR/COUNT.jpg once (kept for later
 #                                 runs): 480x300 product shots cut from the sample photographs,
 #                                 no two alike in bytes (each its own crop offset, colour
@@ -109,6 +114,24 @@ bench_serve() {
 bench_photos_stop() {
 	[ -z "${BENCH_PHOTOS_PID:-}" ] || kill "$BENCH_PHOTOS_PID" 2>/dev/null || true
 	BENCH_PHOTOS_PID=
+}
+
+# A JPEG comment segment (COM, FF FE, its length counting its own two bytes) right after
+# the SOI: the image decodes the same, its bytes and SHA-256 are its own.
+bench_photo_copy() {
+	local src=$1/${BENCH_PHOTOS[($2 - 1) % ${#BENCH_PHOTOS[@]}]}.jpg length
+	printf -v length '\\x%02x' $((2 + ${#3}))
+	{ head -c 2 "$src"; printf "\\xff\\xfe\\x00$length%s" "$3"; tail -c +3 "$src"; } >"$4.new"
+	mv "$4.new" "$4"
+}
+
+bench_photo_copies() {
+	local i name
+	mkdir -p "$2"
+	for ((i = 1; i <= $3; i++)); do
+		printf -v name %05d "$i"
+		bench_photo_copy "$1" "$i" "$(basename "$2")-$name" "$2/$name.jpg"
+	done
 }
 
 # Image I is cut from photograph (I-1) % 12; K = (I-1) / 12 sets its crop offset (in a
