@@ -826,10 +826,12 @@ static int restart_due(struct run *r)
 	int64_t now = now_ms(), next = 1000;
 	for (long i = 0; i < opt.parallel; i++) {
 		struct job *j = r->slots[i];
-		if (j && j->retry_at && j->retry_at <= now)
-			add_transfer(r, j);
-		if (j && j->retry_at && j->retry_at - now < next)
-			next = j->retry_at > now ? j->retry_at - now : 0;
+		if (!j || !j->retry_at)
+			continue;
+		if (j->retry_at <= now)
+			add_transfer(r, j);    /* started (retry_at 0), or to wait again, later */
+		if (j->retry_at && j->retry_at - now < next)
+			next = j->retry_at - now;
 	}
 	return (int)next;
 }
