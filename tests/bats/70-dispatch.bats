@@ -193,8 +193,10 @@ take_over() {
 
 @test "a job queued twice never runs twice at once: the second waits for the lease" {
 	export JOB_SLEEP=3
-	dispatcher --claim-idle 1
-	dispatcher --claim-idle 1
+	# one job each: a dispatcher with a free slot could take both entries itself, and
+	# then refuses the second as run_not_exited, never meeting the lease
+	dispatcher --claim-idle 1 --jobs 1
+	dispatcher --claim-idle 1 --jobs 1
 	enqueue b11
 	enqueue b11
 	wait_runs 2
