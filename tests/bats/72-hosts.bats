@@ -60,16 +60,37 @@ host_init() {
 	echo "$children"
 }
 
-# Stops (SIGSTOP) or resumes (SIGCONT, with $2 CONT) every process of host NAME: frozen,
-# it can neither end the chunk it holds nor start another while the test looks.
-host_signal() {
+# The PIDs of every process of host NAME, one a line.
+host_pids() {
 	local ns pid
 	ns=$(readlink "/proc/$(host_init "$1")/ns/pid")
 	for pid in /proc/[0-9]*; do
-		if [ "$(readlink "$pid/ns/pid" 2>/dev/null)" = "$ns" ]; then
-			kill "-$2" "${pid#/proc/}" 2>/dev/null || true   # (it may have just exited)
-		fi
+		[ "$(readlink "$pid/ns/pid" 2>/dev/null)" != "$ns" ] || echo "${pid#/proc/}"
 	done
+}
+
+# Freezes host NAME (SIGSTOP to every process), so that it can neither end the chunk it
+# holds nor start another while the test looks.  A process forked during a sweep is
+# missed by it, so sweeps go on until every process is stopped; then a pause lets what
+# was already sent to the database land.
+host_freeze() {
+	local pid moving
+	for _ in $(seq 50); do
+		moving=
+		for pid in $(host_pids "$1"); do
+			kill -STOP "$pid" 2>/dev/null || continue   # (it may have just exited)
+			case $(sed 's/.*) //; s/ .*//' "/proc/$pid/stat" 2>/dev/null) in T | t | Z | X | '') ;; *) moving=$pid ;; esac
+		done
+		[ -n "$moving" ] || break
+		sleep 0.1
+	done
+	[ -z "$moving" ] || { echo "host $1: process $moving does not stop" >&2; return 1; }
+	sleep 1
+}
+
+host_thaw() {
+	local pid
+	for pid in $(host_pids "$1"); do kill -CONT "$pid" 2>/dev/null || true; done
 }
 
 submit() {
@@ -143,10 +164,10 @@ PY
 	held=
 	for _ in $(seq 300); do
 		if chunk_hosts "$id" | grep -q ' hostB ended '; then
-			host_signal hostB STOP
+			host_freeze hostB
 			held=$(chunk_hosts "$id" | awk '$2 == "hostB" && $3 == "running" { print $1 }')
 			[ -n "$held" ] && break
-			host_signal hostB CONT
+			host_thaw hostB
 		fi
 		sleep 0.5
 	done
