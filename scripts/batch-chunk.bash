@@ -14,10 +14,18 @@ deal_products() {
 # Runs one pipeline a file of deal_products, with GNU parallel started once a chunk (fed
 # through --pipe, parallel itself cost more CPU than a chunk's fetches and uploads:
 # bench/roundtrips), pipeline K's outcomes into outcomes-K.ndjson; the first failure
-# stops the others.  On SIGTERM, parallel stops its pipelines (stop_step).
+# stops the others.  The jobs of one dispatcher (this run's parent) share $jobs
+# pipelines: pipeline K of a job holds the dispatcher's slot K (parallel's job slot, {%})
+# for as long as any of its processes lives, so that a second chunk job's pipeline K
+# starts when the first's ends, not beside it (two jobs' pipelines at once doubled the
+# memory).  The slots are the dispatcher's, not the host's: the runs of a dispatcher
+# frozen or killed never hold up another's.  On SIGTERM, parallel stops its pipelines
+# (stop_step), those still waiting for a slot too.
 run_pipelines() {
-	local stages rc=0
-	stages="set -o pipefail; fetchimg --dir $(printf %q "$work/in") --max-files 8 <{} |
+	local stages slots="${IMGPIPE_HOME:-var}/run/pipelines/$PPID" rc=0
+	mkdir -p "$slots"
+	stages="exec 9>$(printf %q "$slots")/{%} && flock 9 && set -o pipefail &&
+		fetchimg --dir $(printf %q "$work/in") --max-files 8 <{} |
 		shrink --out-dir $(printf %q "$work/out") | s3put --remove-files | dbrecord >{= s/images-/outcomes-/ =}"
 	parallel --jobs "$jobs" --halt now,fail=1 "$stages" ::: "$work"/images-*.ndjson &
 	running=$!

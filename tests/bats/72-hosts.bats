@@ -43,11 +43,12 @@ teardown() {
 	done <"$HOSTS"
 }
 
-# Starts host NAME: chunks of 20 rows, one job and one pipeline at a time.
+# Starts host NAME [WORKER_ARGS...]: chunks of CHUNK_ROWS rows (default 20), one job
+# (unless WORKER_ARGS say otherwise) and one pipeline at a time.
 host_up() {
 	mkdir -p "$BATS_TEST_TMPDIR/$1"
-	IMGPIPE_HOME="$BATS_TEST_TMPDIR/$1" IMGPIPE_PARALLEL=1 IMGPIPE_CHUNK_ROWS=20 \
-		"$ROOT/tests/lib/fake-host" "$1" --jobs 1 --claim-idle 3 --sweep-after 0 \
+	IMGPIPE_HOME="$BATS_TEST_TMPDIR/$1" IMGPIPE_PARALLEL=1 IMGPIPE_CHUNK_ROWS=${CHUNK_ROWS:-20} \
+		"$ROOT/tests/lib/fake-host" "$1" --jobs 1 --claim-idle 3 --sweep-after 0 "${@:2}" \
 		2>"$BATS_TEST_TMPDIR/$1.log" &
 	echo "$1 $!" >>"$HOSTS"
 }
@@ -196,4 +197,29 @@ PY
 	assert_batch_once "$id"
 	run chunk_hosts "$id"
 	assert_line --regexp "^[0-9]+ hostC ended hostC$"
+}
+
+@test "a host's chunk jobs share its pipelines: two chunks at once, one pipeline's downloads at a time" {
+	CHUNK_ROWS=3 host_up hostA --jobs 2
+	{
+		echo "S. No.,Product Name,Input Image Urls"
+		for i in 1 2 3 4 5 6; do echo "$i,Product $i,$HTTPD_URL/hold/img-$i.jpg?ms=3000"; done
+	} >"$BATS_TEST_TMPDIR/held.csv"
+	curl -sS "$HTTPD_URL/held?reset=1" >/dev/null
+	id=$(imgpipe submit "$BATS_TEST_TMPDIR/held.csv" | jq -r .batch_id)
+	wait_ended "$id" 120
+	# the two chunk jobs ran at once ...
+	run /usr/bin/python3 - "$MONGODB_URI" "$id" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1]).get_default_database()
+c = {d["chunk"]: d for d in db.chunks.find({"batch_id": sys.argv[2], "chunk": {"$exists": True}})}
+print(sorted(c), c[1]["started"] < c[0]["ended"] and c[0]["started"] < c[1]["ended"])
+PY
+	assert_output "[0, 1] True"
+	# ... but the host's one pipeline was taken by one at a time: at most a chunk's three
+	# downloads were under way together, where two pipelines side by side made six
+	run jq .max < <(curl -sS "$HTTPD_URL/held")
+	[ "$output" -le 3 ]
+	run jq -r .status < <(curl -sS "$IMGPIPE_URL/status/$id")
+	assert_output completed
 }
