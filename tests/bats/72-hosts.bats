@@ -61,13 +61,13 @@ host_init() {
 	echo "$children"
 }
 
-# The PIDs of every process of host NAME, one a line.
+# The PIDs of every process of host NAME, one a line: one stat(1) over all of /proc, not
+# a readlink a process, so that a sweep is quick on a loaded machine.
 host_pids() {
-	local ns pid
-	ns=$(readlink "/proc/$(host_init "$1")/ns/pid")
-	for pid in /proc/[0-9]*; do
-		[ "$(readlink "$pid/ns/pid" 2>/dev/null)" != "$ns" ] || echo "${pid#/proc/}"
-	done
+	local ns
+	ns=$(stat -L -c %i "/proc/$(host_init "$1")/ns/pid")
+	{ stat -L -c '%i %n' /proc/[0-9]*/ns/pid 2>/dev/null || true; } |
+		awk -v ns="$ns" '$1 == ns { split($2, p, "/"); print p[3] }'
 }
 
 # Freezes host NAME (SIGSTOP to every process), so that it can neither end the chunk it
@@ -75,18 +75,21 @@ host_pids() {
 # missed by it, so sweeps go on until every process is stopped; then a pause lets what
 # was already sent to the database land.
 host_freeze() {
-	local pid moving
+	local pid stat state moving
 	for _ in $(seq 50); do
 		moving=
 		for pid in $(host_pids "$1"); do
-			kill -STOP "$pid" 2>/dev/null || continue   # (it may have just exited)
-			case $(sed 's/.*) //; s/ .*//' "/proc/$pid/stat" 2>/dev/null) in T | t | Z | X | '') ;; *) moving=$pid ;; esac
+			if ! kill -STOP "$pid" 2>/dev/null || ! read -r stat 2>/dev/null <"/proc/$pid/stat"; then
+				continue   # it has just exited
+			fi
+			state=${stat##*) } state=${state%% *}
+			case $state in T | t | Z | X) ;; *) moving=$pid ;; esac
 		done
 		[ -n "$moving" ] || break
 		sleep 0.1
 	done
 	[ -z "$moving" ] || { echo "host $1: process $moving does not stop" >&2; return 1; }
-	sleep 1
+	sleep 0.5
 }
 
 host_thaw() {
@@ -118,6 +121,9 @@ for c in db.chunks.find({"batch_id": sys.argv[2], "chunk": {"$exists": True}}).s
     print(c["chunk"], c["host"], "ended" if "ended" in c else "running", ",".join(c["hosts"]))
 PY
 }
+
+# The chunks of batch ID that host NAME runs now.
+running_on() { chunk_hosts "$1" | awk -v host="$2" '$2 == host && $3 == "running" { print $1 }'; }
 
 # Every product once with its image, the summary exact, one webhook delivered.
 assert_batch_once() {
@@ -164,9 +170,9 @@ PY
 	# once hostB has done a chunk and runs another, frozen so that what it holds stays held
 	held=
 	for _ in $(seq 300); do
-		if chunk_hosts "$id" | grep -q ' hostB ended '; then
+		if chunk_hosts "$id" | grep -q ' hostB ended ' && [ -n "$(running_on "$id" hostB)" ]; then
 			host_freeze hostB
-			held=$(chunk_hosts "$id" | awk '$2 == "hostB" && $3 == "running" { print $1 }')
+			held=$(running_on "$id" hostB)
 			[ -n "$held" ] && break
 			host_thaw hostB
 		fi
