@@ -23,6 +23,7 @@ deal_products() {
 # (stop_step), those still waiting for a slot too.
 run_pipelines() {
 	local stages slots="${IMGPIPE_HOME:-var}/run/pipelines/$PPID" rc=0
+	remove_gone_slots "${slots%/*}"
 	mkdir -p "$slots"
 	stages="exec 9>$(printf %q "$slots")/{%} && flock 9 && set -o pipefail &&
 		fetchimg --dir $(printf %q "$work/in") --max-files 8 <{} |
@@ -33,6 +34,17 @@ run_pipelines() {
 	running=
 	rm -f "$work"/images-*.ndjson
 	return "$rc"
+}
+
+# Removes the slots of dispatchers no longer running from DIR (a folder a dispatcher's
+# PID), so that restarts leave nothing behind.  (A run left by such a dispatcher keeps the
+# lock it holds: removing its file does not release it.)
+remove_gone_slots() {
+	local dir
+	for dir in "$1"/*/; do
+		dir=${dir%/}
+		[ ! -d "$dir" ] || [ -d "/proc/${dir##*/}" ] || rm -rf -- "$dir"
+	done
 }
 
 # A chunk job: the chunk's images still to do, then the chunk's end (it finishes the

@@ -212,6 +212,7 @@ PY
 		for i in 1 2 3 4 5 6; do echo "$i,Product $i,$HTTPD_URL/hold/img-$i.jpg?ms=3000"; done
 	} >"$BATS_TEST_TMPDIR/held.csv"
 	curl -sS "$HTTPD_URL/held?reset=1" >/dev/null
+	mkdir -p "$BATS_TEST_TMPDIR/hostA/run/pipelines/999999"   # a dispatcher gone
 	id=$(imgpipe submit "$BATS_TEST_TMPDIR/held.csv" | jq -r .batch_id)
 	wait_ended "$id" 120
 	# the two chunk jobs ran at once ...
@@ -228,4 +229,7 @@ PY
 	[ "$output" -le 3 ]
 	run jq -r .status < <(curl -sS "$IMGPIPE_URL/status/$id")
 	assert_output completed
+	# the slots are the dispatcher's (PID 1 of the host's namespace); a gone one's removed
+	run ls "$BATS_TEST_TMPDIR/hostA/run/pipelines"
+	assert_output 1
 }
