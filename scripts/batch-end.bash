@@ -98,13 +98,12 @@ unavailable() {
 # webhook-id, made from both as notify makes it; the delivery is keyed by that id, so a
 # rerun that announces again queues nothing more.  Redis down: the finisher runs again.
 announce() {
-	local batch ending webhook_id event
+	local batch ending delivered webhook_id event
 	batch=$(dbrecord show "$id" --no-products) || { log batch will_retry "database unavailable while announcing"; exit 75; }
-	ending=$(jq '.ending // 0' <<<"$batch")
-	if jq -e --argjson ending "$ending" \
-		'any(.webhook_deliveries[]?; .delivered and (.ending // 0) == $ending)' >/dev/null <<<"$batch"; then
-		return
-	fi
+	# (one jq for both: each start of jq 1.6 costs 35 ms of CPU, in the batch's last steps)
+	read -r ending delivered < <(jq -r '(.ending // 0) as $ending
+		| "\($ending) \(any(.webhook_deliveries[]?; .delivered and (.ending // 0) == $ending))"' <<<"$batch")
+	[ "$delivered" != true ] || return 0
 	webhook_id=msg_$(printf '%s.%s' "$id" "$ending" | sha256sum | cut -c1-64)
 	event=$(jq -c --arg status_url "$status_url" --argjson ending "$ending" --arg webhook_id "$webhook_id" '{
 		event: ("batch." + .status), batch_id, status, message, progress, ending: $ending,
@@ -133,8 +132,8 @@ queue_webhook() {
 summarise() {
 	local copies
 	copies=$(dbrecord copies "$id") || return
-	jq -e '.copies > 0' >/dev/null <<<"$copies" &&
-		log copies filled "$(jq -r '"\(.copies) copy slots, \(.updated) set"' <<<"$copies")"
+	copies=$(jq -r 'select(.copies > 0) | "\(.copies) copy slots, \(.updated) set"' <<<"$copies")
+	[ -z "$copies" ] || log copies filled "$copies"
 	dbrecord recount "$id" && dbrecord show "$id" --no-products | jq -r '.progress as $p
 		| "\($p.rows_total) rows (\($p.rows_done) valid, \($p.rows_failed) rejected), \($p.images_total) images (\($p.images_done) done, \($p.images_failed) failed)" as $m
 		| if .cancel_requested then "failed\tcancelled"
