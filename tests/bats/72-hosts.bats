@@ -18,10 +18,15 @@ setup_file() {
 	fi
 	"$ROOT/tests/lib/small-jpegs" "$BATS_FILE_TMPDIR/photos" "$ROWS"
 	httpd_start "$BATS_FILE_TMPDIR/photos"
-	{
-		echo "S. No.,Product Name,Input Image Urls"
-		for i in $(seq "$ROWS"); do echo "$i,Product $i,$HTTPD_URL/img-$((i - 1)).jpg"; done
-	} >"$BATS_FILE_TMPDIR/products.csv"
+	products_csv "$HTTPD_URL" "" >"$BATS_FILE_TMPDIR/products.csv"
+	# the same through /hold/: each download 0.6 s, so that a chunk runs for seconds
+	products_csv "$HTTPD_URL/hold" "?ms=600" >"$BATS_FILE_TMPDIR/slow.csv"
+}
+
+# A CSV of ROWS products, one image each: URL_BASE/img-N.jpg followed by QUERY.
+products_csv() {
+	echo "S. No.,Product Name,Input Image Urls"
+	for i in $(seq "$ROWS"); do echo "$i,Product $i,$1/img-$((i - 1)).jpg$2"; done
 }
 
 teardown_file() {
@@ -97,8 +102,9 @@ host_thaw() {
 	for pid in $(host_pids "$1"); do kill -CONT "$pid" 2>/dev/null || true; done
 }
 
+# Submits CSV (default: the file's products.csv) with the webhook; prints the batch id.
 submit() {
-	imgpipe submit "$BATS_FILE_TMPDIR/products.csv" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
+	imgpipe submit "${1:-$BATS_FILE_TMPDIR/products.csv}" --webhook "$HTTPD_URL/hook" | jq -r .batch_id
 }
 
 # Waits up to $2 seconds for batch $1 to end.
@@ -166,11 +172,11 @@ PY
 	host_up hostA
 	host_up hostB
 	host_up hostC
-	id=$(submit)
+	id=$(submit "$BATS_FILE_TMPDIR/slow.csv")
 	# once hostB has done a chunk and runs another, frozen so that what it holds stays held
 	held=
 	for _ in $(seq 300); do
-		if chunk_hosts "$id" | grep -q ' hostB ended ' && [ -n "$(running_on "$id" hostB)" ]; then
+		if chunk_hosts "$id" | grep -q ' hostB ended '; then
 			host_freeze hostB
 			held=$(running_on "$id" hostB)
 			[ -n "$held" ] && break
