@@ -17,10 +17,11 @@ deal_products() {
 # stops the others.  The jobs of one dispatcher (this run's parent) share $jobs
 # pipelines: pipeline K of a job holds the dispatcher's slot K (parallel's job slot, {%})
 # for as long as any of its processes lives, so that a second chunk job's pipeline K
-# starts when the first's ends, not beside it (two jobs' pipelines at once doubled the
-# memory).  The slots are the dispatcher's, not the host's: the runs of a dispatcher
-# frozen or killed never hold up another's.  On SIGTERM, parallel stops its pipelines
-# (stop_step), those still waiting for a slot too.
+# starts when the first's ends, not beside it (two jobs' pipelines side by side ran
+# twice the processes on the same cores, for no more images a second).  The slots are
+# the dispatcher's, not the host's: the runs of a dispatcher frozen or killed never hold
+# up another's.  On SIGTERM, parallel stops its pipelines (stop_step), those still
+# waiting for a slot too.
 run_pipelines() {
 	local stages slots="${IMGPIPE_HOME:-var}/run/pipelines/$PPID" rc=0
 	remove_gone_slots "${slots%/*}"
