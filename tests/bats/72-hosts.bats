@@ -23,10 +23,11 @@ setup_file() {
 	products_csv "$HTTPD_URL/hold" "?ms=600" >"$BATS_FILE_TMPDIR/slow.csv"
 }
 
-# A CSV of ROWS products, one image each: URL_BASE/img-N.jpg followed by QUERY.
+# products_csv URL_BASE QUERY [N]: a CSV of N products (default ROWS), one image each,
+# URL_BASE/img-K.jpg followed by QUERY.
 products_csv() {
 	echo "S. No.,Product Name,Input Image Urls"
-	for i in $(seq "$ROWS"); do echo "$i,Product $i,$1/img-$((i - 1)).jpg$2"; done
+	for i in $(seq "${3:-$ROWS}"); do echo "$i,Product $i,$1/img-$((i - 1)).jpg$2"; done
 }
 
 teardown_file() {
@@ -213,13 +214,10 @@ PY
 
 @test "a host's chunk jobs share its pipelines: two chunks at once, one pipeline's downloads at a time" {
 	CHUNK_ROWS=3 host_up hostA --jobs 2
-	{
-		echo "S. No.,Product Name,Input Image Urls"
-		for i in 1 2 3 4 5 6; do echo "$i,Product $i,$HTTPD_URL/hold/img-$i.jpg?ms=3000"; done
-	} >"$BATS_TEST_TMPDIR/held.csv"
+	products_csv "$HTTPD_URL/hold" "?ms=3000" 6 >"$BATS_TEST_TMPDIR/held.csv"
 	curl -sS "$HTTPD_URL/held?reset=1" >/dev/null
 	mkdir -p "$BATS_TEST_TMPDIR/hostA/run/pipelines/999999"   # a dispatcher gone
-	id=$(imgpipe submit "$BATS_TEST_TMPDIR/held.csv" | jq -r .batch_id)
+	id=$(submit "$BATS_TEST_TMPDIR/held.csv")
 	wait_ended "$id" 120
 	# the two chunk jobs ran at once ...
 	run /usr/bin/python3 - "$MONGODB_URI" "$id" <<'PY'
